@@ -1,0 +1,61 @@
+"""Input validation with one-line, actionable error messages (scikit-learn style).
+
+Every public entry point checks its arguments with these helpers, so that bad input fails
+early with a single line naming the argument, what is wrong, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+class MirrorflowError(ValueError):
+    """Bad input to a mirrorflow function. The message is one line and says how to fix it."""
+
+
+def check_finite_scalar(name: str, value: Any, *, minimum: float | None = None,
+                        strict: bool = False, maximum: float | None = None) -> float:
+    """Return ``value`` as a float after checking it is finite and within bounds."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise MirrorflowError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise MirrorflowError(f"{name} must be finite, got {out!r}")
+    if minimum is not None:
+        if strict and out <= minimum:
+            raise MirrorflowError(f"{name} must be > {minimum:g}, got {out:g}")
+        if not strict and out < minimum:
+            raise MirrorflowError(f"{name} must be >= {minimum:g}, got {out:g}")
+    if maximum is not None and out > maximum:
+        raise MirrorflowError(f"{name} must be <= {maximum:g}, got {out:g}")
+    return out
+
+
+def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int after checking ``value >= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise MirrorflowError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise MirrorflowError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """Check that ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise MirrorflowError(
+            f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}"
+        )
+    return value
+
+
+def check_finite_array(name: str, arr: np.ndarray) -> np.ndarray:
+    """Check that every entry of ``arr`` is finite."""
+    if not np.all(np.isfinite(arr)):
+        raise MirrorflowError(f"{name} contains NaN or inf; pass finite values")
+    return arr
