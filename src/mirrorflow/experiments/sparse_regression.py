@@ -148,7 +148,7 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
                       progress=progress)
     elapsed = (time.perf_counter() - t0) / len(cfgs)
     out = []
-    for i, (c, (Ai, yi, xs), s) in enumerate(zip(cfgs, problems, scheds)):
+    for i, (c, (Ai, yi, xs)) in enumerate(zip(cfgs, problems)):
         t1 = time.perf_counter()
         x = sim.x_final[i]
         status = sim.status[i]
