@@ -120,7 +120,10 @@ def flow_to_convergence(
         return np.linalg.norm(A @ legendre.inverse(mu, 0.0) - y) / ynorm - tol
 
     event.terminal = True
-    sol = solve_ivp(rhs, (0.0, t_max), np.zeros(legendre.dim), method="Radau", jac=jac,
+    mu0 = np.zeros(legendre.dim)
+    if event(0.0, mu0) <= 0:  # already converged
+        return np.asarray(legendre.inverse(mu0, 0.0)), 0.0, True
+    sol = solve_ivp(rhs, (0.0, t_max), mu0, method="Radau", jac=jac,
                     events=event, rtol=rtol, atol=atol)
     mu = sol.y[:, -1]
     x = np.asarray(legendre.inverse(mu, 0.0))

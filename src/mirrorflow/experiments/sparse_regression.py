@@ -75,7 +75,11 @@ class Config:
 
 @dataclass(frozen=True)
 class Result(ExperimentResult):
-    """Metrics of one run; ``curves`` holds ``time``, ``recovery_error``, ``residual``, ``a``."""
+    """Metrics of one run.
+
+    ``curves`` holds the time series ``time``, ``recovery_error``, ``residual``, ``a`` and the
+    vectors ``x_final`` (the simulated limit) and ``x_star`` (the teacher).
+    """
 
     config: Config
     recovery_error: float
@@ -106,7 +110,11 @@ def make_problem(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _group_key(c: Config):
-    return (c.n, c.d, c.step, c.t_max, c.parameterization, c.tol, c.tail, c.gd_after_settle)
+    # runs handed to the ODE tail (decay ends) and runs that need gradient descent to
+    # stationarity (decay stays on) have very different horizons: never batch them together
+    ode_tail = c.tail == "ode" and c.make_schedule().final_rate == 0
+    return (c.n, c.d, c.step, c.t_max, c.parameterization, c.tol, c.tail, c.gd_after_settle,
+            ode_tail)
 
 
 def run_batch(configs: Sequence[Config], progress: bool = False) -> list[Result]:
@@ -169,6 +177,8 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
             "recovery_error": np.append(np.linalg.norm(traj - xs, axis=1), np.linalg.norm(x - xs)),
             "residual": np.append(np.linalg.norm(traj @ Ai.T - yi, axis=1) / np.linalg.norm(yi), resid),
             "a": np.append(sim.integrated_wd[:, i], a),
+            "x_final": x,
+            "x_star": xs,
         }
         out.append(Result(
             config=c,

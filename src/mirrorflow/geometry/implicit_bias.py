@@ -75,7 +75,7 @@ def implicit_bias(
     a: float = 0.0,
     *,
     tol: float = 1e-12,
-    max_iter: int = 200,
+    max_iter: int = 500,
 ) -> ImplicitBiasResult:
     """Predict the limit of the mirror flow: ``argmin_{Ax = y} R_a(x)``.
 
@@ -126,8 +126,11 @@ def implicit_bias(
             step = -np.linalg.lstsq(H, grad, rcond=None)[0]
         slope = float(grad @ step)
         gnorm = np.linalg.norm(grad)
-        t = 1.0
-        for _ in range(60):
+        # trust region in the exponent: change θ = μ/c by at most 20 per step (a flat start with
+        # a tiny scale would otherwise propose steps of size ~1/|δ| that overflow cosh)
+        dmu = np.max(np.abs(A.T @ step)) / legendre.coef
+        t = min(1.0, 20.0 / dmu) if dmu > 0 else 1.0
+        for _ in range(80):
             new_val, new_x, new_mu = dual(lam + t * step)
             if np.isfinite(new_val) and np.all(np.isfinite(new_x)):
                 if new_val <= val + 0.25 * t * slope:
