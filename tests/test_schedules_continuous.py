@@ -1,6 +1,5 @@
 """Continuous-time schedules: rate and integral against hand values and quadrature."""
 
-import numpy as np
 import pytest
 from scipy.integrate import quad
 

@@ -55,7 +55,7 @@ def parse_set(pairs: list[str] | None) -> dict[str, Any]:
         if not sep or not key.strip():
             raise MirrorflowError(f"--set expects key=value, got {item!r}")
         value = value.strip()
-        out[key.strip().replace("-", "_")] = None if value.lower() in ("none", "null") else value
+        out[key.strip().replace("-", "_")] = value  # "none"/"null" → None where the field allows
     return out
 
 
@@ -130,6 +130,187 @@ def run_experiment(
         exp.plot([result], plot)
         if not as_json:
             console.print(f"figure written to {plot}")
+
+
+@app.command("effects", context_settings={"allow_extra_args": True})
+@cli_errors
+def effects_command(
+    ctx: typer.Context,
+    param: Annotated[str, typer.Argument(help="uv | u2-v2 | u2 | power")],
+    a: Annotated[list[str] | None, typer.Option("--a", help="integrated decays a ≥ 0: --a 0 1 2 4")] = None,
+    out: Annotated[Path | None, typer.Option(help="write the three-panel figure (PNG, PDF, SVG)")] = None,
+    u0: Annotated[float, typer.Option(help="initial u (one coordinate)")] = 1.0,
+    v0: Annotated[float, typer.Option(help="initial v (ignored by u2)")] = 0.5,
+    k: Annotated[int, typer.Option(help="power parameterization x = u^{2k} − v^{2k}")] = 2,
+    dual_step: Annotated[float, typer.Option(help="dual movement m for the primal reach")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Positional, type and range effects of weight decay on R_a, as numbers and a figure."""
+    from mirrorflow.geometry.effects import family_from_name, measure_effects
+
+    tokens = [t for item in [*(a or []), *ctx.args] for t in item.split(",") if t.strip()]
+    try:
+        a_values = [float(t) for t in tokens] or [0.0, 1.0, 2.0, 4.0]
+    except ValueError:
+        raise MirrorflowError(f"--a expects numbers, got {' '.join(tokens)!r}") from None
+    family = family_from_name(param, u0, v0, k)
+    if out is not None:
+        from mirrorflow.report.effects_figure import plot_effects
+
+        report = plot_effects(family, a_values, out, dual_step=dual_step)
+    else:
+        report = measure_effects(family, a_values, dual_step=dual_step)
+    if as_json:
+        typer.echo(json.dumps(to_jsonable(report.summary())))
+        return
+    table = Table(title=f"effects of weight decay on R_a: {param} (a = ∫α dt ≥ 0)")
+    for col in ("a", "x̄(a)", "shift", "scale", "L1 index", "∇R_a interval", "reach |μ|≤m"):
+        table.add_column(col, justify="right")
+    for r in report.rows():
+        table.add_row(f"{r['a']:g}", f"{r['reference']:.4g}", f"{r['shift']:.4g}",
+                      "—" if r["scale"] is None else f"{r['scale']:.4g}", f"{r['l1_index']:.3f}",
+                      f"({r['dual_lo']:.4g}, {r['dual_hi']:.4g})",
+                      f"[{r['reach_lo']:.4g}, {r['reach_hi']:.4g}]")
+    console.print(table)
+    if out is not None:
+        console.print(f"figure written to {out}")
+
+
+def _load_bench_runner(path: Path | None):
+    """Import ``benchmarks.runner`` from the suite folder (default: the repository's benchmarks/)."""
+    import importlib
+
+    if path is None:  # editable install: src/mirrorflow/cli.py -> repository root
+        path = Path(__file__).resolve().parents[2] / "benchmarks"
+    path = path.resolve()
+    if not (path / "runner.py").is_file():
+        raise MirrorflowError(
+            f"no benchmark suite at {path}; pass --path to the repository's benchmarks/ folder"
+        )
+    root = str(path.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("benchmarks.runner"), path
+
+
+@app.command("bench")
+@cli_errors
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="small sizes, fewer steps (about 1–2 min)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    path: Annotated[Path | None, typer.Option(help="the suite folder (default: the repository's benchmarks/)")] = None,
+    only: Annotated[list[str] | None, typer.Option(help="run only this bench_* module (repeatable)")] = None,
+) -> None:
+    """Time mirrorflow against its baselines (medians, speed-up ratios, peak RSS)."""
+    runner, path = _load_bench_runner(path)
+    show = not as_json and sys.stderr.isatty()
+    rows = runner.run_suite(
+        path, quick=quick, only=only,
+        progress=(lambda name: err_console.print(f"running {name} ...")) if show else None,
+    )
+    info = runner.machine()
+    if as_json:
+        typer.echo(json.dumps(to_jsonable({"machine": info, "results": rows})))
+        return
+    table = Table(title=f"mirrorflow bench{' --quick' if quick else ''}  ({info['cpu']}, "
+                        f"{info['cores']} cores)")
+    for col in ("benchmark", "baseline s", "mirrorflow s", "speed-up", "GFLOP/s", "peak RSS MB"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+
+    def fmt(v, spec=".3g"):
+        return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
+
+    for r in rows:
+        gf = r.get("gflops")
+        if gf is not None and r.get("peak_fraction") is not None:
+            gf_s = f"{gf:.3g} ({100 * r['peak_fraction']:.0f}% peak)"
+        else:
+            gf_s = fmt(gf)
+        table.add_row(r["name"], fmt(r["baseline_s"]), fmt(r["mirrorflow_s"]),
+                      fmt(r["ratio"], ".1f") + ("×" if isinstance(r["ratio"], (int, float))
+                                                 and r["ratio"] == r["ratio"] else ""),
+                      gf_s, fmt(r.get("peak_rss_mb"), ".0f"))
+    console.print(table)
+
+
+# --- sweeps, reports, reproduction (issue 8) -----------------------------------------------
+def _sweep_executor(dask: str | None, workers: int):
+    from mirrorflow.sweep import make_executor
+
+    return make_executor(dask=dask, workers=workers)
+
+
+@app.command("sweep")
+@cli_errors
+def sweep_command(
+    spec: Annotated[Path, typer.Argument(help="TOML sweep spec (see docs/sweeps.md)")],
+    db: Annotated[Path | None, typer.Option(help="results database (default: SPEC with .sqlite)")] = None,
+    workers: Annotated[int, typer.Option(help="local processes / LocalCluster workers (0: one per core)")] = 0,
+    dask: Annotated[str | None, typer.Option(help="'local' (start a LocalCluster) or tcp://HOST:PORT")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed runs again")] = False,
+    batch: Annotated[int, typer.Option(help="seeds per task for batched experiments")] = 4,
+) -> None:
+    """Run a grid/zip sweep; finished runs already in the database are skipped."""
+    from mirrorflow.sweep import ResultStore, load_spec, run_sweep
+
+    parsed = load_spec(spec)  # every run validated before anything starts
+    executor = _sweep_executor(dask, workers)
+    with ResultStore(db or spec.with_suffix(".sqlite")) as store:
+        summary = run_sweep(parsed, store, executor, retry_failed=retry_failed, batch=batch,
+                            progress=sys.stderr.isatty())
+        console.print(f"{summary.line()} -> {store.path}", highlight=False, soft_wrap=True)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("report")
+@cli_errors
+def report_command(
+    db: Annotated[Path, typer.Argument(help="results database written by `mirrorflow sweep`")],
+    out: Annotated[Path, typer.Option(help="report folder (created; files in it are replaced)")] = Path("report"),
+) -> None:
+    """Write Markdown/CSV tables (mean ± sd over seeds per setting) and PNG figures."""
+    from mirrorflow.report import write_report
+
+    files = write_report(db, out)
+    console.print(f"report written to {out / 'report.md'} ({len(files.files)} files)", highlight=False)
+
+
+@app.command("reproduce")
+@cli_errors
+def reproduce_command(
+    out: Annotated[Path, typer.Option(help="folder for the results database and the report")] = Path("report"),
+    quick: Annotated[bool, typer.Option("--quick", help="small built-in sweeps (~10 min on 2 cores)")] = False,
+    workers: Annotated[int, typer.Option(help="local processes / LocalCluster workers (0: one per core)")] = 0,
+    dask: Annotated[str | None, typer.Option(help="'local' (start a LocalCluster) or tcp://HOST:PORT")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed runs again")] = False,
+) -> None:
+    """Run the built-in sweep of every available experiment and write the report to OUT."""
+    from mirrorflow.report import write_report
+    from mirrorflow.sweep import ResultStore, builtin_specs, run_sweep
+
+    specs, skipped = builtin_specs(quick=quick)  # all validated before anything runs
+    if not specs:
+        raise MirrorflowError("no registered experiment has a built-in sweep")
+    executor = _sweep_executor(dask, workers)
+    if not out.parent.is_dir():
+        raise MirrorflowError(f"cannot write to {out}: folder {out.parent} does not exist")
+    if out.exists() and not out.is_dir():
+        raise MirrorflowError(f"--out {out} is a file; pass a folder")
+    out.mkdir(exist_ok=True)
+    for name in skipped:
+        console.print(f"{name}: no built-in sweep, skipped", highlight=False)
+    failed = 0
+    with ResultStore(out / "results.sqlite") as store:
+        for spec in specs:
+            summary = run_sweep(spec, store, executor, retry_failed=retry_failed,
+                                progress=sys.stderr.isatty())
+            failed += summary.failed
+            console.print(summary.line(), highlight=False, soft_wrap=True)
+        files = write_report(store, out)
+    console.print(f"report written to {out / 'report.md'} ({len(files.files)} files)", highlight=False)
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -14,6 +14,26 @@ def _register_builtin() -> None:
 
     REGISTRY[sparse_regression.EXPERIMENT.name] = sparse_regression.EXPERIMENT
 
+    from mirrorflow.experiments import sparse_coding
+
+    REGISTRY[sparse_coding.EXPERIMENT.name] = sparse_coding.EXPERIMENT
+    try:  # LoRA needs transformers + peft
+        from mirrorflow.experiments import lora
+    except ImportError:  # pragma: no cover - optional dependency missing
+        pass
+    else:
+        REGISTRY[lora.EXPERIMENT.name] = lora.EXPERIMENT
+
+    from mirrorflow.experiments import matrix_sensing
+
+    REGISTRY[matrix_sensing.EXPERIMENT.name] = matrix_sensing.EXPERIMENT
+    try:  # the ViT side of the attention experiment needs only torch; register defensively
+        from mirrorflow.experiments import attention
+    except ImportError:  # pragma: no cover - optional dependency missing
+        pass
+    else:
+        REGISTRY[attention.EXPERIMENT.name] = attention.EXPERIMENT
+
 
 _register_builtin()
 

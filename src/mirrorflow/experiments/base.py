@@ -16,6 +16,7 @@ sweep runner and the report use only this interface.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +62,26 @@ def make_config(config_cls: type, overrides: Mapping[str, Any] | None = None) ->
             f"invalid config: unknown field(s) {', '.join(unknown)}; "
             f"valid fields: {', '.join(sorted(names))}"
         )
+    overrides = {k: _none_if_allowed(config_cls, k, v) for k, v in overrides.items()}
     try:
         return config_cls(**overrides)
     except pydantic.ValidationError as exc:
         raise MirrorflowError(_one_line(exc)) from None
     except (ValueError, TypeError) as exc:
         raise MirrorflowError(f"invalid config: {exc}") from None
+
+
+def _none_if_allowed(config_cls: type, name: str, value: Any) -> Any:
+    """Command-line text ``none``/``null`` means ``None`` for optional fields, unless the field
+    takes that very string (e.g. ``schedule="none"``)."""
+    if not (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+        return value
+    hint = typing.get_type_hints(config_cls).get(name)
+    try:
+        pydantic.TypeAdapter(hint).validate_python(value)
+        return value
+    except pydantic.ValidationError:
+        return None
 
 
 def config_fields(config_cls: type) -> dict[str, Any]:

@@ -12,6 +12,7 @@ line search keeps iterates finite.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +77,7 @@ def implicit_bias(
     *,
     tol: float = 1e-12,
     max_iter: int = 500,
+    threads: int | None = 1,
 ) -> ImplicitBiasResult:
     """Predict the limit of the mirror flow: ``argmin_{Ax = y} R_a(x)``.
 
@@ -91,6 +93,10 @@ def implicit_bias(
         Target for the KKT residual ``‖Ax − y‖ / max(1, ‖y‖)``.
     max_iter : int
         Cap on Newton iterations.
+    threads : int or None
+        BLAS threads during the solve (via ``threadpoolctl`` when installed; restored
+        afterwards). One thread is the default: on a shared machine a multi-threaded BLAS spins
+        on busy cores and runs 10× slower (docs/benchmarks.md). ``None`` keeps the setting.
 
     Returns
     -------
@@ -101,6 +107,25 @@ def implicit_bias(
     a = check_finite_scalar("a", a, minimum=0.0)
     tol = check_finite_scalar("tol", tol, minimum=0.0, strict=True)
     max_iter = check_positive_int("max_iter", max_iter)
+    if threads is not None:
+        threads = check_positive_int("threads", threads)
+    with _blas_threads(threads):
+        return _solve(A, y, legendre, a, tol, max_iter)
+
+
+def _blas_threads(n: int | None):
+    """Limit BLAS threads to ``n`` inside the block (no-op without threadpoolctl or for None)."""
+    if n is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - optional
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
+    """Damped Newton on the dual (docs/theory.md §5); arguments already validated."""
     ynorm = max(1.0, float(np.linalg.norm(y)))
 
     def dual(lam):

@@ -1,8 +1,12 @@
 """Weight-decay schedules.
 
 ``continuous``: pure schedules in continuous time for simulations (theory §1).
+``training``: step-based schedules for real optimizers; ``WeightDecayScheduler`` applies them to
+any ``torch.optim.Optimizer`` and tracks the integrated decay ``a = Σ η_k λ_k``;
+``diagnostics``: factor-pair diagnostics (LoRA, attention). See docs/training.md.
 """
 
+from mirrorflow.schedules import training
 from mirrorflow.schedules.continuous import (
     SCHEDULE_NAMES,
     Budget,
@@ -12,6 +16,7 @@ from mirrorflow.schedules.continuous import (
     SwitchOff,
     make_schedule,
 )
+from mirrorflow.schedules.scheduler import WeightDecayScheduler, decay_coupling
 
 __all__ = [
     "SCHEDULE_NAMES",
@@ -20,5 +25,8 @@ __all__ = [
     "NoDecay",
     "Schedule",
     "SwitchOff",
+    "WeightDecayScheduler",
+    "decay_coupling",
     "make_schedule",
+    "training",
 ]

@@ -1,0 +1,113 @@
+"""Shared timing helpers for the benchmark modules.
+
+Timing rule: mirrorflow and its baseline run in the same process, interleaved
+(baseline, mirrorflow, baseline, mirrorflow, ...), several repeats; we report medians. Before any
+timing, :func:`check_close` compares the two on the benchmarked problem and raises
+:class:`BenchmarkMismatch` if they disagree, so a fast wrong answer never gets a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+from mirrorflow._validation import MirrorflowError
+
+
+class BenchmarkMismatch(MirrorflowError):
+    """mirrorflow and the baseline disagree on the benchmarked problem."""
+
+
+def check_close(name: str, got, want, *, rtol: float, atol: float = 0.0) -> float:
+    """Raise :class:`BenchmarkMismatch` unless ``|got − want| ≤ atol + rtol·max|want|``.
+
+    Returns the max abs difference (reported as ``max_abs_diff``).
+    """
+    got = np.asarray(got, dtype=np.float64)
+    want = np.asarray(want, dtype=np.float64)
+    if got.shape != want.shape:
+        raise BenchmarkMismatch(f"{name}: shapes differ {got.shape} vs {want.shape}")
+    if not (np.all(np.isfinite(got)) and np.all(np.isfinite(want))):
+        raise BenchmarkMismatch(f"{name}: non-finite values; the benchmark problem diverged")
+    diff = float(np.max(np.abs(got - want))) if got.size else 0.0
+    bound = atol + rtol * float(np.max(np.abs(want), initial=0.0))
+    if diff > bound:
+        raise BenchmarkMismatch(
+            f"{name}: mirrorflow and baseline differ by {diff:.3g} (> {bound:.3g}); "
+            "the optimized code is wrong, do not trust its timing"
+        )
+    return diff
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each callable, calling them in turn ``repeats`` times."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (``getrusage``)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now, in MiB (``/proc/self/statm``; peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 5) -> float:
+    """Measured float64 GEMM rate of this machine (torch, ``size``³, best of ``repeats``)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, dtype=torch.float64, generator=g)
+    b = torch.randn(size, size, dtype=torch.float64, generator=g)
+    out = torch.empty_like(a)
+    best = float("inf")
+    with torch_threads(threads):
+        torch.mm(a, b, out=out)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=out)
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best / 1e9
+
+
+def row(name: str, baseline_s: float, mirrorflow_s: float, **extras) -> dict:
+    """A result row in the suite's format (``ratio`` = speed-up of mirrorflow)."""
+    return {
+        "name": name,
+        "baseline_s": float(baseline_s),
+        "mirrorflow_s": float(mirrorflow_s),
+        "ratio": float(baseline_s / mirrorflow_s) if mirrorflow_s > 0 else float("inf"),
+        "peak_rss_mb": peak_rss_mb(),
+        **extras,
+    }

@@ -1,0 +1,142 @@
+"""Discover and run the benchmark suite: ``python -m benchmarks.runner [--quick] [--json]``.
+
+Each ``bench_*.py`` module runs in its own subprocess (``python -m benchmarks.runner --one
+NAME``), which prints its rows as one JSON line. The subprocess gives every benchmark a clean
+peak-RSS reading (``getrusage`` of a process that ran only that benchmark; torch's CPU
+allocations are invisible to ``tracemalloc``) and keeps one benchmark's threads, caches and
+allocator state from skewing the next. ``import_rss_mb`` is the child's current RSS after its
+imports, so ``peak_rss_mb − import_rss_mb`` is roughly what the benchmark itself added (the
+peak also covers transient memory of the imports, so small benchmarks may show no increase).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+from mirrorflow._validation import MirrorflowError
+
+REQUIRED_KEYS = ("name", "baseline_s", "mirrorflow_s", "ratio")
+
+
+def discover(path: Path) -> list[str]:
+    """Names of the ``bench_*.py`` modules in the suite folder ``path`` (sorted)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise MirrorflowError(f"benchmark folder {path} does not exist; pass --path to the "
+                              "repository's benchmarks/ folder")
+    names = sorted(p.stem for p in path.glob("bench_*.py"))
+    if not names:
+        raise MirrorflowError(f"no bench_*.py modules in {path}; pass --path to the suite folder")
+    return names
+
+
+def validate_rows(name: str, rows) -> list[dict]:
+    """Check a module's output against the suite contract."""
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise MirrorflowError(f"{name}.run() must return a list of dicts")
+    for r in rows:
+        missing = [k for k in REQUIRED_KEYS if k not in r]
+        if missing:
+            raise MirrorflowError(f"{name}.run() row lacks keys {missing}")
+    return rows
+
+
+def machine() -> dict:
+    """A short description of this machine (CPU model, cores, torch/numpy versions)."""
+    import numpy as np
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": np.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+def run_one(name: str, quick: bool) -> list[dict]:
+    """Run one benchmark module in this process (used by the subprocess)."""
+    from benchmarks._harness import current_rss_mb, peak_rss_mb
+
+    mod = importlib.import_module(f"benchmarks.{name}")
+    import_rss = current_rss_mb()
+    rows = validate_rows(name, mod.run(quick=quick))
+    for r in rows:
+        r.setdefault("peak_rss_mb", peak_rss_mb())
+        r["import_rss_mb"] = import_rss
+        r["module"] = name
+    return rows
+
+
+def run_suite(path: Path, quick: bool = False, only: list[str] | None = None,
+              progress=None) -> list[dict]:
+    """Run every (or the ``only``) benchmark module of the suite at ``path``, each in a subprocess.
+
+    ``progress(name)`` is called before each module. Raises MirrorflowError when a module fails
+    (its last stderr line is in the message).
+    """
+    path = Path(path).resolve()
+    names = discover(path)
+    if only:
+        unknown = sorted(set(only) - set(names))
+        if unknown:
+            raise MirrorflowError(f"unknown benchmark {unknown[0]!r}; choose from: {', '.join(names)}")
+        names = [n for n in names if n in only]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(path.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    rows: list[dict] = []
+    for name in names:
+        if progress is not None:
+            progress(name)
+        cmd = [sys.executable, "-m", "benchmarks.runner", "--one", name]
+        if quick:
+            cmd.append("--quick")
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(path.parent), env=env)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise MirrorflowError(f"benchmark {name} failed: {last}")
+        rows.extend(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def _jsonable(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item"):
+        return _jsonable(obj.item())
+    return obj
+
+
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - exercised via the CLI
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--one", default=None, help="run one module in-process, print JSON rows")
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(_jsonable(run_one(args.one, args.quick))))
+        return
+    rows = run_suite(Path(__file__).parent, args.quick)
+    print(json.dumps(_jsonable({"machine": machine(), "results": rows}), indent=1))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

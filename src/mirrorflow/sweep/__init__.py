@@ -1,0 +1,39 @@
+"""Sweeps: TOML grid/zip specs, a SQLite results store, local and Dask execution.
+
+See ``docs/sweeps.md``. The pieces:
+
+spec      ``load_spec(path) -> SweepSpec``: validated, expanded runs with stable ids.
+store     ``ResultStore(path)``: one row per finished run, curves as ``.npz`` next to it.
+execute   ``run_sweep(spec, store, executor)``: local process pool or Dask, single writer.
+builtin   the quick / full sweeps of ``mirrorflow reproduce``.
+"""
+
+from mirrorflow.sweep.builtin import builtin_spec, builtin_specs
+from mirrorflow.sweep.execute import (
+    DaskExecutor,
+    LocalExecutor,
+    SweepSummary,
+    classify,
+    make_executor,
+    run_sweep,
+)
+from mirrorflow.sweep.spec import RunSpec, SweepSpec, load_spec, parse_spec, run_id
+from mirrorflow.sweep.store import ResultStore, RunRecord
+
+__all__ = [
+    "DaskExecutor",
+    "LocalExecutor",
+    "ResultStore",
+    "RunRecord",
+    "RunSpec",
+    "SweepSpec",
+    "SweepSummary",
+    "builtin_spec",
+    "builtin_specs",
+    "classify",
+    "load_spec",
+    "make_executor",
+    "parse_spec",
+    "run_id",
+    "run_sweep",
+]

@@ -1,0 +1,234 @@
+"""The results store: one SQLite file (stdlib, embedded) plus a folder of ``.npz`` curves.
+
+Table ``runs`` has one row per finished run::
+
+    id TEXT PRIMARY KEY        stable run id (see :func:`mirrorflow.sweep.spec.run_id`)
+    experiment, sweep, version experiment name, sweep name, mirrorflow version
+    config TEXT                full config as JSON
+    status TEXT                'done' | 'diverged' | 'failed'
+    message TEXT               error message of a failed run, note on a diverged one
+    diverged_step INTEGER      step at which NaN/inf appeared (when known)
+    metrics TEXT               scalar metrics as JSON (NaN/inf stored as null)
+    curves TEXT                file name of the run's curves in the curves folder, or NULL
+    started_at, finished_at    wall-clock (unix seconds) of the task that ran it
+    runtime_s                  seconds per run, host
+
+The curves of ``results.sqlite`` live in ``results.curves/<id>.npz``. A run is written in one
+SQLite transaction, after its curves file has been atomically renamed into place: a crash
+leaves either the whole row or no row (an orphan ``.npz`` at worst, overwritten on re-run).
+Only finished runs are written, so a killed sweep leaves no half-finished rows behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mirrorflow._validation import MirrorflowError
+
+__all__ = ["STATUSES", "ResultStore", "RunRecord", "jsonable"]
+
+STATUSES = ("done", "diverged", "failed")
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    sweep TEXT,
+    version TEXT NOT NULL,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('done', 'diverged', 'failed')),
+    message TEXT,
+    diverged_step INTEGER,
+    metrics TEXT NOT NULL,
+    curves TEXT,
+    started_at REAL,
+    finished_at REAL,
+    runtime_s REAL,
+    host TEXT
+)
+"""
+_COLUMNS = ("id", "experiment", "sweep", "version", "config", "status", "message",
+            "diverged_step", "metrics", "curves", "started_at", "finished_at", "runtime_s", "host")
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain-Python copy of ``obj`` for JSON: numpy scalars/arrays converted, NaN/inf -> None."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the store."""
+
+    run_id: str
+    experiment: str
+    config: dict[str, Any]
+    status: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    sweep: str | None = None
+    version: str = ""
+    message: str | None = None
+    diverged_step: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    runtime_s: float | None = None
+    host: str | None = None
+    curves_file: str | None = None
+
+
+class ResultStore:
+    """A results database: ``with ResultStore(path) as store: store.write(record, curves)``.
+
+    The connection is owned by the one process that writes (the sweep's single writer).
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True):
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise MirrorflowError(f"cannot use {self.path}: folder {self.path.parent} does not "
+                                  f"exist; create it first")
+        if not create and not self.path.is_file():
+            raise MirrorflowError(f"results database {self.path} does not exist; run "
+                                  f"`mirrorflow sweep SPEC --db {self.path}` first")
+        if self.path.is_dir():
+            raise MirrorflowError(f"{self.path} is a folder; pass the path of a .sqlite file")
+        self.curves_dir = self.path.with_suffix(".curves")
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise MirrorflowError(f"{self.path} is not a SQLite database ({exc}); "
+                                  f"pass a mirrorflow results file") from None
+        if tables and "runs" not in tables:
+            self._conn.close()
+            raise MirrorflowError(f"{self.path} is a SQLite file but not a mirrorflow results "
+                                  f"database (no 'runs' table)")
+        if version > _SCHEMA_VERSION:
+            self._conn.close()
+            raise MirrorflowError(f"{self.path} was written by a newer mirrorflow (schema "
+                                  f"{version}); upgrade mirrorflow")
+        if not tables:
+            with self._transaction():
+                self._conn.execute(_SCHEMA)
+                self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    # -- context management ------------------------------------------------------------------
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _transaction(self):
+        conn = self._conn
+
+        class _Tx:
+            def __enter__(self_inner):
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return _Tx()
+
+    # -- writing -----------------------------------------------------------------------------
+    def write(self, record: RunRecord, curves: Mapping[str, Any] | None = None) -> None:
+        """Store one finished run (and its curves) atomically; replaces an older row."""
+        if record.status not in STATUSES:
+            raise MirrorflowError(f"status must be one of {', '.join(STATUSES)}, "
+                                  f"got {record.status!r}")
+        curves_file = None
+        if curves:
+            curves_file = f"{record.run_id}.npz"
+            self._write_npz(self.curves_dir / curves_file, curves)
+        row = (
+            record.run_id, record.experiment, record.sweep, record.version,
+            json.dumps(jsonable(record.config), sort_keys=True, allow_nan=False),
+            record.status, record.message, record.diverged_step,
+            json.dumps(jsonable(record.metrics), sort_keys=True, allow_nan=False),
+            curves_file, record.started_at, record.finished_at, record.runtime_s, record.host,
+        )
+        with self._transaction():
+            self._conn.execute(
+                f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})", row)
+
+    @staticmethod
+    def _write_npz(path: Path, curves: Mapping[str, Any]) -> None:
+        arrays = {}
+        for k, v in curves.items():
+            arr = np.asarray(v)
+            if arr.dtype == object:  # keep the file pickle-free
+                continue
+            arrays[str(k)] = arr
+        path.parent.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buf.getvalue())
+        os.replace(tmp, path)
+
+    # -- reading -----------------------------------------------------------------------------
+    def ids(self, statuses: Iterable[str] = STATUSES) -> set[str]:
+        """Ids of the stored runs with one of ``statuses``."""
+        statuses = tuple(statuses)
+        q = f"SELECT id FROM runs WHERE status IN ({', '.join('?' * len(statuses))})"
+        return {r[0] for r in self._conn.execute(q, statuses)}
+
+    def count(self) -> int:
+        return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+
+    def records(self, experiment: str | None = None) -> list[RunRecord]:
+        """All rows (optionally of one experiment), in insertion order."""
+        q = f"SELECT {', '.join(_COLUMNS)} FROM runs"
+        args: tuple = ()
+        if experiment is not None:
+            q += " WHERE experiment = ?"
+            args = (experiment,)
+        out = []
+        for row in self._conn.execute(q + " ORDER BY rowid", args):
+            d = dict(zip(_COLUMNS, row))
+            out.append(RunRecord(
+                run_id=d["id"], experiment=d["experiment"], config=json.loads(d["config"]),
+                status=d["status"], metrics=json.loads(d["metrics"]), sweep=d["sweep"],
+                version=d["version"], message=d["message"], diverged_step=d["diverged_step"],
+                started_at=d["started_at"], finished_at=d["finished_at"],
+                runtime_s=d["runtime_s"], host=d["host"], curves_file=d["curves"],
+            ))
+        return out
+
+    def load_curves(self, record: RunRecord) -> dict[str, np.ndarray]:
+        """The curves of a run (empty dict when it has none or the file is missing)."""
+        if not record.curves_file:
+            return {}
+        path = self.curves_dir / record.curves_file
+        if not path.is_file():
+            return {}
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
