@@ -92,8 +92,8 @@ def list_experiments() -> None:
     """List the registered experiments."""
     from mirrorflow.experiments import REGISTRY
 
-    for name, exp in sorted(REGISTRY.items()):
-        console.print(f"[bold]{name}[/bold]  {exp.description}")
+    for name in sorted(REGISTRY):
+        console.print(f"[bold]{name}[/bold]  {REGISTRY.description(name)}")
 
 
 @app.command("run")

@@ -15,13 +15,13 @@ The integrated decay is ``a = Σ_k η α_k`` (docs/theory.md §1). Theory §6: t
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mirrorflow._progress import progress_bar
+from mirrorflow._threads import torch_threads
 from mirrorflow._validation import (
     MirrorflowError,
     check_finite_array,
@@ -136,20 +136,9 @@ def simulate_matrix_gd(
     """
     if threads is not None:
         threads = check_positive_int("threads", threads)
-    with _torch_threads(threads):
+    with torch_threads(threads):
         return _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, chunk,
                          device, progress)
-
-
-@contextmanager
-def _torch_threads(n: int | None):
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, chunk, device,

@@ -24,14 +24,14 @@ elementwise ops on preallocated buffers (no allocation, no per-step Python beyon
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mirrorflow._progress import progress_bar
+from mirrorflow._threads import torch_threads
 from mirrorflow._validation import (
     MirrorflowError,
     check_finite_array,
@@ -144,21 +144,9 @@ def simulate_gd(
     """
     if threads is not None:
         threads = check_positive_int("threads", threads)
-    with _torch_threads(threads):
+    with torch_threads(threads):
         return _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_times,
                          tol, chunk, device, progress)
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n is not None and n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
 
 
 # (κ, γ, has q) of the multiplicative form of each built-in parameterization (module docstring)

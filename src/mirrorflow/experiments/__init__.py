@@ -9,30 +9,28 @@ from mirrorflow.experiments.base import Experiment, ExperimentResult, Registry, 
 REGISTRY = Registry()
 
 
+#: (CLI name, module, optional packages it needs, one-line description)
+_BUILTIN = (
+    ("sparse-regression", "mirrorflow.experiments.sparse_regression", (),
+     "k-sparse least squares with x = u⊙v (theory §5): recovery vs schedule"),
+    ("sparse-coding", "mirrorflow.experiments.sparse_coding", ("sklearn",),
+     "dictionary learning with u⊙v / u^2k−v^2k / ISTA codes (theory §5): MSE, sparsity"),
+    ("matrix-sensing", "mirrorflow.experiments.matrix_sensing", (),
+     "low-rank matrix sensing with X = UVᵀ (theory §6): schedules vs nuclear-norm baseline"),
+    ("attention", "mirrorflow.experiments.attention", (),
+     "attention W_Q W_Kᵀ (theory §6): low-rank teacher or a tiny ViT on digits"),
+    ("lora", "mirrorflow.experiments.lora", ("transformers", "peft"),
+     "PEFT LoRA fine-tuning (MiniLM offline / GPT-2 online) with decay schedules (theory §6)"),
+)
+
+
 def _register_builtin() -> None:
-    from mirrorflow.experiments import sparse_regression
+    """Register the built-in experiments whose optional packages are installed (lazily)."""
+    from importlib.util import find_spec
 
-    REGISTRY[sparse_regression.EXPERIMENT.name] = sparse_regression.EXPERIMENT
-
-    from mirrorflow.experiments import sparse_coding
-
-    REGISTRY[sparse_coding.EXPERIMENT.name] = sparse_coding.EXPERIMENT
-    try:  # LoRA needs transformers + peft
-        from mirrorflow.experiments import lora
-    except ImportError:  # pragma: no cover - optional dependency missing
-        pass
-    else:
-        REGISTRY[lora.EXPERIMENT.name] = lora.EXPERIMENT
-
-    from mirrorflow.experiments import matrix_sensing
-
-    REGISTRY[matrix_sensing.EXPERIMENT.name] = matrix_sensing.EXPERIMENT
-    try:  # the ViT side of the attention experiment needs only torch; register defensively
-        from mirrorflow.experiments import attention
-    except ImportError:  # pragma: no cover - optional dependency missing
-        pass
-    else:
-        REGISTRY[attention.EXPERIMENT.name] = attention.EXPERIMENT
+    for name, module, needs, description in _BUILTIN:
+        if all(find_spec(pkg) is not None for pkg in needs):
+            REGISTRY.register_lazy(name, module, description)
 
 
 _register_builtin()

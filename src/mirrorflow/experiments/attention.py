@@ -39,8 +39,9 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
 from mirrorflow._progress import progress_bar
+from mirrorflow._threads import torch_threads
 from mirrorflow._validation import MirrorflowError, check_choice
-from mirrorflow.dynamics.matrix import _torch_threads, effective_rank
+from mirrorflow.dynamics.matrix import effective_rank
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
 from mirrorflow.schedules.continuous import Constant, NoDecay, Schedule, make_schedule
 
@@ -260,7 +261,7 @@ def _run_teacher(cfg: Config, scheds: list[Schedule], progress: bool) -> list[di
             D = Wq.transpose(1, 2) @ Wq - Wk.transpose(1, 2) @ Wk
             hist["balancedness"].append(torch.linalg.matrix_norm(D).numpy())
 
-    with _torch_threads(1), progress_bar(total, "attention (teacher)", progress) as advance:
+    with torch_threads(1), progress_bar(total, "attention (teacher)", progress) as advance:
         for k in range(total):
             if k in record:
                 snapshot(k)
@@ -509,7 +510,7 @@ def train_vit(cfg: Config, schedule: Schedule, progress: bool = False) -> dict:
 
     order = torch.randperm(len(ytr), generator=gen)
     ptr, last = 0, float("nan")
-    with _torch_threads(1), \
+    with torch_threads(1), \
             progress_bar(cfg.steps, f"ViT ({schedule.describe()})", progress) as advance:
         for k in range(cfg.steps):
             if k % cfg.eval_every == 0:

@@ -129,7 +129,45 @@ class Experiment:
 
 
 class Registry(dict):
-    """``name -> Experiment``; looking up an unknown name gives a one-line error."""
+    """``name -> Experiment``, loaded on first use.
+
+    Built-in experiments are registered by module path (:meth:`register_lazy`), so looking up
+    ``sparse-regression`` does not import transformers for ``lora``. Iteration, ``in`` and
+    ``len`` see every registered name; reading a value imports its module. An unknown name gives
+    a one-line error through :meth:`get_experiment`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lazy: dict[str, tuple[str, str]] = {}
+
+    def register_lazy(self, name: str, module: str, description: str) -> None:
+        """Register the ``EXPERIMENT`` of ``module`` under ``name`` without importing it."""
+        self._lazy[name] = (module, description)
+        super().__setitem__(name, None)
+
+    def description(self, name: str) -> str:
+        if name in self._lazy and super().__getitem__(name) is None:
+            return self._lazy[name][1]
+        return self[name].description
+
+    def __getitem__(self, name: str) -> Experiment:
+        exp = super().__getitem__(name)
+        if exp is None:
+            import importlib
+
+            exp = importlib.import_module(self._lazy[name][0]).EXPERIMENT
+            super().__setitem__(name, exp)
+        return exp
+
+    def get(self, name, default=None):
+        return self[name] if name in self else default
+
+    def values(self):
+        return [self[k] for k in self]
+
+    def items(self):
+        return [(k, self[k]) for k in self]
 
     def get_experiment(self, name: str) -> Experiment:
         check_choice("experiment", name, sorted(self))

@@ -12,13 +12,13 @@ line search keeps iterates finite.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
 from mirrorflow._array import to_numpy
+from mirrorflow._threads import blas_threads
 from mirrorflow._validation import (
     MirrorflowError,
     check_finite_array,
@@ -109,19 +109,8 @@ def implicit_bias(
     max_iter = check_positive_int("max_iter", max_iter)
     if threads is not None:
         threads = check_positive_int("threads", threads)
-    with _blas_threads(threads):
+    with blas_threads(threads):
         return _solve(A, y, legendre, a, tol, max_iter)
-
-
-def _blas_threads(n: int | None):
-    """Limit BLAS threads to ``n`` inside the block (no-op without threadpoolctl or for None)."""
-    if n is None:
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=n, user_api="blas")
 
 
 def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:

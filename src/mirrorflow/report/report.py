@@ -66,7 +66,8 @@ def _is_number(v: Any) -> bool:
 def group_runs(records: Sequence[RunRecord]) -> tuple[list[str], dict[tuple, list[RunRecord]]]:
     """``(varying fields, {setting: runs})``: group one experiment's runs by all fields but seed.
 
-    A setting is the tuple of the varying fields' values, in order of first appearance. Fields
+    A setting is the tuple of the varying fields' values (schedules in the order none, constant,
+    switch-off, budget; numbers ascending). Fields
     that vary only together with others are left out (they would not change the groups).
     """
     keys: list[str] = []
@@ -88,7 +89,20 @@ def group_runs(records: Sequence[RunRecord]) -> tuple[list[str], dict[tuple, lis
     groups: dict[tuple, list[RunRecord]] = {}
     for r in records:
         groups.setdefault(tuple(r.config.get(k) for k in varying), []).append(r)
-    return varying, groups
+    order = sorted(groups, key=lambda s: tuple(_sort_key(k, v) for k, v in zip(varying, s)))
+    return varying, {s: groups[s] for s in order}
+
+
+_SCHEDULE_ORDER = {"none": 0, "constant": 1, "switch-off": 2, "budget": 3}
+
+
+def _sort_key(field: str, value: Any) -> tuple:
+    """Settings in a stable order: schedules none, constant, switch-off, budget; numbers by value."""
+    if field == "schedule" and value in _SCHEDULE_ORDER:
+        return (0, _SCHEDULE_ORDER[value], "")
+    if _is_number(value):
+        return (1, float(value), "")
+    return (2, 0.0, repr(value))
 
 
 def metric_stats(runs: Sequence[RunRecord], metric: str) -> GroupStats:
