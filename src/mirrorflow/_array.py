@@ -49,3 +49,4 @@ def array_api(fn: Callable[..., np.ndarray]) -> Callable[..., Any]:
     wrapper.__qualname__ = fn.__qualname__
     wrapper.__doc__ = fn.__doc__
     return wrapper
+

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mirrorflow._json import jsonable
 from mirrorflow._validation import MirrorflowError
 
 app = typer.Typer(
@@ -57,25 +58,6 @@ def parse_set(pairs: list[str] | None) -> dict[str, Any]:
         value = value.strip()
         out[key.strip().replace("-", "_")] = value  # "none"/"null" → None where the field allows
     return out
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Make results JSON-serializable (numpy scalars/arrays, non-finite floats as null)."""
-    import math
-
-    import numpy as np
-
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def print_table(title: str, rows: dict[str, Any]) -> None:
@@ -123,7 +105,7 @@ def run_experiment(
     result = exp.run(config, progress=not as_json and sys.stderr.isatty())
     summary = result.summary()
     if as_json:
-        typer.echo(json.dumps(to_jsonable({"experiment": name, **summary})))
+        typer.echo(json.dumps(jsonable({"experiment": name, **summary})))
     else:
         print_table(f"{name}", summary)
     if plot is not None:
@@ -161,7 +143,7 @@ def effects_command(
     else:
         report = measure_effects(family, a_values, dual_step=dual_step)
     if as_json:
-        typer.echo(json.dumps(to_jsonable(report.summary())))
+        typer.echo(json.dumps(jsonable(report.summary())))
         return
     table = Table(title=f"effects of weight decay on R_a: {param} (a = ∫α dt ≥ 0)")
     for col in ("a", "x̄(a)", "shift", "scale", "L1 index", "∇R_a interval", "reach |μ|≤m"):
@@ -210,7 +192,7 @@ def bench(
     )
     info = runner.machine()
     if as_json:
-        typer.echo(json.dumps(to_jsonable({"machine": info, "results": rows})))
+        typer.echo(json.dumps(jsonable({"machine": info, "results": rows})))
         return
     table = Table(title=f"mirrorflow bench{' --quick' if quick else ''}  ({info['cpu']}, "
                         f"{info['cores']} cores)")

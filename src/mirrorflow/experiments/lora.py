@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,9 @@ def _load(cfg: Config, source: str, n_labels: int | None):
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # the new head's "newly initialized" report is expected
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar per run inside a sweep
     try:
         tok = AutoTokenizer.from_pretrained(source)
         if cfg.task == "classification":
@@ -158,6 +161,8 @@ def _load(cfg: Config, source: str, n_labels: int | None):
                               f"cached copy; offline use model='minilm'): {msg}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
@@ -183,7 +188,10 @@ def _wrap_lora(model, cfg: Config):
     try:
         lcfg = LoraConfig(task_type=task, r=cfg.rank, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
                           target_modules=targets)
-        return get_peft_model(model, lcfg)
+        with warnings.catch_warnings():  # transformers' own deprecation notice, raised inside PEFT
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                    category=FutureWarning)
+            return get_peft_model(model, lcfg)
     except ValueError as exc:
         raise MirrorflowError(f"cannot add LoRA to {cfg.model!r}: {str(exc).splitlines()[0]}; "
                               "set target_modules=name1,name2") from None

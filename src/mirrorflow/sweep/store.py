@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Iterable, Mapping
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from mirrorflow._json import jsonable
 from mirrorflow._validation import MirrorflowError
 
 __all__ = ["STATUSES", "ResultStore", "RunRecord", "jsonable"]
@@ -59,21 +59,6 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 _COLUMNS = ("id", "experiment", "sweep", "version", "config", "status", "message",
             "diverged_step", "metrics", "curves", "started_at", "finished_at", "runtime_s", "host")
-
-
-def jsonable(obj: Any) -> Any:
-    """Plain-Python copy of ``obj`` for JSON: numpy scalars/arrays converted, NaN/inf -> None."""
-    if isinstance(obj, Mapping):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 @dataclass(frozen=True)
