@@ -43,6 +43,7 @@ from mirrorflow._threads import torch_threads
 from mirrorflow._validation import MirrorflowError, check_choice
 from mirrorflow.dynamics.matrix import effective_rank
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
+from mirrorflow.report.figure import new_figure
 from mirrorflow.schedules.continuous import Constant, NoDecay, Schedule, make_schedule
 
 __all__ = [
@@ -549,12 +550,7 @@ def train_vit(cfg: Config, schedule: Schedule, progress: bool = False) -> dict:
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Loss / accuracy, distance or ratio, and nuclear/Frobenius ratio over time per schedule."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
+    fig, axes = new_figure(1, 3, figsize=(14, 3.8))
     for r in results:
         c = r.config
         labels = {"": c.make_schedule().describe(), "none/": "none",
@@ -581,7 +577,6 @@ def plot(results: Sequence[Result], path: Path) -> None:
     axes[2].legend(fontsize=7)
     fig.suptitle("attention: dotted line = weight decay switched off")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 EXPERIMENT = Experiment(

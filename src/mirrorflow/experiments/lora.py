@@ -35,6 +35,7 @@ from pydantic.dataclasses import dataclass as pdataclass
 from mirrorflow._progress import progress_bar
 from mirrorflow._validation import MirrorflowError
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
+from mirrorflow.report.figure import new_figure
 
 __all__ = ["Config", "Result", "build_model", "fine_tune", "plot", "run"]
 
@@ -377,12 +378,7 @@ def run(config: Config, progress: bool = False) -> Result:
 def plot(results: Sequence[Result], path: Path) -> None:
     """Nuclear/Frobenius ratio of the LoRA updates vs step (switch marked), and final validation
     loss / accuracy vs the integrated decay ``a``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
+    fig, axes = new_figure(1, 3, figsize=(14, 3.8))
     for r in results:
         c = r.config
         label = f"{c.schedule} (wd={c.wd:g}, a={r.integrated_wd:.3g})"
@@ -399,7 +395,6 @@ def plot(results: Sequence[Result], path: Path) -> None:
     axes[0].legend(fontsize=7)
     fig.suptitle("LoRA with weight-decay schedules: dotted line = decay switched off")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 EXPERIMENT = Experiment(

@@ -30,6 +30,7 @@ from pydantic.dataclasses import dataclass as pdataclass
 from mirrorflow._validation import MirrorflowError
 from mirrorflow.dynamics.matrix import effective_rank, simulate_matrix_gd
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
+from mirrorflow.report.figure import new_figure
 from mirrorflow.schedules.continuous import Constant, NoDecay, Schedule, make_schedule
 
 __all__ = [
@@ -275,12 +276,7 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Recovery error, balancedness and effective rank over time per schedule; final spectra."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), constrained_layout=True)
+    fig, axes = new_figure(1, 4, figsize=(17, 3.8))
     for r in results:
         c = r.config
         t = np.maximum(r.curves["time"], c.step)
@@ -311,7 +307,6 @@ def plot(results: Sequence[Result], path: Path) -> None:
     axes[3].legend(fontsize=7)
     fig.suptitle("matrix sensing, X = U Vᵀ: dotted line = weight decay switched off; dashed = convex baseline")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 EXPERIMENT = Experiment(

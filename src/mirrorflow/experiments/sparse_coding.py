@@ -42,6 +42,7 @@ from mirrorflow._validation import (
     check_positive_int,
 )
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
+from mirrorflow.report.figure import new_figure
 from mirrorflow.schedules.continuous import NoDecay, Schedule, make_schedule
 
 __all__ = ["CODE_TYPES", "Config", "Result", "encode", "learn_dictionary", "plot", "run"]
@@ -303,12 +304,7 @@ def _label(r: Result) -> str:
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Held-out MSE and code sparsity vs iteration, one line per run (schedule / k)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
+    fig, axes = new_figure(1, 3, figsize=(14, 3.8))
     for r in results:
         it = r.curves["iteration"]
         axes[0].semilogy(it, r.curves["train_mse"], label=_label(r))
@@ -325,7 +321,6 @@ def plot(results: Sequence[Result], path: Path) -> None:
     axes[2].legend(fontsize=7)
     fig.suptitle("sparse coding: dotted line = weight decay switched off")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 EXPERIMENT = Experiment(

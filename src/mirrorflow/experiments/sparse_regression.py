@@ -31,6 +31,7 @@ from mirrorflow.dynamics.simulate import simulate_gd
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
 from mirrorflow.geometry.implicit_bias import implicit_bias
 from mirrorflow.geometry.parameterizations import get_parameterization
+from mirrorflow.report.figure import new_figure
 from mirrorflow.schedules.continuous import Schedule, make_schedule
 
 __all__ = ["Config", "Result", "make_problem", "plot", "run", "run_batch"]
@@ -198,12 +199,7 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Recovery error and training residual over time, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    fig, axes = new_figure(1, 2, figsize=(10, 3.8))
     for r in results:
         c = r.config
         label = f"{c.schedule} (wd={c.wd:g}, a={r.integrated_wd:.2f}, seed={c.seed})"
@@ -219,7 +215,6 @@ def plot(results: Sequence[Result], path: Path) -> None:
     axes[0].legend(fontsize=7)
     fig.suptitle("sparse regression, x = u ⊙ v: dotted line = weight decay switched off")
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 EXPERIMENT = Experiment(

@@ -23,6 +23,7 @@ import numpy as np
 from mirrorflow._array import to_numpy
 from mirrorflow._validation import MirrorflowError
 from mirrorflow.geometry.effects import EffectsReport, measure_effects
+from mirrorflow.report.figure import colormaps, new_figure
 
 __all__ = ["plot_effects"]
 
@@ -43,15 +44,10 @@ def plot_effects(family, a_values: Sequence[float], path, *, dual_step: float = 
     """Draw the three-effect figure for ``family`` at ``a_values`` into ``path``; return the numbers."""
     path = _check_path(path)
     rep = report if report is not None else measure_effects(family, a_values, dual_step=dual_step)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     d = family.dim
     e0 = np.zeros(d)
     e0[0] = 1.0
-    colors = plt.cm.viridis(np.linspace(0.0, 0.85, rep.a.size))
+    colors = colormaps["viridis"](np.linspace(0.0, 0.85, rep.a.size))
     # x grid for coordinate 0: the primal reach at a = 0 for a dual movement of 2m
     mu_span = 1.5 * rep.dual_step
     dlo0, dhi0 = rep.dual_lo[0, 0], rep.dual_hi[0, 0]
@@ -64,7 +60,7 @@ def plot_effects(family, a_values: Sequence[float], path, *, dual_step: float = 
     xs = np.linspace(x_lo, x_hi, 400)
     xs = xs[xs != 0] if half else xs
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), constrained_layout=True)
+    fig, axes = new_figure(1, 3, figsize=(15, 4.4))
     base = np.tile(to_numpy(family.reference(0.0)), (xs.size, 1))
     for i, (a, col) in enumerate(zip(rep.a, colors)):
         ref = rep.reference[i]
@@ -119,7 +115,6 @@ def plot_effects(family, a_values: Sequence[float], path, *, dual_step: float = 
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         if os.path.exists(tmp):
             os.remove(tmp)
     return rep

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from mirrorflow._validation import MirrorflowError
+from mirrorflow.report.figure import new_figure
 from mirrorflow.sweep.store import ResultStore, RunRecord
 
 __all__ = ["GroupStats", "ReportFiles", "group_runs", "metric_stats", "write_report"]
@@ -283,15 +284,9 @@ def _write_runs_csv(path: Path, rows: list[dict]) -> None:
 
 def _summary_figure(path: Path, exp_name: str, labels: list[str],
                     stats: list[dict[str, GroupStats]], metrics: list[str]) -> bool:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     ncols = min(4, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows + 0.6),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = new_figure(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows + 0.6), squeeze=False)
     x = np.arange(len(labels))
     for ax, m in zip(axes.flat, metrics):
         means = np.array([s[m].mean for s in stats])
@@ -312,7 +307,6 @@ def _summary_figure(path: Path, exp_name: str, labels: list[str],
         ax.set_visible(False)
     fig.suptitle(f"{exp_name}: mean ± sd over seeds (bars), seeds (dots)")
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
