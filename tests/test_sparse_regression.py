@@ -64,10 +64,16 @@ def test_bad_config_is_one_line_error(overrides, match):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.slow
 def test_long_plain_gd_simulation_matches_prediction():
-    """Pure gradient descent (no ODE tail), 300 000 steps, over seeds 0–4 (theory §5)."""
+    """Pure gradient descent (no ODE tail), 300 000 steps, seeds 0–4 (theory §5's check).
+
+    After t = 3000 the runs are not yet at a residual of 1e-9 (status max-time), but their
+    distance to argmin_{Ax=y} R_4(x) is already at the step-size level (theory: 2.3e-4).
+    """
     cfgs = [Config(seed=k, tail="gd", t_max=3000.0, tol=1e-9) for k in range(5)]
     for r in run_batch(cfgs):
-        assert r.predicted_gap is None or r.predicted_gap < 1e-3
-        assert r.recovery_error < 0.6
+        assert r.steps == 300_000 and r.integrated_wd == pytest.approx(4.0)
+        A, y, _ = make_problem(r.config)
+        pred = implicit_bias(A, y, uv(np.ones(100), np.zeros(100)), r.integrated_wd).x
+        assert np.linalg.norm(r.curves["x_final"] - pred) < 5e-4
+        assert r.train_residual < 1e-4
