@@ -43,7 +43,7 @@ from mirrorflow._threads import torch_threads
 from mirrorflow._validation import MirrorflowError, check_choice
 from mirrorflow.dynamics.matrix import effective_rank
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
-from mirrorflow.report.figure import new_figure
+from mirrorflow.report.figure import mark_switch, new_figure
 from mirrorflow.schedules.continuous import Constant, NoDecay, Schedule, make_schedule
 
 __all__ = [
@@ -566,9 +566,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
             for j in range(ratios.shape[1]):
                 axes[2].plot(t, ratios[:, j], color=line.get_color(), ls=["-", "--", ":", "-."][j % 4],
                              label=f"{lab}, layer {j}" if ratios.shape[1] > 1 else lab)
-        if c.schedule in ("switch-off", "budget"):
-            for ax in axes:
-                ax.axvline(c.make_schedule().settle_time, color="gray", ls=":", lw=1)
+        mark_switch(axes, c)
     axes[0].set(xlabel="time t = Σ η", ylabel="loss", title="test / validation loss", yscale="log")
     axes[1].set(xlabel="time t = Σ η",
                 ylabel="accuracy" if results and results[0].setting == "vit" else "‖M − M*‖_F / ‖M*‖_F",

@@ -30,7 +30,7 @@ from pydantic.dataclasses import dataclass as pdataclass
 from mirrorflow._validation import MirrorflowError
 from mirrorflow.dynamics.matrix import effective_rank, simulate_matrix_gd
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
-from mirrorflow.report.figure import new_figure
+from mirrorflow.report.figure import mark_switch, new_figure
 from mirrorflow.schedules.continuous import Constant, NoDecay, Schedule, make_schedule
 
 __all__ = [
@@ -297,9 +297,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
             axes[3].semilogy(np.arange(1, sv.size + 1), np.maximum(sv, 1e-16), "k--", lw=1,
                              label="nuclear-norm minimizer")
             axes[0].axhline(r.baseline_error, color="k", ls="--", lw=1)
-        if c.schedule in ("switch-off", "budget"):
-            for ax in axes[:3]:
-                ax.axvline(c.make_schedule().settle_time, color="gray", ls=":", lw=1)
+        mark_switch(axes[:3], c)
     axes[0].set(xlabel="time t = Σ η", ylabel="‖X − X*‖_F / ‖X*‖_F", title="recovery error")
     axes[1].set(xlabel="time t = Σ η", ylabel="‖UᵀU − VᵀV‖_F", title="balancedness (∝ e^{−2a})")
     axes[2].set(xlabel="time t = Σ η", ylabel="exp(entropy of σ/Σσ)", title="effective rank")

@@ -42,7 +42,7 @@ from mirrorflow._validation import (
     check_positive_int,
 )
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
-from mirrorflow.report.figure import new_figure
+from mirrorflow.report.figure import mark_switch, new_figure
 from mirrorflow.schedules.continuous import NoDecay, Schedule, make_schedule
 
 __all__ = ["CODE_TYPES", "Config", "Result", "encode", "learn_dictionary", "plot", "run"]
@@ -311,10 +311,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
         axes[1].semilogy(it, r.curves["test_mse"], label=_label(r))
         axes[2].plot(it, r.curves["sparsity"], label=_label(r))
         c = r.config
-        if c.schedule in ("switch-off", "budget"):
-            sw = c.make_schedule().settle_time / c.step
-            for ax in axes:
-                ax.axvline(sw, color="gray", ls=":", lw=1)
+        mark_switch(axes, c, per_unit=1.0 / c.step)
     axes[0].set(xlabel="iteration", ylabel="MSE per pixel", title="training reconstruction")
     axes[1].set(xlabel="iteration", ylabel="MSE per pixel", title="held-out reconstruction")
     axes[2].set(xlabel="iteration", ylabel=r"fraction |c| ≤ tol", title="code sparsity")

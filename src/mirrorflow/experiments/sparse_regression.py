@@ -31,7 +31,7 @@ from mirrorflow.dynamics.simulate import simulate_gd
 from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
 from mirrorflow.geometry.implicit_bias import implicit_bias
 from mirrorflow.geometry.parameterizations import get_parameterization
-from mirrorflow.report.figure import new_figure
+from mirrorflow.report.figure import mark_switch, new_figure
 from mirrorflow.schedules.continuous import Schedule, make_schedule
 
 __all__ = ["Config", "Result", "make_problem", "plot", "run", "run_batch"]
@@ -206,10 +206,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
         t = np.maximum(r.curves["time"], c.step)
         axes[0].loglog(t, r.curves["recovery_error"], label=label)
         axes[1].loglog(t, np.maximum(r.curves["residual"], 1e-16), label=label)
-        if c.schedule in ("switch-off", "budget"):
-            sw = c.make_schedule().settle_time
-            for ax in axes:
-                ax.axvline(sw, color="gray", ls=":", lw=1)
+        mark_switch(axes, c)
     axes[0].set(xlabel="time t = Σ η", ylabel="‖x − x*‖", title="recovery error")
     axes[1].set(xlabel="time t = Σ η", ylabel="‖Ax − y‖ / ‖y‖", title="training residual")
     axes[0].legend(fontsize=7)
