@@ -16,7 +16,7 @@ import sys
 import numpy as np
 
 from benchmarks import baselines
-from benchmarks._harness import check_close, row, time_interleaved
+from benchmarks._harness import check_close, matmul_peak_gflops, row, time_interleaved
 from mirrorflow.dynamics.matrix import simulate_matrix_gd
 from mirrorflow.schedules.continuous import SwitchOff
 
@@ -39,10 +39,10 @@ def make_problem(runs: int, seed: int = 0, d: int = D, m: int = M):
     return A, y, U0, V0, decays
 
 
-def mirrorflow_run(A, y, U0, V0, decays, steps):
+def mirrorflow_run(A, y, U0, V0, decays, steps, threads=1):
     scheds = [SwitchOff(float(w), SWITCH) for w in decays]
     res = simulate_matrix_gd(A, y, U0, V0, scheds, step=STEP, t_max=STEP * steps, chunk=1000,
-                             threads=1)
+                             threads=threads)
     return res.X[-1]
 
 
@@ -56,27 +56,40 @@ def step_flops(runs: int, d: int = D, m: int = M) -> float:
     return runs * (4.0 * m * d * d + 6.0 * d**3)
 
 
-def bench(runs: int, steps: int, base_runs: int, repeats: int, check_steps: int = 200) -> dict:
+def bench(runs: int, steps: int, base_runs: int, repeats: int, check_steps: int = 200,
+          threads: int = 1) -> dict:
+    """Speed-up over the per-run loop, and the bound the GEMM peak puts on it.
+
+    Both do the same products per run and step (``step_flops``), so ``baseline_gflops`` is
+    the loop's rate and ``ratio_at_peak = peak / baseline_gflops`` the largest speed-up any
+    implementation of these flops could reach on this machine with ``threads`` threads.
+    """
     A, y, U0, V0, decays = make_problem(runs)
     want = baseline_run(A, y, U0, V0, decays, check_steps, runs)
-    got = mirrorflow_run(A, y, U0, V0, decays, check_steps)
+    got = mirrorflow_run(A, y, U0, V0, decays, check_steps, threads)
     diff = check_close(f"matrix B={runs} (pre-check, {check_steps} steps)", got, want, rtol=1e-10)
     t = time_interleaved({
         "baseline": lambda: baseline_run(A, y, U0, V0, decays, steps, base_runs),
-        "mirrorflow": lambda: mirrorflow_run(A, y, U0, V0, decays, steps),
+        "mirrorflow": lambda: mirrorflow_run(A, y, U0, V0, decays, steps, threads),
     }, repeats)
     base_s = t["baseline"] * runs / base_runs
-    return row(f"matrix sensing d={D} B={runs}", base_s, t["mirrorflow"], steps=steps, runs=runs,
-               baseline_runs=base_runs, threads=1, max_abs_diff=diff,
-               mf_run_steps_per_s=runs * steps / t["mirrorflow"],
-               baseline_run_steps_per_s=runs * steps / base_s,
-               gflops=step_flops(runs) * steps / t["mirrorflow"] / 1e9)
+    peak = matmul_peak_gflops(threads)
+    gf, base_gf = (step_flops(runs) * steps / s / 1e9 for s in (t["mirrorflow"], base_s))
+    return row(f"matrix sensing d={D} B={runs} threads={threads}", base_s, t["mirrorflow"],
+               steps=steps, runs=runs, baseline_runs=base_runs, threads=threads,
+               max_abs_diff=diff, mf_run_steps_per_s=runs * steps / t["mirrorflow"],
+               baseline_run_steps_per_s=runs * steps / base_s, gflops=gf,
+               baseline_gflops=base_gf, peak_gflops=peak, peak_fraction=gf / peak,
+               ratio_at_peak=peak / base_gf)
 
 
 def run(quick: bool = False) -> list[dict]:
+    import torch
+
+    threads = sorted({1, torch.get_num_threads()})
     if quick:
-        return [bench(64, 500, base_runs=4, repeats=3)]
-    return [bench(64, 5_000, base_runs=8, repeats=3)]
+        return [bench(64, 500, base_runs=4, repeats=3, threads=th) for th in threads]
+    return [bench(64, 5_000, base_runs=8, repeats=3, threads=th) for th in threads]
 
 
 if __name__ == "__main__":  # pragma: no cover

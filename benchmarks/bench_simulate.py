@@ -10,6 +10,8 @@ Rows:
   to all of them (``baseline_s`` is that scaled time; ``baseline_runs`` says how many ran).
 - ``simulate uv B=1024``: achieved GFLOP/s against this machine's float64 GEMM peak measured in
   the same process with the same thread count.
+- ``ratio_at_peak`` (every speed row): the speed-up mirrorflow would show if its step ran at
+  100 % of that peak; the measured ratio cannot exceed it without doing fewer flops.
 - ``simulate memory``: peak RSS of a fresh process above its RSS before the run, for growing
   ``B`` (each size in its own subprocess), in MiB per 1000 runs. Sizes are large so that the
   working set stands above the transient memory of importing torch.
@@ -104,12 +106,15 @@ def bench_speedup(runs: int, steps: int, base_runs: int, repeats: int,
     diff = max(diff, check_close(f"simulate B={runs} (timed runs)", out["m"][:base_runs], out["b"],
                                  rtol=1e-8))
     base_s = t["baseline"] * runs / base_runs
+    peak = matmul_peak_gflops(threads)
+    gf = step_flops(runs) * steps / t["mirrorflow"] / 1e9
     return row(
         f"simulate uv B={runs} threads={threads}", base_s, t["mirrorflow"], steps=steps,
         runs=runs, baseline_runs=base_runs, threads=threads, max_abs_diff=diff,
         mf_run_steps_per_s=runs * steps / t["mirrorflow"],
         baseline_run_steps_per_s=runs * steps / base_s,
-        gflops=step_flops(runs) * steps / t["mirrorflow"] / 1e9,
+        gflops=gf, peak_gflops=peak, peak_fraction=gf / peak,
+        ratio_at_peak=base_s * peak * 1e9 / (step_flops(runs) * steps),
     )
 
 

@@ -128,7 +128,8 @@ def test_matrix_bench_tiny_and_precheck_fires(monkeypatch):
     assert all(k in r for k in KEYS) and r["max_abs_diff"] < 1e-10
     good = bench_matrix.mirrorflow_run
     monkeypatch.setattr(bench_matrix, "mirrorflow_run",
-                        lambda A, y, U0, V0, decays, steps: good(A, y, U0, V0, decays + 0.1, steps))
+                        lambda A, y, U0, V0, decays, steps, threads=1: good(A, y, U0, V0,
+                                                                            decays + 0.1, steps))
     with pytest.raises(_harness.BenchmarkMismatch):
         bench_matrix.bench(8, 20, base_runs=1, repeats=1, check_steps=20)
 
@@ -213,9 +214,12 @@ def test_fast_path_matches_per_run_loop(name):
     v0 = 0.2
     scheds = [SwitchOff(0.4, 0.33), Constant(0.2), NoDecay()]
     step, steps = 0.02, 60
-    for AA, yy in ((A, y), (np.stack([A] * 3), np.stack([y] * 3))):
+    cases = [(A, y, "native", 1), (A, y, "native", 2), (A, y, "torch", 1),
+             (np.stack([A] * 3), np.stack([y] * 3), "auto", 1)]  # per-run A: torch fast path
+    for AA, yy, backend, threads in cases:
         res = simulate_gd(AA, yy, u0, v0, scheds, parameterization=name, step=step,
-                          t_max=step * steps, chunk=17)  # switch falls inside a chunk
+                          t_max=step * steps, chunk=17,  # switch falls inside a chunk
+                          backend=backend, threads=threads)
         for i, s in enumerate(scheds):
             u, v = _loop(name, A, y, u0[i], np.full(d, v0), step, steps, s.rate)
             np.testing.assert_allclose(res.u[i], u, rtol=1e-12, atol=1e-14)

@@ -8,7 +8,8 @@ midpoint time (as :func:`mirrorflow.dynamics.simulate_gd`)::
     U ← U − η (G V + α_k U),   V ← V − η (Gᵀ U + α_k V)       (X = U Vᵀ)
     U ← U − η ((G + Gᵀ) U + α_k U)                            (X = U Uᵀ)
 
-The integrated decay is ``a = Σ_k η α_k`` (docs/theory.md §1). Theory §6: the balancedness
+The integrated decay is ``a = Σ_k η α_k`` (docs/theory.md §1). On the CPU, chunks of steps run in
+the fused C kernel of ``_kernels.c`` (``backend="auto"``; docs/benchmarks.md), else in torch. Theory §6: the balancedness
 ``UᵀU − VᵀV`` equals ``e^{−2a} (U₀ᵀU₀ − V₀ᵀV₀)`` along gradient flow, for every loss.
 """
 
@@ -28,6 +29,7 @@ from mirrorflow._validation import (
     check_finite_scalar,
     check_positive_int,
 )
+from mirrorflow.dynamics._native import row_parallel, use_native
 from mirrorflow.schedules.continuous import Schedule
 
 __all__ = ["MatrixGDResult", "effective_rank", "simulate_matrix_gd"]
@@ -116,6 +118,7 @@ def simulate_matrix_gd(
     device: str | torch.device = "cpu",
     threads: int | None = 1,
     progress: bool = False,
+    backend: str = "auto",
 ) -> MatrixGDResult:
     """Gradient descent on ``U, V`` (or ``U``) with weight-decay schedules, ``B`` runs at once.
 
@@ -130,19 +133,22 @@ def simulate_matrix_gd(
     step : step size ``η``; time advances by ``η`` per step. ``t_max``: final time.
     snapshot_times : times at which ``X`` is recorded (rounded to the step grid; 0 and
         ``t_max`` are always included).
-    threads : CPU threads for torch during the run (restored afterwards). The per-step tensors
-        are small, so one thread is fastest, above all on a shared machine; ``None`` keeps
-        torch's setting.
+    threads : CPU threads (restored afterwards): the C kernel splits the runs into ``threads``
+        ranges run in parallel; the torch path sets torch's thread count. One thread is
+        fastest for small batches on a shared machine; ``None`` keeps torch's setting (and one
+        thread for the kernel).
+    backend : ``"auto"`` (the C kernel on the CPU when built, else torch), ``"native"`` (the
+        kernel, or an error saying why not) or ``"torch"``. Both compute the same steps.
     """
     if threads is not None:
         threads = check_positive_int("threads", threads)
     with torch_threads(threads):
         return _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, chunk,
-                         device, progress)
+                         device, progress, backend, threads)
 
 
 def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, chunk, device,
-              progress) -> MatrixGDResult:
+              progress, backend, threads) -> MatrixGDResult:
     step = check_finite_scalar("step", step, minimum=0.0, strict=True)
     t_max = check_finite_scalar("t_max", t_max, minimum=0.0, strict=True)
     chunk = check_positive_int("chunk", chunk)
@@ -171,6 +177,10 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
     snaps = snaps[snaps <= total]
 
     f64 = dict(dtype=torch.float64, device=torch.device(device))
+    native = use_native(backend, f64["device"].type == "cpu", "non-CPU devices")
+    if native:
+        Af_np = np.ascontiguousarray(A.reshape(P, m, d * d))
+        y_np = np.ascontiguousarray(y)
     Af = torch.as_tensor(A.reshape(P, m, d * d), **f64)
     AfT = Af.transpose(1, 2).contiguous()
     yt = torch.as_tensor(np.array(y), **f64).unsqueeze(2)  # (P, m, 1)
@@ -207,14 +217,22 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
         record(0, U, V, a_acc)
         ptr = 1
     it = 0
-    with progress_bar(total, "matrix sensing", progress) as advance:
+    with progress_bar(total, "matrix sensing", progress) as advance, \
+            row_parallel(threads if native else None) as run_parts:
         while it < total:
             it_end = min(it + chunk, total)
             if ptr < S:
                 it_end = min(it_end, int(snaps[ptr]))
             mid = (np.arange(it, it_end) + 0.5) * step
-            alphas = torch.as_tensor(np.stack([s.rate(mid) for s in schedules], axis=1), **f64)
-            for j in range(it_end - it):
+            alphas_np = np.stack([s.rate(mid) for s in schedules], axis=1)  # (K, B)
+            alphas = torch.as_tensor(alphas_np, **f64)
+            if native:
+                c = 1.0 - step * alphas_np
+                c = np.ascontiguousarray(c[0] if np.all(c == c[0]) else c)
+                Un = U.numpy()
+                native.matrix_steps(Un, Un if symmetric else V.numpy(), Af_np, y_np, R, step, c,
+                                    it_end - it, run_parts)
+            for j in range(0 if native else it_end - it):
                 G = grad(forward(U, V))
                 shrink = (1.0 - step * alphas[j]).view(B, 1, 1)
                 if symmetric:

@@ -18,8 +18,10 @@ Fast path (the built-in ``uv``, ``u2-v2``, ``u2``; docs/benchmarks.md): all thre
     g = x G − b  (G = AᵀA, b = Aᵀy),     p ← p ⊙ (c_k − γ η g),     q ← q ⊙ (c_k + γ η g)
 
 ``uv``: ``p = u + v, q = u − v, κ = ¼, γ = 1``; ``u2-v2``: ``p = u, q = v, κ = 1, γ = 2``;
-``u2``: ``p = u, q = 0, κ = 1, γ = 2``. One step is then one ``addmm`` and six in-place
-elementwise ops on preallocated buffers (no allocation, no per-step Python beyond the calls).
+``u2``: ``p = u, q = 0, κ = 1, γ = 2``. With a shared ``A`` on the CPU, chunks of steps run in
+the fused C kernel of ``_kernels.c`` (one GEMM and one elementwise pass per step, no Python per
+step; ``backend="auto"``); otherwise one step is one ``addmm`` and six in-place torch ops on
+preallocated buffers.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from mirrorflow._validation import (
     check_finite_scalar,
     check_positive_int,
 )
+from mirrorflow.dynamics._native import row_parallel, use_native
 from mirrorflow.geometry.parameterizations import (
     PARAMETERIZATIONS,
     Parameterization,
@@ -118,6 +121,7 @@ def simulate_gd(
     device: str | torch.device = "cpu",
     threads: int | None = 1,
     progress: bool = False,
+    backend: str = "auto",
 ) -> GDResult:
     """Run gradient descent with weight-decay schedules on ``B`` problems at once.
 
@@ -137,16 +141,20 @@ def simulate_gd(
         ``‖Δx‖/Δt`` over the chunk is ``≤ tol`` (a stationary point of the regularized
         problem). ``None`` runs to ``t_max``.
     chunk : steps per chunk (convergence is checked once per chunk).
-    threads : CPU threads for torch during the run (restored afterwards). The per-step tensors
-        are small, so one thread is fastest for up to a few hundred runs, above all on a shared
-        machine; ``None`` keeps torch's setting.
+    threads : CPU threads (restored afterwards). The C kernel splits the runs into ``threads``
+        row ranges run in parallel; the torch path sets torch's thread count. One thread is
+        fastest for small batches on a shared machine; ``None`` keeps torch's setting (and
+        one thread for the kernel).
     progress : show a progress bar.
+    backend : ``"auto"`` (the C kernel where it applies: built-in parameterization, shared
+        ``A``, CPU; else torch), ``"native"`` (the kernel, or an error saying why not) or
+        ``"torch"``. Both compute the same steps, to rounding.
     """
     if threads is not None:
         threads = check_positive_int("threads", threads)
     with torch_threads(threads):
         return _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_times,
-                         tol, chunk, device, progress)
+                         tol, chunk, device, progress, backend, threads)
 
 
 # (κ, γ, has q) of the multiplicative form of each built-in parameterization (module docstring)
@@ -194,7 +202,7 @@ def _multiplicative_chunk(p, q, grad_into, alphas: np.ndarray, alpha_t: torch.Te
 
 
 def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_times, tol,
-              chunk, device, progress) -> GDResult:
+              chunk, device, progress, backend, threads) -> GDResult:
     param = get_parameterization(parameterization) if isinstance(parameterization, str) else parameterization
     step = check_finite_scalar("step", step, minimum=0.0, strict=True)
     t_max = check_finite_scalar("t_max", t_max, minimum=0.0, strict=True)
@@ -242,7 +250,13 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
         return torch.addmm(-b, x, G) if shared else torch.baddbmm(-b.unsqueeze(1), x.unsqueeze(1), G).squeeze(1)
 
     fast = param is PARAMETERIZATIONS.get(param.name)
-    if fast:
+    native = use_native(backend, fast and shared and dev.type == "cpu",
+                        "custom parameterizations, per-run A or non-CPU devices")
+    if native:
+        kappa, gamma, has_q = _MULTIPLICATIVE[param.name]
+        Gk_np = np.ascontiguousarray(kappa * G.numpy())
+        nb_np = -(b[0] if y.ndim == 1 else b).numpy().copy()
+    elif fast:
         kappa, gamma, has_q = _MULTIPLICATIVE[param.name]
         Gk, nb = kappa * G, (-b).expand(B, d).contiguous()
         if shared:
@@ -276,7 +290,8 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
 
     k = 0
     x_prev = param.forward(u, v)
-    with progress_bar(total_steps, "simulating", progress) as advance:
+    with progress_bar(total_steps, "simulating", progress) as advance, \
+            row_parallel(threads if native else None) as run_parts:
         while k < total_steps and bool(active.any()):
             # run up to the next snapshot or chunk boundary
             k_end = min(k + chunk, total_steps)
@@ -287,7 +302,17 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
             alphas = np.stack([s.rate(mid) for s in schedules], axis=1)  # (K, B)
             alpha_t = torch.as_tensor(alphas, **f64) * active.T  # frozen runs get no decay
             eta = step * active
-            if fast:
+            if native:
+                p, q = _to_pq(param.name, u, v)
+                eta_np = eta.squeeze(1).numpy()
+                c = 1.0 - eta_np * alphas * (eta_np > 0)  # (K, B); frozen runs: c = 1
+                c = np.ascontiguousarray(c[0] if np.all(c == c[0]) else c)
+                native.mult_steps(p.numpy(), q.numpy() if has_q else None, Gk_np, nb_np, c,
+                                  gamma * eta_np, len(ks), run_parts)
+                u, v = _from_pq(param.name, p, q, v)
+                if not has_q:
+                    v = v * (1.0 - eta.T * alpha_t).prod(0).unsqueeze(1)
+            elif fast:
                 p, q = _to_pq(param.name, u, v)
                 _multiplicative_chunk(p, q if has_q else None, grad_into, alphas, alpha_t, eta,
                                       gamma, bufs)
