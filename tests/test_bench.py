@@ -184,6 +184,13 @@ def test_cli_bench_json_and_errors(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["results"][0]["ratio"] == 4.0 and data["machine"]["cores"] >= 1
+    long_name = "fake simulate uv B=1024 threads=2 with a long name"
+    (tmp_path / "long").mkdir()
+    suite2 = _fake_suite(tmp_path / "long", FAKE.replace('"name": "fake"', f'"name": "{long_name}"'))
+    table = cli.invoke(app, ["bench", "--path", str(suite2)])
+    assert table.exit_code == 0, table.output
+    line = next(ln for ln in table.stdout.splitlines() if "fake simulate" in ln)
+    assert long_name in line and "4.0×" in line  # one row per line, not folded at 80 columns
     bad = cli.invoke(app, ["bench", "--path", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     bad = cli.invoke(app, ["bench", "--path", str(suite), "--only", "bench_other"])

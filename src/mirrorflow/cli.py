@@ -196,8 +196,11 @@ def bench(
         return
     table = Table(title=f"mirrorflow bench{' --quick' if quick else ''}  ({info['cpu']}, "
                         f"{info['cores']} cores)")
-    for col in ("benchmark", "baseline s", "mirrorflow s", "speed-up", "GFLOP/s", "peak RSS MB"):
-        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    table.add_column("benchmark", no_wrap=True)
+    for col in ("baseline s", "mirrorflow s", "speed-up", "at peak", "GFLOP/s", "peak RSS MB"):
+        table.add_column(col, justify="right")
+    table.caption = ("at peak: the speed-up if mirrorflow's flops ran at the measured GEMM peak "
+                     "(docs/benchmarks.md)")
 
     def fmt(v, spec=".3g"):
         return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
@@ -211,8 +214,9 @@ def bench(
         table.add_row(r["name"], fmt(r["baseline_s"]), fmt(r["mirrorflow_s"]),
                       fmt(r["ratio"], ".1f") + ("×" if isinstance(r["ratio"], (int, float))
                                                  and r["ratio"] == r["ratio"] else ""),
-                      gf_s, fmt(r.get("peak_rss_mb"), ".0f"))
-    console.print(table)
+                      fmt(r.get("ratio_at_peak"), ".1f"), gf_s, fmt(r.get("peak_rss_mb"), ".0f"))
+    # piped into a file or CI log: do not fold the rows at 80 columns
+    (console if console.is_terminal else Console(width=max(console.width, 130))).print(table)
 
 
 # --- sweeps, reports, reproduction (issue 8) -----------------------------------------------
