@@ -63,9 +63,15 @@ def machine() -> dict:
                     break
     except OSError:
         pass
+    import scipy
+
+    from mirrorflow.dynamics._native import kernels
+
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "numpy": np.__version__,
-            "torch_threads": torch.get_num_threads()}
+            "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
+            "torch_threads": torch.get_num_threads(),
+            # the simulators' C kernel (docs/benchmarks.md); without it they run in torch
+            "native_kernels": kernels() is not None}
 
 
 def run_one(name: str, quick: bool) -> list[dict]:

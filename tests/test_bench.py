@@ -184,6 +184,7 @@ def test_cli_bench_json_and_errors(tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["results"][0]["ratio"] == 4.0 and data["machine"]["cores"] >= 1
+    assert data["machine"]["native_kernels"] is True  # CI builds the C kernel
     long_name = "fake simulate uv B=1024 threads=2 with a long name"
     (tmp_path / "long").mkdir()
     suite2 = _fake_suite(tmp_path / "long", FAKE.replace('"name": "fake"', f'"name": "{long_name}"'))

@@ -194,8 +194,9 @@ def bench(
     if as_json:
         typer.echo(json.dumps(jsonable({"machine": info, "results": rows})))
         return
+    kernel = "C kernel" if info.get("native_kernels") else "no C kernel: torch path"
     table = Table(title=f"mirrorflow bench{' --quick' if quick else ''}  ({info['cpu']}, "
-                        f"{info['cores']} cores)")
+                        f"{info['cores']} cores, {kernel})")
     table.add_column("benchmark", no_wrap=True)
     for col in ("baseline s", "mirrorflow s", "speed-up", "at peak", "GFLOP/s", "peak RSS MB"):
         table.add_column(col, justify="right")
