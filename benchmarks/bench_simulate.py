@@ -33,7 +33,7 @@ from benchmarks._harness import (
     row,
     time_interleaved,
 )
-from mirrorflow.dynamics.simulate import simulate_gd
+from mirrorflow.dynamics.simulate import kernel_gradient_form, simulate_gd
 from mirrorflow.schedules.continuous import SwitchOff
 
 N, D, SPARSITY, STEP, SWITCH = 40, 100, 5, 0.01, 20.0
@@ -65,9 +65,12 @@ def baseline_run(A, y, u0, decays, steps, runs):
                      for i in range(runs)])
 
 
-def step_flops(runs: int, d: int = D) -> float:
-    """Floating-point operations of one batched step: the ``x G`` GEMM and 8 elementwise ops."""
-    return 2.0 * runs * d * d + 8.0 * runs * d
+def step_flops(runs: int, d: int = D, n: int = N) -> float:
+    """Floating-point operations of one batched step as the kernel does it: the gradient
+    (``x G``, ``2d²`` per run, or ``(x Aᵀ − y) A``, ``4nd``, whichever it picks) and 8
+    elementwise ops per entry."""
+    grad = 4.0 * n * d if kernel_gradient_form(n, d) == "lowrank" else 2.0 * d * d
+    return runs * (grad + 8.0 * d)
 
 
 def _memory_probe(runs: int, steps: int) -> float:

@@ -212,10 +212,10 @@ def _loop(name, A, y, u0, v0, step, steps, rate):
     return u, v
 
 
+@pytest.mark.parametrize("n, d", [(6, 12), (3, 24)])  # kernel_gradient_form "G" / "lowrank"
 @pytest.mark.parametrize("name", ["uv", "u2-v2", "u2"])
-def test_fast_path_matches_per_run_loop(name):
+def test_fast_path_matches_per_run_loop(name, n, d):
     rng = np.random.default_rng(4)
-    n, d = 6, 12
     A = rng.normal(size=(n, d)) / np.sqrt(n)
     y = A @ np.where(np.arange(d) < 2, 1.0, 0.0)
     u0 = rng.uniform(0.5, 1.5, size=(3, d))

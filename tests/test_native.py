@@ -15,6 +15,7 @@ from mirrorflow._validation import MirrorflowError
 from mirrorflow.dynamics import simulate_gd
 from mirrorflow.dynamics._native import kernels, use_native
 from mirrorflow.dynamics.matrix import simulate_matrix_gd
+from mirrorflow.dynamics.simulate import kernel_gradient_form
 from mirrorflow.geometry.parameterizations import PARAMETERIZATIONS
 from mirrorflow.schedules.continuous import Constant, NoDecay, SwitchOff
 
@@ -60,10 +61,12 @@ def test_matrix_kernel_matches_per_run_loop(symmetric, threads):
         np.testing.assert_allclose(res.X[-1, b], U @ V.T, rtol=1e-11, atol=1e-13)
 
 
-def test_simulate_kernel_per_run_targets_frozen_runs_and_snapshots():
+@pytest.mark.parametrize("n, form", [(6, "G"), (2, "lowrank")])
+def test_simulate_kernel_per_run_targets_frozen_runs_and_snapshots(n, form):
     """Per-run ``y`` with a shared ``A``; a converged run stays frozen while others go on."""
     rng = np.random.default_rng(12)
-    n, d, B = 5, 11, 4
+    d, B = 11, 4
+    assert kernel_gradient_form(n, d) == form  # both ways of forming the gradient are covered
     A = rng.normal(size=(n, d)) / np.sqrt(n)
     Y = (A @ rng.normal(size=(d, B))).T
     Y[0] = 0.0  # run 0 sits at its solution x = 0 from the start (u0 v0 = 0) and stops

@@ -74,26 +74,45 @@ MF_CLONES static void mult_rows(int nr, int d, const double *c, size_t c_stride,
     }
 }
 
+/* r ← r − y for each of nr rows of length m; row i of y at y + i * ys (ys = 0: shared) */
+static void sub_rows(int nr, int m, double *r, const double *y, size_t ys)
+{
+    for (int i = 0; i < nr; ++i)
+        for (int j = 0; j < m; ++j)
+            r[(size_t)i * m + j] -= y[(size_t)i * ys + j];
+}
+
 /*
  * K multiplicative steps (src/mirrorflow/dynamics/simulate.py) on runs [0, B) of p, q (B × d):
- *   h = x G,  t = ge (h + nb),  p ← p (c − t),  q ← q (c + t),  x = p² − q²
- * G (d × d) symmetric (κG), nb = −b: row i at nb + i * nbs (nbs = 0: shared), ge = γη per run. Shrink factor of run i at step k
- * is c[k * ck + i * ci]: ck = 0 for a decay constant over the chunk. x, h: (B × d) workspace.
- * Runs are processed ``block`` rows at a time, all K steps per block.
+ *   h = ∇f(κ x̂),  t = ge (h + nb),  p ← p (c − t),  q ← q (c + t),  x̂ = p² − q²
+ * Gradient, two forms (the caller picks the one with fewer flops):
+ *   G form   (A == NULL): h = x̂ G with G = κ AᵀA (d × d, symmetric), nb = −Aᵀy;
+ *   low-rank (A != NULL): r = κ x̂ Aᵀ − y (n per run), h = r A, nb = 0;  4nd instead of 2d² flops.
+ * nb row i at nb + i * nbs, y row i at y + i * ys (stride 0: shared by the runs); ge = γη per run.
+ * Shrink factor of run i at step k is c[k * ck + i * ci] (ck = 0: constant over the chunk).
+ * x, h: (B × d) and r: (B × n) workspace. Runs go ``block`` rows at a time, all K steps per block.
  */
 MF_EXPORT void mf_mult_steps(void *gemm_ptr, int B, int d, int K, int block, const double *G,
-                             const double *nb, long nbs, const double *c, long ck, long ci,
-                             const double *ge, double *p, double *q, double *x, double *h)
+                             const double *A, int n, const double *y, long ys, double kappa,
+                             double *r, const double *nb, long nbs, const double *c, long ck,
+                             long ci, const double *ge, double *p, double *q, double *x, double *h)
 {
     dgemm_t gemm = (dgemm_t)gemm_ptr;
     for (int r0 = 0; r0 < B; r0 += block) {
         const int nr = B - r0 < block ? B - r0 : block;
-        const size_t off = (size_t)r0 * d, n = (size_t)nr * d;
+        const size_t off = (size_t)r0 * d, len = (size_t)nr * d;
         double *P = p + off, *Q = q ? q + off : NULL, *X = x + off, *H = h + off;
-        for (size_t j = 0; j < n; ++j)
+        for (size_t j = 0; j < len; ++j)
             X[j] = Q ? P[j] * P[j] - Q[j] * Q[j] : P[j] * P[j];
         for (int k = 0; k < K; ++k) {
-            rm_gemm(gemm, 'N', 'N', nr, d, d, 1.0, X, d, G, d, 0.0, H, d);
+            if (A) {
+                double *Rr = r + (size_t)r0 * n;
+                rm_gemm(gemm, 'N', 'T', nr, n, d, kappa, X, d, A, d, 0.0, Rr, n);
+                sub_rows(nr, n, Rr, y + (size_t)r0 * ys, (size_t)ys);
+                rm_gemm(gemm, 'N', 'N', nr, d, n, 1.0, Rr, n, A, d, 0.0, H, d);
+            } else {
+                rm_gemm(gemm, 'N', 'N', nr, d, d, 1.0, X, d, G, d, 0.0, H, d);
+            }
             mult_rows(nr, d, c + (size_t)k * ck + (size_t)r0 * ci, (size_t)ci, ge + r0,
                       nb + (size_t)r0 * nbs, (size_t)nbs, H, P, Q, X);
         }
@@ -107,13 +126,6 @@ MF_CLONES static void axpby(size_t n, double s, double *y, double e, const doubl
         y[j] = s * y[j] - e * z[j];
 }
 
-/* r ← r − y for each of nr rows of length m */
-static void sub_rows(int nr, int m, double *r, const double *y)
-{
-    for (int i = 0; i < nr; ++i)
-        for (int j = 0; j < m; ++j)
-            r[(size_t)i * m + j] -= y[j];
-}
 
 /*
  * K steps of matrix sensing (src/mirrorflow/dynamics/matrix.py) on runs [r0, r0 + B):
@@ -148,7 +160,7 @@ MF_EXPORT void mf_matrix_steps(void *gemm_ptr, int B, int r0, int R, int d, int 
                 rm_gemm(gemm, 'N', 'T', d, d, k, 1.0, Ui, k, Vi, k, 0.0, Xb + (size_t)i * dd, d);
             }
             rm_gemm(gemm, 'N', 'T', nr, m, dd, 1.0, Xb, dd, A, dd, 0.0, Rb, m);
-            sub_rows(nr, m, Rb, yp);
+            sub_rows(nr, m, Rb, yp, 0);
             rm_gemm(gemm, 'N', 'N', nr, dd, m, 1.0, Rb, m, A, dd, 0.0, Gb, dd);
             for (int i = 0; i < nr; ++i) {
                 const double *Gi = Gb + (size_t)i * dd;

@@ -41,22 +41,37 @@ class Kernels:
     lib: ctypes.CDLL
     dgemm: int
 
-    def mult_steps(self, p: np.ndarray, q: np.ndarray | None, G: np.ndarray, nb: np.ndarray,
-                   c: np.ndarray, ge: np.ndarray, steps: int, run_parts: Callable,
-                   block: int = 64) -> None:
+    def mult_steps(self, p: np.ndarray, q: np.ndarray | None, grad: tuple, c: np.ndarray,
+                   ge: np.ndarray, steps: int, run_parts: Callable, block: int = 64) -> None:
         """``steps`` multiplicative steps in place on ``p, q`` (``(B, d)``; see ``_kernels.c``).
 
-        ``nb``: ``−b``, ``(d,)`` shared or ``(B, d)`` per run. ``c``: shrink factors, ``(B,)`` for a decay constant over the steps or ``(steps, B)``.
+        ``grad``: ``("G", κG, −b)`` with ``−b`` of shape ``(d,)`` or ``(B, d)``, or
+        ``("lowrank", A, y, κ)`` with ``y`` of shape ``(n,)`` or ``(B, n)``. ``c``: shrink
+        factors, ``(B,)`` for a decay constant over the steps or ``(steps, B)``.
         """
         B, d = p.shape
         x, h = np.empty_like(p), np.empty_like(p)
         ck = 0 if c.ndim == 1 else B
+        if grad[0] == "G":
+            _, G, nb = grad
+            A = yv = None
+            n, ys, kappa, r = 0, 0, 1.0, None
+        else:
+            _, A, yv, kappa = grad
+            G, nb = None, np.zeros(d)
+            n = A.shape[0]
+            ys = 0 if yv.ndim == 1 else n
+            r = np.empty((B, n))
         nbs = 0 if nb.ndim == 1 else d
         row = d * 8
 
+        def ptr(arr, offset=0):
+            return None if arr is None else arr.ctypes.data + offset
+
         def part(lo: int, hi: int) -> None:
             self.lib.mf_mult_steps(
-                self.dgemm, hi - lo, d, steps, block, G.ctypes.data,
+                self.dgemm, hi - lo, d, steps, block, ptr(G), ptr(A), n, ptr(yv, 8 * ys * lo),
+                ys, kappa, ptr(r, 8 * n * lo),
                 nb.ctypes.data + 8 * nbs * lo, nbs, c.ctypes.data + 8 * lo, ck, 1, ge.ctypes.data + 8 * lo,
                 p.ctypes.data + row * lo, None if q is None else q.ctypes.data + row * lo,
                 x.ctypes.data + row * lo, h.ctypes.data + row * lo)
@@ -106,8 +121,9 @@ def _load() -> Kernels | None:
     except (OSError, AttributeError, KeyError, ImportError):
         return None
     lib.mf_mult_steps.restype = None
-    lib.mf_mult_steps.argtypes = [_ptr, _c_int, _c_int, _c_int, _c_int, _ptr, _ptr, _c_long,
-                                  _ptr, _c_long, _c_long, _ptr, _ptr, _ptr, _ptr, _ptr]
+    lib.mf_mult_steps.argtypes = [_ptr, _c_int, _c_int, _c_int, _c_int, _ptr, _ptr, _c_int,
+                                  _ptr, _c_long, _c_double, _ptr, _ptr, _c_long, _ptr, _c_long,
+                                  _c_long, _ptr, _ptr, _ptr, _ptr, _ptr]
     lib.mf_matrix_steps.restype = None
     lib.mf_matrix_steps.argtypes = [_ptr, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int,
                                     _c_int, _ptr, _ptr, _c_double, _ptr, _c_long, _c_long, _ptr,

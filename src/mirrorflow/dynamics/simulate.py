@@ -19,8 +19,9 @@ Fast path (the built-in ``uv``, ``u2-v2``, ``u2``; docs/benchmarks.md): all thre
 
 ``uv``: ``p = u + v, q = u − v, κ = ¼, γ = 1``; ``u2-v2``: ``p = u, q = v, κ = 1, γ = 2``;
 ``u2``: ``p = u, q = 0, κ = 1, γ = 2``. With a shared ``A`` on the CPU, chunks of steps run in
-the fused C kernel of ``_kernels.c`` (one GEMM and one elementwise pass per step, no Python per
-step; ``backend="auto"``); otherwise one step is one ``addmm`` and six in-place torch ops on
+the fused C kernel of ``_kernels.c`` (the gradient as ``x G − b`` or, when ``2n < d``, as
+``(x Aᵀ − y) A`` with fewer flops, then one elementwise pass; no Python per step;
+``backend="auto"``); otherwise one step is one ``addmm`` and six in-place torch ops on
 preallocated buffers.
 """
 
@@ -157,6 +158,17 @@ def simulate_gd(
                          tol, chunk, device, progress, backend, threads)
 
 
+def kernel_gradient_form(n: int, d: int) -> str:
+    """How the C kernel forms ``∇f = Aᵀ(Ax − y)`` for ``A`` of shape ``(n, d)``.
+
+    ``"G"``: ``x G − b`` with ``G = AᵀA`` precomputed, ``2d²`` flops per run and step;
+    ``"lowrank"``: ``(x Aᵀ − y) A``, ``4nd`` flops; chosen when it has fewer (``2n < d``, the
+    overparameterized case). Measured at ``B = 64``: 1.1× faster at ``n = 40, d = 100``,
+    16× at ``n = 20, d = 1000`` (docs/benchmarks.md).
+    """
+    return "lowrank" if 2 * n < d else "G"
+
+
 # (κ, γ, has q) of the multiplicative form of each built-in parameterization (module docstring)
 _MULTIPLICATIVE = {"uv": (0.25, 1.0, True), "u2-v2": (1.0, 2.0, True), "u2": (1.0, 2.0, False)}
 
@@ -254,8 +266,11 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
                         "custom parameterizations, per-run A or non-CPU devices")
     if native:
         kappa, gamma, has_q = _MULTIPLICATIVE[param.name]
-        Gk_np = np.ascontiguousarray(kappa * G.numpy())
-        nb_np = -(b[0] if y.ndim == 1 else b).numpy().copy()
+        if kernel_gradient_form(n, d) == "lowrank":
+            grad_np = ("lowrank", np.ascontiguousarray(A), np.ascontiguousarray(y), kappa)
+        else:
+            grad_np = ("G", np.ascontiguousarray(kappa * G.numpy()),
+                       -(b[0] if y.ndim == 1 else b).numpy().copy())
     elif fast:
         kappa, gamma, has_q = _MULTIPLICATIVE[param.name]
         Gk, nb = kappa * G, (-b).expand(B, d).contiguous()
@@ -307,7 +322,7 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
                 eta_np = eta.squeeze(1).numpy()
                 c = 1.0 - eta_np * alphas * (eta_np > 0)  # (K, B); frozen runs: c = 1
                 c = np.ascontiguousarray(c[0] if np.all(c == c[0]) else c)
-                native.mult_steps(p.numpy(), q.numpy() if has_q else None, Gk_np, nb_np, c,
+                native.mult_steps(p.numpy(), q.numpy() if has_q else None, grad_np, c,
                                   gamma * eta_np, len(ks), run_parts)
                 u, v = _from_pq(param.name, p, q, v)
                 if not has_q:
