@@ -16,6 +16,7 @@ the fused C kernel of ``_kernels.c`` (``backend="auto"``; docs/benchmarks.md), e
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -218,7 +219,7 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
         ptr = 1
     it = 0
     with progress_bar(total, "matrix sensing", progress) as advance, \
-            row_parallel(threads if native else None) as run_parts:
+            (row_parallel(threads) if native else nullcontext()) as run_parts:
         while it < total:
             it_end = min(it + chunk, total)
             if ptr < S:

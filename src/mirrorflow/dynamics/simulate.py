@@ -28,6 +28,7 @@ preallocated buffers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -306,7 +307,7 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
     k = 0
     x_prev = param.forward(u, v)
     with progress_bar(total_steps, "simulating", progress) as advance, \
-            row_parallel(threads if native else None) as run_parts:
+            (row_parallel(threads) if native else nullcontext()) as run_parts:
         while k < total_steps and bool(active.any()):
             # run up to the next snapshot or chunk boundary
             k_end = min(k + chunk, total_steps)
