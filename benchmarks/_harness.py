@@ -9,6 +9,7 @@ timing, :func:`check_close` compares the two on the benchmarked problem and rais
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
 import statistics
 import sys
@@ -85,12 +86,14 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 5) -> float:
+@functools.cache
+def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 8) -> float:
     """Measured float64 GEMM rate of this machine: ``size``³, best of ``repeats``.
 
     Both BLAS libraries at hand are measured, torch's (MKL) and numpy's (OpenBLAS), and the
     faster counts as the peak: on AMD CPUs MKL runs well below OpenBLAS, and the simulator's
-    kernel calls scipy's OpenBLAS, so torch alone would understate the peak.
+    kernel calls scipy's OpenBLAS, so torch alone would understate the peak. Measured once
+    per process and thread count, so all rows of a benchmark share one peak.
     """
     from threadpoolctl import threadpool_limits
 
