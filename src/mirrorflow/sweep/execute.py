@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 import mirrorflow
+from mirrorflow._progress import progress_bar
 from mirrorflow._validation import MirrorflowError, check_positive_int
 from mirrorflow.sweep.spec import RunSpec, SweepSpec
 from mirrorflow.sweep.store import ResultStore, RunRecord
@@ -289,35 +290,6 @@ def make_executor(dask: str | None = None, workers: int = 0) -> LocalExecutor | 
 
 
 # ------------------------------------------------------------------------------ the writer
-@contextmanager
-def _progress(total: int, name: str, enabled: bool) -> Iterator[Callable[[dict], None]]:
-    """Rich progress bar with runs done / diverged / failed and ETA (stderr only)."""
-    if not enabled:
-        yield lambda counts: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[counts]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                  TimeRemainingColumn(), console=Console(stderr=True), transient=True) as prog:
-        task = prog.add_task(name, total=total, counts="")
-
-        def update(counts: dict) -> None:
-            prog.update(task, completed=sum(counts.values()),
-                        counts=f"done {counts['done']} · diverged {counts['diverged']} · "
-                               f"failed {counts['failed']}")
-
-        yield update
-
-
 def run_sweep(spec: SweepSpec, store: ResultStore,
               executor: LocalExecutor | DaskExecutor | None = None, *,
               retry_failed: bool = False, batch: int = 4, progress: bool = False) -> SweepSummary:
@@ -338,7 +310,7 @@ def run_sweep(spec: SweepSpec, store: ResultStore,
     counts = {"done": 0, "diverged": 0, "failed": 0}
     by_id = {r.run_id: r for r in todo}
     if tasks:
-        with _progress(len(todo), spec.name, progress) as update, \
+        with progress_bar(len(todo), spec.name, progress) as advance, \
                 executor.session(len(tasks)) as imap:
             for _task, outcomes in imap(tasks):
                 for o in outcomes:
@@ -351,6 +323,7 @@ def run_sweep(spec: SweepSpec, store: ResultStore,
                         finished_at=o.finished_at, runtime_s=o.runtime_s, host=o.host,
                     ), o.curves)
                     counts[o.status] += 1
-                update(counts)
+                advance(len(outcomes), status=f"done {counts['done']} · diverged "
+                                              f"{counts['diverged']} · failed {counts['failed']}")
     return SweepSummary(name=spec.name, total=len(spec.runs), skipped=len(spec.runs) - len(todo),
                         elapsed_s=time.perf_counter() - t0, **counts)
