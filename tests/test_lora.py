@@ -92,6 +92,16 @@ def test_text_task_is_built_from_pydoc_structure():
     t = text_classification_task(n_classes=3, sentences_per_passage=2)
     assert len(t.classes) == 3 and set(t.train_labels) == {0, 1, 2}
     assert not set(t.train_texts) & set(t.val_texts)
+    assert len(set(t.train_texts)) == len(t.train_texts)  # repeated passages dropped
+    for label, name in enumerate(t.classes):
+        # a quarter of each topic is validation, spread from its start to its end
+        text = " ".join(corpus[name])
+        tr = [x for x, y in zip(t.train_texts, t.train_labels) if y == label]
+        va = [x for x, y in zip(t.val_texts, t.val_labels) if y == label]
+        assert 0.2 <= len(va) / (len(va) + len(tr)) <= 0.3
+        pos = sorted(text.index(x) for x in va)
+        end = text.index(tr[-1]) if text.index(tr[-1]) > pos[-1] else pos[-1]
+        assert pos[0] < 0.1 * end and pos[-1] > 0.9 * end
     for label, name in enumerate(t.classes):
         sents = corpus[name]
         first = next(x for x, y in zip(t.train_texts, t.train_labels) if y == label)

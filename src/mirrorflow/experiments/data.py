@@ -165,9 +165,12 @@ def text_classification_task(n_classes: int = 4, sentences_per_passage: int = 2,
 
     The ``n_classes`` topics with the most prose sentences are the classes; each topic's
     sentences, in order, are grouped into passages of ``sentences_per_passage`` consecutive
-    sentences (at most ``max_per_class`` per topic). The *last* ``val_fraction`` of every topic's
-    passages is the validation set, so validation text never appears in training.
-    ``corpus`` defaults to :func:`pydoc_prose`.
+    sentences (at most ``max_per_class`` per topic). A ``val_fraction`` of every topic's passages,
+    spread evenly through the topic (every fourth one for 0.25), is the validation set: passages
+    are disjoint, so validation text never appears in training, and both splits cover the whole
+    topic. (A tail split put only the end of each long topic, which drifts in subject, into
+    validation: LoRA quick config, val accuracy 0.35–0.39 and val loss above ln 4, against
+    0.53–0.54 and 1.06–1.10 with the spread split.) ``corpus`` defaults to :func:`pydoc_prose`.
     """
     n_classes = check_positive_int("n_classes", n_classes, minimum=2)
     sentences_per_passage = check_positive_int("sentences_per_passage", sentences_per_passage)
@@ -180,6 +183,15 @@ def text_classification_task(n_classes: int = 4, sentences_per_passage: int = 2,
                for i in range(0, len(s) - sentences_per_passage + 1, sentences_per_passage)]
         for name, s in corpus.items()
     }
+    # a passage that occurs twice (the reference repeats some sentences) must not sit on both
+    # sides of the split, nor under two labels: keep first occurrences of passages unique
+    # to one topic
+    owners: dict[str, set[str]] = {}
+    for name, ps in passages.items():
+        for p in ps:
+            owners.setdefault(p, set()).add(name)
+    passages = {k: [p for p in dict.fromkeys(v) if len(owners[p]) == 1]
+                for k, v in passages.items()}
     passages = {k: v for k, v in passages.items() if len(v) >= 2}
     if len(passages) < n_classes:
         raise MirrorflowError(
@@ -190,11 +202,12 @@ def text_classification_task(n_classes: int = 4, sentences_per_passage: int = 2,
     tr_x, tr_y, va_x, va_y = [], [], [], []
     for label, name in enumerate(classes):
         ps = passages[name][:max_per_class]
-        n_val = max(1, round(val_fraction * len(ps)))
-        tr_x += ps[:-n_val]
-        tr_y += [label] * (len(ps) - n_val)
-        va_x += ps[-n_val:]
-        va_y += [label] * n_val
+        is_val = [int((i + 1) * val_fraction) > int(i * val_fraction) for i in range(len(ps))]
+        if not any(is_val):  # short topic: its last passage
+            is_val[-1] = True
+        for p, v in zip(ps, is_val):
+            (va_x if v else tr_x).append(p)
+            (va_y if v else tr_y).append(label)
     return TextTask(tuple(tr_x), tuple(tr_y), tuple(va_x), tuple(va_y), tuple(classes),
                     f"topic-of-origin classification over {n_classes} pydoc topics "
                     f"({', '.join(classes)}), passages of {sentences_per_passage} sentences")
