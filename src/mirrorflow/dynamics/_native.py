@@ -34,6 +34,14 @@ BACKENDS = ("auto", "native", "torch")
 _c_int, _c_long, _c_double, _ptr = ctypes.c_int, ctypes.c_long, ctypes.c_double, ctypes.c_void_p
 
 
+def _shrink(c: np.ndarray) -> tuple[np.ndarray, int]:
+    """Shrink factors ``(K, B)`` as the kernels take them: one ``(B,)`` row (step stride 0)
+    when the decay is constant over the chunk, else all rows (stride ``B``)."""
+    if np.all(c == c[0]):
+        return np.ascontiguousarray(c[0]), 0
+    return np.ascontiguousarray(c), c.shape[1]
+
+
 @dataclass(frozen=True)
 class Kernels:
     """The loaded kernel library and the address of scipy's ``dgemm``."""
@@ -47,11 +55,11 @@ class Kernels:
 
         ``grad``: ``("G", κG, −b)`` with ``−b`` of shape ``(d,)`` or ``(B, d)``, or
         ``("lowrank", A, y, κ)`` with ``y`` of shape ``(n,)`` or ``(B, n)``. ``c``: shrink
-        factors, ``(B,)`` for a decay constant over the steps or ``(steps, B)``.
+        factors ``1 − ηα`` of shape ``(steps, B)``.
         """
         B, d = p.shape
         x, h = np.empty_like(p), np.empty_like(p)
-        ck = 0 if c.ndim == 1 else B
+        c, ck = _shrink(c)
         if grad[0] == "G":
             _, G, nb = grad
             A = yv = None
@@ -81,10 +89,13 @@ class Kernels:
     def matrix_steps(self, U: np.ndarray, V: np.ndarray, Af: np.ndarray, y: np.ndarray,
                      runs_per_problem: int, eta: float, c: np.ndarray, steps: int,
                      run_parts: Callable, block: int = 32) -> None:
-        """``steps`` matrix-sensing steps in place on ``U, V`` (``(B, d, k)``; ``V is U``: X = U Uᵀ)."""
+        """``steps`` matrix-sensing steps in place on ``U, V`` (``(B, d, k)``; ``V is U``: X = U Uᵀ).
+
+        ``c``: shrink factors ``1 − ηα`` of shape ``(steps, B)``.
+        """
         B, d, k = U.shape
         m = Af.shape[1]
-        ck = 0 if c.ndim == 1 else B
+        c, ck = _shrink(c)
         fac = d * k * 8
         sym = V is U
 

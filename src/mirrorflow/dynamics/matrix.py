@@ -228,19 +228,19 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
             alphas_np = np.stack([s.rate(mid) for s in schedules], axis=1)  # (K, B)
             alphas = torch.as_tensor(alphas_np, **f64)
             if native:
-                c = 1.0 - step * alphas_np
-                c = np.ascontiguousarray(c[0] if np.all(c == c[0]) else c)
                 Un = U.numpy()
-                native.matrix_steps(Un, Un if symmetric else V.numpy(), Af_np, y_np, R, step, c,
-                                    it_end - it, run_parts)
-            for j in range(0 if native else it_end - it):
-                G = grad(forward(U, V))
-                shrink = (1.0 - step * alphas[j]).view(B, 1, 1)
-                if symmetric:
-                    U = shrink * U - step * ((G + G.transpose(1, 2)) @ U)
-                    V = U
-                else:
-                    U, V = shrink * U - step * (G @ V), shrink * V - step * (G.transpose(1, 2) @ U)
+                native.matrix_steps(Un, Un if symmetric else V.numpy(), Af_np, y_np, R, step,
+                                    1.0 - step * alphas_np, it_end - it, run_parts)
+            else:
+                for j in range(it_end - it):
+                    G = grad(forward(U, V))
+                    shrink = (1.0 - step * alphas[j]).view(B, 1, 1)
+                    if symmetric:
+                        U = shrink * U - step * ((G + G.transpose(1, 2)) @ U)
+                        V = U
+                    else:
+                        U, V = (shrink * U - step * (G @ V),
+                                shrink * V - step * (G.transpose(1, 2) @ U))
             a_acc = a_acc + step * alphas.sum(0)
             advance(it_end - it)
             it = it_end

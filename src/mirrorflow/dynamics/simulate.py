@@ -265,15 +265,15 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
     fast = param is PARAMETERIZATIONS.get(param.name)
     native = use_native(backend, fast and shared and dev.type == "cpu",
                         "custom parameterizations, per-run A or non-CPU devices")
-    if native:
+    if fast:
         kappa, gamma, has_q = _MULTIPLICATIVE[param.name]
+    if native:
         if kernel_gradient_form(n, d) == "lowrank":
             grad_np = ("lowrank", np.ascontiguousarray(A), np.ascontiguousarray(y), kappa)
         else:
             grad_np = ("G", np.ascontiguousarray(kappa * G.numpy()),
                        -(b[0] if y.ndim == 1 else b).numpy().copy())
     elif fast:
-        kappa, gamma, has_q = _MULTIPLICATIVE[param.name]
         Gk, nb = kappa * G, (-b).expand(B, d).contiguous()
         if shared:
             def grad_into(x, out):
@@ -318,20 +318,16 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
             alphas = np.stack([s.rate(mid) for s in schedules], axis=1)  # (K, B)
             alpha_t = torch.as_tensor(alphas, **f64) * active.T  # frozen runs get no decay
             eta = step * active
-            if native:
+            if fast:
                 p, q = _to_pq(param.name, u, v)
-                eta_np = eta.squeeze(1).numpy()
-                c = 1.0 - eta_np * alphas * (eta_np > 0)  # (K, B); frozen runs: c = 1
-                c = np.ascontiguousarray(c[0] if np.all(c == c[0]) else c)
-                native.mult_steps(p.numpy(), q.numpy() if has_q else None, grad_np, c,
-                                  gamma * eta_np, len(ks), run_parts)
-                u, v = _from_pq(param.name, p, q, v)
-                if not has_q:
-                    v = v * (1.0 - eta.T * alpha_t).prod(0).unsqueeze(1)
-            elif fast:
-                p, q = _to_pq(param.name, u, v)
-                _multiplicative_chunk(p, q if has_q else None, grad_into, alphas, alpha_t, eta,
-                                      gamma, bufs)
+                if native:
+                    eta_np = eta.squeeze(1).numpy()
+                    native.mult_steps(p.numpy(), q.numpy() if has_q else None, grad_np,
+                                      1.0 - eta_np * alphas * (eta_np > 0),  # frozen runs: c = 1
+                                      gamma * eta_np, len(ks), run_parts)
+                else:
+                    _multiplicative_chunk(p, q if has_q else None, grad_into, alphas, alpha_t,
+                                          eta, gamma, bufs)
                 u, v = _from_pq(param.name, p, q, v)
                 if not has_q:  # x = u² ignores v, which only decays
                     v = v * (1.0 - eta.T * alpha_t).prod(0).unsqueeze(1)
