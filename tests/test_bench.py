@@ -4,8 +4,6 @@ and the simulator's fast path against hand-written per-run loops. No timing asse
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,18 +13,13 @@ import scipy.optimize
 import torch
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks import _harness, baselines, bench_implicit_bias, bench_matrix, bench_simulate  # noqa: E402
-from benchmarks import runner as bench_runner  # noqa: E402
-
-from mirrorflow._validation import MirrorflowError  # noqa: E402
-from mirrorflow.cli import app  # noqa: E402
-from mirrorflow.dynamics.simulate import simulate_gd  # noqa: E402
-from mirrorflow.geometry.parameterizations import PARAMETERIZATIONS  # noqa: E402
-from mirrorflow.schedules.continuous import Constant, NoDecay, SwitchOff  # noqa: E402
+from mirrorflow import MirrorflowError
+from mirrorflow.bench import _harness, baselines, bench_implicit_bias, bench_matrix, bench_simulate
+from mirrorflow.bench import runner as bench_runner
+from mirrorflow.cli import app
+from mirrorflow.dynamics.simulate import simulate_gd
+from mirrorflow.geometry.parameterizations import PARAMETERIZATIONS
+from mirrorflow.schedules.continuous import ConstantDecay, NoDecay, SwitchOffDecay
 
 KEYS = ("name", "baseline_s", "mirrorflow_s", "ratio", "peak_rss_mb")
 
@@ -144,8 +137,6 @@ def test_implicit_bias_bench_tiny_equal_kkt():
 def _fake_suite(tmp_path: Path, body: str) -> Path:
     suite = tmp_path / "benchmarks"
     suite.mkdir()
-    for f in ("__init__.py", "runner.py", "_harness.py"):
-        shutil.copy(ROOT / "benchmarks" / f, suite / f)
     (suite / "bench_fake.py").write_text(body)
     return suite
 
@@ -220,7 +211,7 @@ def test_fast_path_matches_per_run_loop(name, n, d):
     y = A @ np.where(np.arange(d) < 2, 1.0, 0.0)
     u0 = rng.uniform(0.5, 1.5, size=(3, d))
     v0 = 0.2
-    scheds = [SwitchOff(0.4, 0.33), Constant(0.2), NoDecay()]
+    scheds = [SwitchOffDecay(0.4, 0.33), ConstantDecay(0.2), NoDecay()]
     step, steps = 0.02, 60
     cases = [(A, y, "native", 1), (A, y, "native", 2), (A, y, "torch", 1),
              (np.stack([A] * 3), np.stack([y] * 3), "auto", 1)]  # per-run A: torch fast path
@@ -241,8 +232,8 @@ def test_fast_path_equals_generic_path_and_restores_threads():
     generic = replace(PARAMETERIZATIONS["uv"])  # not the built-in object: slow generic path
     before = torch.get_num_threads()
     kw = dict(step=0.05, t_max=20.0, tol=1e-9, chunk=50, snapshot_times=[1.0, 3.0])
-    fast = simulate_gd(A, y, 1.0, 0.0, [SwitchOff(0.3, 2.0), NoDecay()], threads=1, **kw)
-    slow = simulate_gd(A, y, 1.0, 0.0, [SwitchOff(0.3, 2.0), NoDecay()],
+    fast = simulate_gd(A, y, 1.0, 0.0, [SwitchOffDecay(0.3, 2.0), NoDecay()], threads=1, **kw)
+    slow = simulate_gd(A, y, 1.0, 0.0, [SwitchOffDecay(0.3, 2.0), NoDecay()],
                        parameterization=generic, **kw)
     assert torch.get_num_threads() == before
     assert fast.status == slow.status and np.array_equal(fast.steps, slow.steps)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow import MirrorflowError
 from mirrorflow.geometry.commutation import (
     NonCommutingError,
     check_commutation,

@@ -6,7 +6,7 @@ import pytest
 from mirrorflow import MirrorflowError
 from mirrorflow.dynamics import integrate_mirror, simulate_gd, verify_theorem
 from mirrorflow.geometry import uv
-from mirrorflow.schedules import Constant, NoDecay, SwitchOff
+from mirrorflow.schedules import ConstantDecay, NoDecay, SwitchOffDecay
 
 
 def _problem(n=6, d=8, seed=0):
@@ -19,7 +19,7 @@ def _problem(n=6, d=8, seed=0):
 def test_theorem_gd_matches_mirror_flow_with_switch_off(param, u0, v0):
     """Theory §2: GD in (u, v) and the mirror ODE in x agree; the gap shrinks like O(η)."""
     A, y = _problem()
-    sched = SwitchOff(0.5, 1.5)
+    sched = SwitchOffDecay(0.5, 1.5)
     coarse = verify_theorem(A, y, u0, v0, sched, parameterization=param, step=4e-3, t_max=3.0)
     fine = verify_theorem(A, y, u0, v0, sched, parameterization=param, step=1e-3, t_max=3.0)
     assert fine.max_rel_error < 5e-3
@@ -37,7 +37,7 @@ def _numpy_gd(A, y, u0, v0, alphas, step, steps):
 
 def test_batched_simulator_matches_per_run_numpy_loop():
     A, y = _problem()
-    scheds = [NoDecay(), Constant(0.3), SwitchOff(0.3, 0.5)]
+    scheds = [NoDecay(), ConstantDecay(0.3), SwitchOffDecay(0.3, 0.5)]
     step, steps = 0.01, 150
     res = simulate_gd(A, y, 1.0, 0.2, scheds, step=step, t_max=step * steps, chunk=40)
     mids = (np.arange(steps) + 0.5) * step
@@ -50,7 +50,7 @@ def test_batched_simulator_matches_per_run_numpy_loop():
 
 def test_snapshots_and_a_along_the_way():
     A, y = _problem()
-    res = simulate_gd(A, y, 1.0, 0.0, SwitchOff(0.2, 1.0), step=0.01, t_max=2.0,
+    res = simulate_gd(A, y, 1.0, 0.0, SwitchOffDecay(0.2, 1.0), step=0.01, t_max=2.0,
                       snapshot_times=[0.5, 1.0, 1.5])
     np.testing.assert_allclose(res.times, [0.0, 0.5, 1.0, 1.5, 2.0])
     np.testing.assert_allclose(res.integrated_wd[:, 0], [0.0, 0.1, 0.2, 0.2, 0.2], atol=1e-12)
@@ -60,7 +60,7 @@ def test_snapshots_and_a_along_the_way():
 def test_balancedness_decays_like_exp_minus_2a():
     """u² − v² shrinks by e^{-2a} under the flow (theory §3); GD with a small step tracks it."""
     A, y = _problem()
-    res = simulate_gd(A, y, 1.0, 0.3, Constant(0.4), step=1e-3, t_max=2.0)
+    res = simulate_gd(A, y, 1.0, 0.3, ConstantDecay(0.4), step=1e-3, t_max=2.0)
     delta = res.u**2 - res.v**2
     np.testing.assert_allclose(delta, (1 - 0.09) * np.exp(-2 * 0.8), rtol=5e-3)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow import MirrorflowError
 from mirrorflow.cli import app
 from mirrorflow.geometry.effects import family_from_name, l1_index, measure_effects
 from mirrorflow.geometry.legendre import uv

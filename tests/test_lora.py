@@ -8,13 +8,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow import MirrorflowError
 from mirrorflow.cli import app
 from mirrorflow.experiments import get_experiment
 from mirrorflow.experiments.data import load_hf_text, pydoc_prose, text_classification_task
 from mirrorflow.experiments.lora import Config, build_model, fine_tune
 
-TINY = dict(steps=10, switch_at=4, layers=1, max_length=16, batch_size=4, eval_every=5,
+TINY = dict(steps=10, switch_at=0.04, layers=1, max_length=16, batch_size=4, eval_every=5,
             wd=0.5, lr=0.01, rank=2, seed=1)
 
 
@@ -52,7 +52,8 @@ def test_switch_happens_at_configured_step(trained):
     cfg, result, _ = trained
     wd = result.curves["wd_used"]
     assert len(wd) == cfg.steps
-    at = int(cfg.switch_at)
+    at = 4  # switch_at is a time t = Σ lr: 0.04 at lr = 0.01 is step 4
+    assert cfg.switch_step == at
     assert np.all(wd[:at] == cfg.wd) and np.all(wd[at:] == 0.0)
     # AdamW with constant lr: a = Σ_k η λ_k = lr · wd · at (hand computation)
     assert result.integrated_wd == pytest.approx(cfg.lr * cfg.wd * at, rel=1e-12)
@@ -113,7 +114,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(MirrorflowError, match="rank"):
         exp.make_config({"rank": 0})
     with pytest.raises(MirrorflowError, match="switch_at"):
-        exp.make_config({"steps": 10, "switch_at": 20})
+        exp.make_config({"steps": 10, "switch_at": 20})  # t = 20 > steps·lr = 0.02
     with pytest.raises(MirrorflowError, match="cannot load model"):
         fine_tune(Config(**{**TINY, "model": "no-such-org/no-such-model-xyz"}))
     with pytest.raises(MirrorflowError, match="does not exist"):
@@ -140,7 +141,7 @@ def test_causal_lm_path_on_local_text(tmp_path):
     text = tmp_path / "shakespeare.txt"
     text.write_text(" ".join(s for ss in list(pydoc_prose().values())[:5] for s in ss))
     r, model = fine_tune(Config(model=str(tmp_path / "gpt"), dataset=str(text), steps=4,
-                                switch_at=2, max_length=16, batch_size=4, eval_every=2, rank=2))
+                                switch_at=0.004, max_length=16, batch_size=4, eval_every=2, rank=2))
     assert r.task == "causal-lm" and r.lora_pairs == 1
     assert 0 <= r.val_accuracy <= 1 and np.isfinite(r.val_loss)
     assert r.curves["train_loss"][0] == pytest.approx(np.log(tok.vocab_size), rel=0.05)
@@ -148,7 +149,7 @@ def test_causal_lm_path_on_local_text(tmp_path):
 
 def test_cli_json(tmp_path):
     fig = tmp_path / "lora.png"
-    args = ["run", "lora", "--json", "--schedule", "switch-off", "--wd", "0.1", "--switch-at", "2",
+    args = ["run", "lora", "--json", "--schedule", "switch-off", "--wd", "0.1", "--switch-at", "0.02",
             "--plot", str(fig)]
     for k, v in {**TINY, "steps": 4, "switch_at": 2}.items():
         if k not in ("switch_at", "wd"):

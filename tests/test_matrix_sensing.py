@@ -24,7 +24,7 @@ from mirrorflow.experiments.matrix_sensing import (
     run_batch,
 )
 from mirrorflow.geometry.legendre import u_squared
-from mirrorflow.schedules import Constant, NoDecay, SwitchOff
+from mirrorflow.schedules import ConstantDecay, NoDecay, SwitchOffDecay
 
 
 def _small_problem(seed=0, d=6, m=20, r=1, scale=0.7):
@@ -40,7 +40,7 @@ def _small_problem(seed=0, d=6, m=20, r=1, scale=0.7):
 def test_one_step_matches_autograd():
     A, y, _, U, V = _small_problem()
     eta, wd = 0.01, 0.3
-    res = simulate_matrix_gd(A, y, U, V, Constant(wd), step=eta, t_max=eta)
+    res = simulate_matrix_gd(A, y, U, V, ConstantDecay(wd), step=eta, t_max=eta)
     Ut = torch.tensor(U, requires_grad=True)
     Vt = torch.tensor(V, requires_grad=True)
     X = Ut @ Vt.T
@@ -64,7 +64,7 @@ def test_balancedness_decays_like_exp_minus_2a():
     D0 = U.T @ U - V.T @ V
     gaps = []
     for eta in (2e-3, 1e-3):
-        res = simulate_matrix_gd(A, y, U, V, SwitchOff(wd, at), step=eta, t_max=T,
+        res = simulate_matrix_gd(A, y, U, V, SwitchOffDecay(wd, at), step=eta, t_max=T,
                                  snapshot_times=[1.0, 2.0, 3.0])
         for t, i in ((1.0, 1), (3.0, 3)):
             a_exact = wd * min(t, at)  # hand-computed integral of the schedule
@@ -90,7 +90,7 @@ def test_uut_with_commuting_sensing_matches_u2_mirror_flow():
     s = np.array([0.3, 0.5, 0.2, 0.4, 0.6])
     Rot, _ = np.linalg.qr(rng.normal(size=(d, d)))
     U0 = Q @ np.diag(s) @ Rot  # U0 U0ᵀ = Q diag(s²) Qᵀ
-    sched = SwitchOff(0.4, 1.5)
+    sched = SwitchOffDecay(0.4, 1.5)
     times = [0.5, 1.0, 2.0, 4.0]
     gd = simulate_matrix_gd(A, y, U0, None, sched, symmetric=True, step=5e-4, t_max=4.0,
                             snapshot_times=times)
@@ -112,7 +112,7 @@ def test_constant_decay_reaches_nuclear_norm_regularized_solution():
     A = rng.normal(0, 1 / np.sqrt(m), size=(m, d, d))
     y = np.einsum("mij,ij->m", A, X)
     U, V = rng.normal(0, 0.5, size=(2, d, d))
-    res = simulate_matrix_gd(A, y, U, V, Constant(al), step=0.04, t_max=300)
+    res = simulate_matrix_gd(A, y, U, V, ConstantDecay(al), step=0.04, t_max=300)
     Z = cp.Variable((d, d))
     obj = 0.5 * cp.sum_squares(A.reshape(m, -1) @ cp.vec(Z, order="C") - y) + al * cp.normNuc(Z)
     cp.Problem(cp.Minimize(obj)).solve(solver="SCS", eps=1e-10)

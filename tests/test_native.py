@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow import MirrorflowError
 from mirrorflow.dynamics import simulate_gd
 from mirrorflow.dynamics._native import kernels, use_native
 from mirrorflow.dynamics.matrix import simulate_matrix_gd
 from mirrorflow.dynamics.simulate import kernel_gradient_form
 from mirrorflow.geometry.parameterizations import PARAMETERIZATIONS
-from mirrorflow.schedules.continuous import Constant, NoDecay, SwitchOff
+from mirrorflow.schedules.continuous import ConstantDecay, NoDecay, SwitchOffDecay
 
 
 def test_kernels_are_built():
@@ -48,7 +48,7 @@ def test_matrix_kernel_matches_per_run_loop(symmetric, threads):
     y = rng.normal(size=(P, m))
     U0 = 0.5 * rng.normal(size=(P * R, d, k))
     V0 = None if symmetric else 0.5 * rng.normal(size=(P * R, d, k))
-    scheds = [SwitchOff(0.5, 0.13), Constant(0.3), NoDecay()] * P
+    scheds = [SwitchOffDecay(0.5, 0.13), ConstantDecay(0.3), NoDecay()] * P
     step, steps = 0.02, 23
     res = simulate_matrix_gd(A, y, U0, V0, scheds, symmetric=symmetric, step=step,
                              t_max=step * steps, snapshot_times=[0.1], chunk=7,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow import MirrorflowError
 from mirrorflow.geometry.commutation import NonCommutingError, check_commutation
 from mirrorflow.geometry.power import matched_constant, power
 

@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 import scipy.stats
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow import MirrorflowError
 from mirrorflow.geometry.commutation import NonCommutingError
 from mirrorflow.geometry.legendre import u_squared, u_squared_minus_v_squared, uv
 from mirrorflow.geometry.quadratic import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import statistics
 
 import matplotlib.image as mpimg
@@ -11,9 +12,9 @@ from typer.testing import CliRunner
 
 from mirrorflow import MirrorflowError
 from mirrorflow.cli import app
+from mirrorflow.experiments.base import Registry
 from mirrorflow.report import write_report
 from mirrorflow.sweep import ResultStore, RunRecord
-from mirrorflow.sweep import builtin as builtin_mod
 
 ERR = {("none", 0): 2.5, ("none", 1): 2.0, ("none", 2): 3.1,
        ("constant", 0): 0.8, ("constant", 1): 0.6, ("constant", 2): 0.9,
@@ -85,7 +86,12 @@ def test_reproduce_runs_builtin_sweeps_and_writes_report(tmp_path, monkeypatch):
                       "grid": {"seed": [0, 1]},
                       "zip": {"schedule": ["none", "constant", "switch-off"],
                               "switch_at": [0.0, 0.0, 5.0]}}}
-    monkeypatch.setattr(builtin_mod, "BUILTIN", {"sparse-regression": tiny})
+    import mirrorflow.experiments as experiments
+
+    only = Registry()
+    only["sparse-regression"] = dataclasses.replace(experiments.REGISTRY["sparse-regression"],
+                                                    sweeps=tiny)
+    monkeypatch.setattr(experiments, "REGISTRY", only)
     out = tmp_path / "rep"
     res = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out), "--workers", "1"])
     assert res.exit_code == 0, res.output

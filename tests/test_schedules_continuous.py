@@ -4,10 +4,10 @@ import pytest
 from scipy.integrate import quad
 
 from mirrorflow import MirrorflowError
-from mirrorflow.schedules import Budget, Constant, NoDecay, SwitchOff, make_schedule
+from mirrorflow.schedules import BudgetDecay, ConstantDecay, NoDecay, SwitchOffDecay, make_schedule
 
 
-@pytest.mark.parametrize("sched", [NoDecay(), Constant(0.3), SwitchOff(0.2, 20.0), Budget(0.5, target_a=3.0)])
+@pytest.mark.parametrize("sched", [NoDecay(), ConstantDecay(0.3), SwitchOffDecay(0.2, 20.0), BudgetDecay(0.5, target_a=3.0)])
 def test_integral_is_integral_of_rate(sched):
     for t in (0.0, 5.0, 19.9, 20.0, 37.0):
         brk = [b for b in sched.breakpoints if 0 < b < t]
@@ -16,26 +16,26 @@ def test_integral_is_integral_of_rate(sched):
 
 
 def test_hand_values():
-    s = SwitchOff(0.2, 20.0)
+    s = SwitchOffDecay(0.2, 20.0)
     assert float(s.integral(100.0)) == pytest.approx(4.0)  # a = 0.2·20
     assert float(s.rate(19.99)) == 0.2 and float(s.rate(20.0)) == 0.0
     assert s.final_integral == pytest.approx(4.0) and s.settle_time == 20.0
-    assert Constant(0.1).final_integral == float("inf")
-    b = Budget(0.5, target_a=3.0)
+    assert ConstantDecay(0.1).final_integral == float("inf")
+    b = BudgetDecay(0.5, target_a=3.0)
     assert b.at == pytest.approx(6.0) and b.final_integral == pytest.approx(3.0)
 
 
 def test_make_schedule_and_errors():
-    assert make_schedule("switch-off", 0.2, 20.0) == SwitchOff(0.2, 20.0)
+    assert make_schedule("switch-off", 0.2, 20.0) == SwitchOffDecay(0.2, 20.0)
     with pytest.raises(MirrorflowError, match="unknown schedule 'cosine-ish'"):
         make_schedule("cosine-ish", 0.1)
     with pytest.raises(MirrorflowError, match="wd must be >= 0"):
-        Constant(-0.1)
+        ConstantDecay(-0.1)
     with pytest.raises(MirrorflowError, match="finite"):
-        Constant(float("nan"))
+        ConstantDecay(float("nan"))
     with pytest.raises(MirrorflowError, match="switch time must be >= 0"):
-        SwitchOff(0.1, -1.0)
+        SwitchOffDecay(0.1, -1.0)
     with pytest.raises(MirrorflowError, match="--switch-at"):
         make_schedule("switch-off", 0.1)
     with pytest.raises(MirrorflowError, match="budget"):
-        Budget(0.1, target_a=0.0)
+        BudgetDecay(0.1, target_a=0.0)

@@ -8,12 +8,12 @@ from sklearn.decomposition import sparse_encode
 from sklearn.linear_model import Lasso
 from typer.testing import CliRunner
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow import MirrorflowError
 from mirrorflow.cli import app
 from mirrorflow.experiments import get_experiment
 from mirrorflow.experiments.data import image_patches, load_olivetti_faces
 from mirrorflow.experiments.sparse_coding import Config, encode, learn_dictionary
-from mirrorflow.schedules.continuous import Constant, SwitchOff
+from mirrorflow.schedules.continuous import ConstantDecay, SwitchOffDecay
 
 
 def _problem(seed=0, n=12, m=10, K=16):
@@ -35,7 +35,7 @@ def test_ista_matches_sklearn_sparse_encode():
     P, D = _problem()
     lam = 0.3
     step = 1.0 / np.linalg.norm(D, 2) ** 2
-    C, a = encode(P, D, "ista", Constant(lam), step=step, n_steps=20_000)
+    C, a = encode(P, D, "ista", ConstantDecay(lam), step=step, n_steps=20_000)
     ref = sparse_encode(P, D.T, algorithm="lasso_cd", alpha=lam, max_iter=100_000)
     assert np.abs(C - ref).max() < 1e-6
     assert np.abs(C - _lasso_reference(P, D, lam)).max() < 1e-6
@@ -52,7 +52,7 @@ def test_reparameterized_codes_with_constant_decay_converge_to_lasso(codes, k):
     lam = 0.3
     ref = _lasso_reference(P, D, lam)
     step = 0.2 / np.linalg.norm(D, 2) ** 2
-    C, _ = encode(P, D, codes, Constant(lam), step=step, n_steps=40_000, k=k)
+    C, _ = encode(P, D, codes, ConstantDecay(lam), step=step, n_steps=40_000, k=k)
     assert np.abs(C - ref).max() < 2e-3
     big = np.abs(ref) > 0.05
     assert np.array_equal(np.sign(C[big]), np.sign(ref[big]))
@@ -64,7 +64,7 @@ def test_switch_off_codes_interpolate_with_smaller_l1_than_no_decay():
     P, D = _problem(seed=2, n=20, m=8, K=20)
     step = 0.1 / np.linalg.norm(D, 2) ** 2
     C0, a0 = encode(P, D, "uv", None, step=step, n_steps=60_000)
-    C1, a1 = encode(P, D, "uv", SwitchOff(0.5, 200 * step), step=step, n_steps=60_000)
+    C1, a1 = encode(P, D, "uv", SwitchOffDecay(0.5, 200 * step), step=step, n_steps=60_000)
     for C in (C0, C1):
         assert np.abs(C @ D.T - P).max() < 1e-4
     assert a0 == 0.0

@@ -13,7 +13,7 @@ schedules    weight-decay schedules (continuous time and training time).
 experiments  one module per experiment: ``Config -> run() -> Result``.
 """
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow._core.validation import MirrorflowError
 
 __version__ = "0.1.0"
 __all__ = ["MirrorflowError", "__version__"]

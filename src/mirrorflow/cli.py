@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mirrorflow._json import jsonable
-from mirrorflow._validation import MirrorflowError
+from mirrorflow._core.jsonable import jsonable
+from mirrorflow._core.validation import MirrorflowError
 
 app = typer.Typer(
     name="mirrorflow",
@@ -100,14 +100,16 @@ def run_experiment(
     config = exp.make_config(overrides)
     if plot is not None and exp.plot is None:
         raise MirrorflowError(f"experiment {name!r} has no plot; drop --plot")
-    if plot is not None and not plot.parent.exists():
-        raise MirrorflowError(f"cannot write {plot}: folder {plot.parent} does not exist")
+    if plot is not None:  # checked before the run, not after it
+        from mirrorflow._core.figure import check_figure_path
+
+        plot = check_figure_path(plot)
     result = exp.run(config, progress=not as_json and sys.stderr.isatty())
-    summary = result.summary()
+    summary = result.summary()  # {"config": what was run, **metrics}
     if as_json:
         typer.echo(json.dumps(jsonable({"experiment": name, **summary})))
     else:
-        print_table(f"{name}", summary)
+        print_table(name, {k: v for k, v in summary.items() if k != "config"})
     if plot is not None:
         exp.plot([result], plot)
         if not as_json:
@@ -158,33 +160,17 @@ def effects_command(
         console.print(f"figure written to {out}")
 
 
-def _load_bench_runner(path: Path | None):
-    """Import ``benchmarks.runner`` from the suite folder (default: the repository's benchmarks/)."""
-    import importlib
-
-    if path is None:  # editable install: src/mirrorflow/cli.py -> repository root
-        path = Path(__file__).resolve().parents[2] / "benchmarks"
-    path = path.resolve()
-    if not (path / "runner.py").is_file():
-        raise MirrorflowError(
-            f"no benchmark suite at {path}; pass --path to the repository's benchmarks/ folder"
-        )
-    root = str(path.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module("benchmarks.runner"), path
-
-
 @app.command("bench")
 @cli_errors
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="small sizes, fewer steps (about 1–2 min)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    path: Annotated[Path | None, typer.Option(help="the suite folder (default: the repository's benchmarks/)")] = None,
+    path: Annotated[Path | None, typer.Option(help="a folder of bench_*.py modules (default: the built-in suite)")] = None,
     only: Annotated[list[str] | None, typer.Option(help="run only this bench_* module (repeatable)")] = None,
 ) -> None:
     """Time mirrorflow against its baselines (medians, speed-up ratios, peak RSS)."""
-    runner, path = _load_bench_runner(path)
+    from mirrorflow.bench import runner
+
     show = not as_json and sys.stderr.isatty()
     rows = runner.run_suite(
         path, quick=quick, only=only,
@@ -250,6 +236,11 @@ def sweep_command(
         raise typer.Exit(1)
 
 
+def _print_notes(notes) -> None:
+    for note in notes:
+        err_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command("report")
 @cli_errors
 def report_command(
@@ -260,6 +251,7 @@ def report_command(
     from mirrorflow.report import write_report
 
     files = write_report(db, out)
+    _print_notes(files.notes)
     console.print(f"report written to {out / 'report.md'} ({len(files.files)} files)", highlight=False)
 
 
@@ -295,6 +287,7 @@ def reproduce_command(
             failed += summary.failed
             console.print(summary.line(), highlight=False, soft_wrap=True)
         files = write_report(store, out)
+    _print_notes(files.notes)
     console.print(f"report written to {out / 'report.md'} ({len(files.files)} files)", highlight=False)
     if failed:
         raise typer.Exit(1)

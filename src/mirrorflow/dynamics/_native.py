@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirrorflow._threads import blas_threads, torch_threads
-from mirrorflow._validation import MirrorflowError
+from mirrorflow._core.threads import blas_threads, torch_threads
+from mirrorflow._core.validation import MirrorflowError
 
 __all__ = ["BACKENDS", "Kernels", "kernels", "use_native"]
 

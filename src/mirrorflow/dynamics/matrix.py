@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mirrorflow._progress import progress_bar
-from mirrorflow._threads import torch_threads
-from mirrorflow._validation import (
+from mirrorflow._core.progress import progress_bar
+from mirrorflow._core.spectral import effective_rank
+from mirrorflow._core.threads import torch_threads
+from mirrorflow._core.validation import (
     MirrorflowError,
     check_finite_array,
     check_finite_scalar,
@@ -34,16 +35,6 @@ from mirrorflow.dynamics._native import row_parallel, use_native
 from mirrorflow.schedules.continuous import Schedule
 
 __all__ = ["MatrixGDResult", "effective_rank", "simulate_matrix_gd"]
-
-
-def effective_rank(sv: np.ndarray) -> np.ndarray:
-    """Entropy effective rank ``exp(−Σ p_i log p_i)``, ``p = σ / Σσ`` (Roy & Vetterli), last axis."""
-    sv = np.asarray(sv, dtype=np.float64)
-    total = sv.sum(axis=-1, keepdims=True)
-    p = sv / np.where(total > 0, total, 1.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
-    return np.exp(ent)
 
 
 @dataclass(frozen=True)

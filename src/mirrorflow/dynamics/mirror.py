@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
-from mirrorflow._threads import blas_threads
-from mirrorflow._validation import MirrorflowError, check_finite_scalar
+from mirrorflow._core.threads import blas_threads
+from mirrorflow._core.validation import MirrorflowError, check_finite_scalar
 from mirrorflow.geometry.legendre import HyperbolicEntropy
 from mirrorflow.schedules.continuous import Schedule
 

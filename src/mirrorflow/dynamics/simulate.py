@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mirrorflow._progress import progress_bar
-from mirrorflow._threads import torch_threads
-from mirrorflow._validation import (
+from mirrorflow._core.progress import progress_bar
+from mirrorflow._core.threads import torch_threads
+from mirrorflow._core.validation import (
     MirrorflowError,
     check_finite_array,
     check_finite_scalar,

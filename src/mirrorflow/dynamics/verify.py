@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirrorflow._validation import check_positive_int
+from mirrorflow._core.validation import check_positive_int
 from mirrorflow.dynamics.mirror import integrate_mirror
 from mirrorflow.dynamics.simulate import simulate_gd
 from mirrorflow.geometry.parameterizations import get_parameterization

@@ -2,51 +2,112 @@
 
 Every experiment module defines
 
-* ``Config``: a frozen pydantic dataclass (unknown fields and wrong types are rejected with the
-  field's name; strings from the command line are coerced);
+* ``Config``: a frozen pydantic dataclass deriving from :class:`ScheduleConfig`, which declares
+  the fields every experiment shares — ``schedule``, ``wd``, ``switch_at`` (a time
+  ``t = Σ η``), ``budget``, ``seed`` — with their validation and :meth:`~ScheduleConfig.make_schedule`;
+  a Config overrides only their defaults (as PEFT's ``LoraConfig(PeftConfig)``). Unknown fields
+  and wrong types are rejected with the field's name; strings from the command line are coerced.
 * ``run(config, progress=False) -> Result`` (and optionally ``run_batch(configs)``);
-* ``Result``: a frozen dataclass of scalar metrics plus ``curves`` (time series, arrays), with
-  :meth:`ExperimentResult.summary` for the scalars;
-* ``plot(results, path)``: a figure of the curves;
+* ``Result``: a frozen dataclass (:class:`ExperimentResult`) of scalar metrics plus ``curves``;
+* ``plot(results, path)``: a figure of the curves, which also works on results read back from a
+  results store (:meth:`ExperimentResult.from_record`);
+* ``SWEEPS``: its quick and full built-in sweeps (``mirrorflow reproduce``);
 
-and registers an :class:`Experiment` in :data:`mirrorflow.experiments.REGISTRY`. The CLI, the
-sweep runner and the report use only this interface.
+and exposes an :class:`Experiment` named ``EXPERIMENT``; the first line of the module docstring
+is its description (:mod:`mirrorflow.experiments` registers it). The CLI, the sweep runner and
+the report use only this interface; ``tests/test_experiment_contract.py`` checks it for every
+registered experiment.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import typing
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pydantic
+from pydantic import Field, model_validator
+from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._validation import MirrorflowError, check_choice
+from mirrorflow._core.validation import MirrorflowError, check_choice
+from mirrorflow.schedules.continuous import SCHEDULE_NAMES, Schedule, make_schedule
 
 __all__ = [
     "CONFIG",
+    "BudgetTarget",
+    "Decay",
     "Experiment",
     "ExperimentResult",
+    "ScheduleConfig",
+    "ScheduleName",
+    "Seed",
+    "SwitchTime",
     "config_fields",
+    "first_line",
     "make_config",
+    "mark_switch",
+    "run_grouped",
 ]
 
 #: pydantic settings shared by every experiment Config: frozen, strict about unknown keys.
 CONFIG = pydantic.ConfigDict(extra="forbid", validate_default=True)
+
+# -- reusable field types (scikit-learn's declared constraints, as pydantic annotations) ------
+#: One of :data:`mirrorflow.schedules.continuous.SCHEDULE_NAMES`.
+ScheduleName = Literal["none", "constant", "switch-off", "budget"]
+#: A weight decay ``α ≥ 0`` (finite).
+Decay = Annotated[float, Field(ge=0, allow_inf_nan=False, description="weight decay α (≥ 0)")]
+#: A switch-off time in continuous time ``t = Σ η`` (for optimizers: ``Σ lr``), ``≥ 0``.
+SwitchTime = Annotated[float, Field(ge=0, allow_inf_nan=False,
+                                    description="switch-off time t = Σ η (continuous time)")]
+#: The target integrated decay ``a > 0`` of the ``budget`` schedule (``None``: not used).
+BudgetTarget = Annotated[float | None, Field(gt=0, allow_inf_nan=False,
+                                             description="target integrated decay a for 'budget'")]
+#: A random seed ``≥ 0``.
+Seed = Annotated[int, Field(ge=0, description="random seed")]
+
+assert set(typing.get_args(ScheduleName)) == set(SCHEDULE_NAMES)
+
+
+@pdataclass(frozen=True, config=CONFIG)
+class ScheduleConfig:
+    """The fields every experiment Config shares: the weight-decay schedule and the seed.
+
+    ``switch_at`` is always a time ``t = Σ η`` (for AdamW-trained networks ``t = Σ lr``, so step
+    ``k`` at a constant learning rate is ``t = k·lr``); ``budget`` is the target ``a = ∫ α`` of
+    the ``budget`` schedule. Subclasses override the defaults, never the meaning.
+    """
+
+    schedule: ScheduleName = "switch-off"
+    wd: Decay = 0.1
+    switch_at: SwitchTime = 10.0
+    budget: BudgetTarget = None
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _check_schedule(self):
+        if self.schedule == "budget" and self.budget is None:
+            raise ValueError("schedule 'budget' needs budget=A (the target integrated decay)")
+        return self
+
+    def make_schedule(self) -> Schedule:
+        """The continuous-time schedule ``α_t`` of this config (docs/theory.md §1)."""
+        return make_schedule(self.schedule, self.wd, self.switch_at, self.budget)
 
 
 def _one_line(exc: pydantic.ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
             msg = "unknown field"
-        elif "input" in err and err["type"] != "missing":
+        elif "input" in err and err["type"] != "missing" and err["loc"]:
             msg = f"{msg} (got {err['input']!r})"
         parts.append(f"{loc}: {msg}")
     return "invalid config: " + "; ".join(parts)
@@ -90,9 +151,14 @@ def config_fields(config_cls: type) -> dict[str, Any]:
 
 
 class ExperimentResult:
-    """Mixin for Result dataclasses: ``summary()`` returns the scalar metrics as plain Python."""
+    """Mixin for Result dataclasses (fields ``config``, scalar metrics, ``curves``).
 
-    def summary(self) -> dict[str, Any]:
+    :meth:`metrics` gives the scalar metrics as plain Python, :meth:`summary` the same plus the
+    config that was run, and :meth:`from_record` rebuilds a Result from a results store.
+    """
+
+    def metrics(self) -> dict[str, Any]:
+        """The scalar metrics (numbers, strings, ``None``; sequences as lists)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name in ("config", "curves"):
@@ -106,17 +172,62 @@ class ExperimentResult:
                 out[f.name] = np.asarray(val).tolist()
         return out
 
+    def summary(self) -> dict[str, Any]:
+        """``{"config": {...}, **metrics}``: what was run and what came out, JSON-ready."""
+        config = getattr(self, "config", None)
+        cfg = {} if config is None else pydantic.TypeAdapter(type(config)).dump_python(
+            config, mode="json")
+        return {"config": cfg, **self.metrics()}
+
+    @classmethod
+    def from_record(cls, config: Any, metrics: Mapping[str, Any],
+                    curves: Mapping[str, Any] | None = None):
+        """The Result of a stored run: ``config`` (a Config), its stored metrics and curves.
+
+        Sequences stored as JSON lists come back as tuples where the field is a tuple. A metric
+        the record lacks (written by another version) is a one-line :class:`MirrorflowError`.
+        """
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "config":
+                kwargs["config"] = config
+            elif f.name == "curves":
+                kwargs["curves"] = dict(curves or {})
+            elif f.name in metrics:
+                val = metrics[f.name]
+                if isinstance(val, list) and typing.get_origin(hints.get(f.name)) is tuple:
+                    val = tuple(val)
+                kwargs[f.name] = val
+            elif f.default is not dataclasses.MISSING:
+                continue
+            else:
+                raise MirrorflowError(f"stored run lacks metric {f.name!r} of {cls.__module__}."
+                                      f"{cls.__name__}; it was written by another version — "
+                                      f"run it again")
+        return cls(**kwargs)
+
 
 @dataclass(frozen=True)
 class Experiment:
-    """A registered experiment: name, Config class, and the functions over it."""
+    """A registered experiment: name, Config/Result classes, and the functions over them.
+
+    ``sweeps``: ``{"quick": spec, "full": spec}`` in the form of a TOML sweep spec without the
+    ``experiment`` key (docs/sweeps.md). ``smoke``: Config overrides for a run of a few seconds
+    (the contract test). ``migrate``: maps a config stored by an older mirrorflow (results-store
+    schema 1) to ``(experiment name, current config dict)``; ``None`` when nothing changed.
+    """
 
     name: str
     config_cls: type
     run: Callable[..., Any]
     description: str
+    result_cls: type | None = None
     plot: Callable[[Sequence[Any], Path], None] | None = None
     run_batch: Callable[..., list[Any]] | None = None
+    sweeps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    smoke: Mapping[str, Any] = field(default_factory=dict)
+    migrate: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]] | None = None
 
     def make_config(self, overrides: Mapping[str, Any] | None = None) -> Any:
         return make_config(self.config_cls, overrides)
@@ -126,6 +237,56 @@ class Experiment:
         if self.run_batch is not None:
             return self.run_batch(list(configs), progress=progress)
         return [self.run(c, progress=progress) for c in configs]
+
+    def result_from_record(self, config: Mapping[str, Any], metrics: Mapping[str, Any],
+                           curves: Mapping[str, Any]) -> Any:
+        """A ``Result`` rebuilt from what a results store holds (config, metrics, curves)."""
+        if self.result_cls is None:
+            raise MirrorflowError(f"experiment {self.name!r} declares no result_cls; results "
+                                  f"of its stored runs cannot be rebuilt")
+        return self.result_cls.from_record(self.make_config(dict(config)), metrics, curves)
+
+
+def run_grouped(configs: Sequence[Any], key: Callable[[Any], Hashable],
+                run_group: Callable[[list[Any], bool], list[Any]], progress: bool = False) -> list[Any]:
+    """Run ``configs`` in groups of equal ``key(config)`` (each group one batched simulation);
+    results come back in the order of ``configs``."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(key(c), []).append(i)
+    results: dict[int, Any] = {}
+    for idx in groups.values():
+        for i, r in zip(idx, run_group([configs[i] for i in idx], progress), strict=True):
+            results[i] = r
+    return [results[i] for i in range(len(configs))]
+
+
+def mark_switch(axes, config: ScheduleConfig, per_unit: float = 1.0) -> None:
+    """Dotted vertical line where a ``switch-off``/``budget`` schedule of ``config`` ends.
+
+    ``per_unit`` converts the schedule's continuous time to the x-axis unit (e.g. ``1/step``
+    for an axis in iterations).
+    """
+    if config.schedule in ("switch-off", "budget"):
+        at = config.make_schedule().settle_time * per_unit
+        for ax in axes:
+            ax.axvline(at, color="gray", ls=":", lw=1)
+
+
+def first_line(docstring: str | None) -> str:
+    """The first line of a docstring, without reStructuredText literal markers."""
+    line = (docstring or "").strip().splitlines()[0] if (docstring or "").strip() else ""
+    return line.replace("``", "").rstrip(".")
+
+
+def module_description(module: str) -> str:
+    """:func:`first_line` of a module's docstring, read from its source without importing it."""
+    from importlib.util import find_spec
+
+    spec = find_spec(module)
+    if spec is None or spec.origin is None:
+        return ""
+    return first_line(ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))))
 
 
 class Registry(dict):
@@ -139,16 +300,18 @@ class Registry(dict):
 
     def __init__(self) -> None:
         super().__init__()
-        self._lazy: dict[str, tuple[str, str]] = {}
+        self._lazy: dict[str, str] = {}
 
-    def register_lazy(self, name: str, module: str, description: str) -> None:
+    def register_lazy(self, name: str, module: str) -> None:
         """Register the ``EXPERIMENT`` of ``module`` under ``name`` without importing it."""
-        self._lazy[name] = (module, description)
+        self._lazy[name] = module
         super().__setitem__(name, None)
 
     def description(self, name: str) -> str:
+        """The experiment's description (its module docstring's first line), without importing
+        a module that is not loaded yet."""
         if name in self._lazy and super().__getitem__(name) is None:
-            return self._lazy[name][1]
+            return module_description(self._lazy[name])
         return self[name].description
 
     def __getitem__(self, name: str) -> Experiment:
@@ -156,7 +319,7 @@ class Registry(dict):
         if exp is None:
             import importlib
 
-            exp = importlib.import_module(self._lazy[name][0]).EXPERIMENT
+            exp = importlib.import_module(self._lazy[name]).EXPERIMENT
             super().__setitem__(name, exp)
         return exp
 

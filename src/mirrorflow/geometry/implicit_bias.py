@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from mirrorflow._array import to_numpy
-from mirrorflow._threads import blas_threads
-from mirrorflow._validation import (
+from mirrorflow._core.array import to_numpy
+from mirrorflow._core.threads import blas_threads
+from mirrorflow._core.validation import (
     MirrorflowError,
     check_finite_array,
     check_finite_scalar,

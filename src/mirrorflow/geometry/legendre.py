@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirrorflow._array import array_api, to_numpy
-from mirrorflow._validation import MirrorflowError, check_finite_array
+from mirrorflow._core.array import array_api, to_numpy
+from mirrorflow._core.validation import MirrorflowError, check_finite_array
 
 __all__ = ["HyperbolicEntropy", "u_squared", "u_squared_minus_v_squared", "uv"]
 

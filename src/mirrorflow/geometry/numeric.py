@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 
-from mirrorflow._array import array_api, to_numpy
-from mirrorflow._validation import MirrorflowError, check_finite_array, check_finite_scalar
+from mirrorflow._core.array import array_api, to_numpy
+from mirrorflow._core.validation import MirrorflowError, check_finite_array, check_finite_scalar
 from mirrorflow.geometry.commutation import _resolve_h, check_commutation, weight_decay
 
 __all__ = ["NumericLegendre"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mirrorflow._validation import check_choice
+from mirrorflow._core.validation import check_choice
 from mirrorflow.geometry.legendre import (
     HyperbolicEntropy,
     u_squared,

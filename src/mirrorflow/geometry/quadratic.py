@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirrorflow._array import array_api, to_numpy
-from mirrorflow._validation import (
+from mirrorflow._core.array import array_api, to_numpy
+from mirrorflow._core.validation import (
     MirrorflowError,
     check_finite_array,
     check_finite_scalar,

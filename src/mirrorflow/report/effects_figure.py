@@ -13,36 +13,20 @@ The file is written atomically: on any error nothing is left at ``path``.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from mirrorflow._array import to_numpy
-from mirrorflow._validation import MirrorflowError
+from mirrorflow._core.array import to_numpy
+from mirrorflow._core.figure import check_figure_path, colormaps, new_figure, save_figure
 from mirrorflow.geometry.effects import EffectsReport, measure_effects
-from mirrorflow.report.figure import colormaps, new_figure
 
 __all__ = ["plot_effects"]
-
-_FORMATS = (".png", ".pdf", ".svg")
-
-
-def _check_path(path) -> Path:
-    path = Path(path)
-    if path.suffix.lower() not in _FORMATS:
-        raise MirrorflowError(f"cannot write {path}: use one of {', '.join(_FORMATS)}")
-    if not path.parent.exists():
-        raise MirrorflowError(f"cannot write {path}: folder {path.parent} does not exist")
-    return path
-
 
 def plot_effects(family, a_values: Sequence[float], path, *, dual_step: float = 1.0,
                  report: EffectsReport | None = None) -> EffectsReport:
     """Draw the three-effect figure for ``family`` at ``a_values`` into ``path``; return the numbers."""
-    path = _check_path(path)
+    path = check_figure_path(path)
     rep = report if report is not None else measure_effects(family, a_values, dual_step=dual_step)
     d = family.dim
     e0 = np.zeros(d)
@@ -106,15 +90,5 @@ def plot_effects(family, a_values: Sequence[float], path, *, dual_step: float = 
     for ax in axes:
         ax.legend(fontsize=7)
     fig.suptitle(f"three effects of weight decay on the geometry: {rep.name} (a = ∫α dt ≥ 0)")
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=".effects-")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_figure(fig, path)
     return rep

@@ -24,7 +24,6 @@ import csv
 import math
 import shutil
 import tempfile
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from mirrorflow._validation import MirrorflowError
-from mirrorflow.report.figure import new_figure
+from mirrorflow._core.figure import new_figure
+from mirrorflow._core.validation import MirrorflowError
 from mirrorflow.sweep.store import ResultStore, RunRecord
 
 __all__ = ["GroupStats", "ReportFiles", "group_runs", "metric_stats", "write_report"]
@@ -252,7 +251,8 @@ def _experiment_section(store: ResultStore, exp_name: str, recs: list[RunRecord]
     note = _curves_figure(store, exp_name, groups, tmp / curves_fig)
     if note is None:
         md += [f"![{exp_name} curves: one run (lowest seed) per setting]({curves_fig})", ""]
-    else:
+    else:  # said where the figure would be, in the notes, and by the CLI
+        md += [f"**No curves figure:** {note}", ""]
         notes.append(f"{exp_name}: no curves figure ({note})")
 
     bad = [r for r in recs if r.status != "done"]
@@ -313,7 +313,7 @@ def _summary_figure(path: Path, exp_name: str, labels: list[str],
 def _curves_figure(store: ResultStore, exp_name: str, groups: dict[tuple, list[RunRecord]],
                    path: Path) -> str | None:
     """The experiment's own plot of one run per setting; a reason string when not possible."""
-    from mirrorflow.experiments import REGISTRY, make_config
+    from mirrorflow.experiments import REGISTRY
 
     exp = REGISTRY.get(exp_name)
     if exp is None:
@@ -327,15 +327,9 @@ def _curves_figure(store: ResultStore, exp_name: str, groups: dict[tuple, list[R
             shown.append(done[0])
     if not shown:
         return "no run finished"
-    results = []
-    try:
-        for r in shown:
-            metrics = {k: (np.asarray(v) if isinstance(v, list) else v)
-                       for k, v in r.metrics.items()}
-            results.append(types.SimpleNamespace(
-                **metrics, config=make_config(exp.config_cls, r.config),
-                curves=store.load_curves(r)))
+    try:  # the declared contract: Results rebuilt from the store, then the experiment's plot
+        results = [exp.result_from_record(r.config, r.metrics, store.load_curves(r)) for r in shown]
         exp.plot(results, path)
-    except Exception as exc:
+    except Exception as exc:  # reported in report.md and by the CLI, never dropped
         return f"{exp_name}'s plot failed on stored runs: {type(exc).__name__}: {exc}"
     return None if path.is_file() else "the plot wrote no file"

@@ -9,24 +9,30 @@ any ``torch.optim.Optimizer`` and tracks the integrated decay ``a = Σ η_k λ_k
 from mirrorflow.schedules import training
 from mirrorflow.schedules.continuous import (
     SCHEDULE_NAMES,
-    Budget,
-    Constant,
+    BudgetDecay,
+    ConstantDecay,
     NoDecay,
     Schedule,
-    SwitchOff,
+    SwitchOffDecay,
     make_schedule,
 )
 from mirrorflow.schedules.scheduler import WeightDecayScheduler, decay_coupling
 
 __all__ = [
     "SCHEDULE_NAMES",
-    "Budget",
-    "Constant",
+    "BudgetDecay",
+    "ConstantDecay",
     "NoDecay",
     "Schedule",
-    "SwitchOff",
+    "SwitchOffDecay",
     "WeightDecayScheduler",
     "decay_coupling",
     "make_schedule",
     "training",
 ]
+
+
+def __getattr__(name: str):  # the old continuous-time names, deprecated
+    from mirrorflow.schedules import continuous
+
+    return continuous.__getattr__(name)

@@ -4,6 +4,12 @@ A schedule is a pure, frozen object: ``rate(t)`` gives the decay ``α_t`` and ``
 integrated decay ``a_t = ∫_0^t α_s ds`` — the single number that carries the lasting effect.
 Both are vectorized over ``t``. ``breakpoints`` lists the times where ``α`` jumps (ODE solvers
 integrate piecewise between them) and ``settle_time`` the time after which ``α`` is constant.
+
+Names: these describe the decay ``α_t`` itself (``ConstantDecay(wd)``, ``SwitchOffDecay(wd, at)``,
+``BudgetDecay(wd, target_a)``); the step schedules of :mod:`mirrorflow.schedules.training`
+describe a *factor* on an optimizer's own decay (``training.constant()``, ``training.switch_off``)
+and :func:`mirrorflow.schedules.training.from_continuous` converts one into the other. The old
+names ``Constant``, ``SwitchOff``, ``Budget`` still work here, with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
@@ -12,15 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mirrorflow._validation import MirrorflowError, check_choice, check_finite_scalar
+from mirrorflow._core.validation import MirrorflowError, check_choice, check_finite_scalar
 
 __all__ = [
     "SCHEDULE_NAMES",
-    "Budget",
-    "Constant",
+    "BudgetDecay",
+    "ConstantDecay",
     "NoDecay",
     "Schedule",
-    "SwitchOff",
+    "SwitchOffDecay",
     "make_schedule",
 ]
 
@@ -72,7 +78,7 @@ class NoDecay(Schedule):
 
 
 @dataclass(frozen=True)
-class Constant(Schedule):
+class ConstantDecay(Schedule):
     """``α_t = wd`` for all ``t``."""
 
     wd: float
@@ -91,7 +97,7 @@ class Constant(Schedule):
 
 
 @dataclass(frozen=True)
-class SwitchOff(Schedule):
+class SwitchOffDecay(Schedule):
     """``α_t = wd`` for ``t < at``, then 0: leaves ``a = wd · at`` behind."""
 
     wd: float
@@ -117,10 +123,10 @@ class SwitchOff(Schedule):
 
 
 @dataclass(frozen=True)
-class Budget(SwitchOff):
+class BudgetDecay(SwitchOffDecay):
     """Decay ``wd`` until the integrated decay reaches ``target_a``, then off.
 
-    In continuous time this is :class:`SwitchOff` at ``target_a / wd``; the point of the budget
+    In continuous time this is :class:`SwitchOffDecay` at ``target_a / wd``; the point of the budget
     form is that the lasting geometry depends on ``a`` only.
     """
 
@@ -153,11 +159,26 @@ def make_schedule(name: str, wd: float = 0.0, switch_at: float | None = None,
     if name == "none":
         return NoDecay()
     if name == "constant":
-        return Constant(wd)
+        return ConstantDecay(wd)
     if name == "switch-off":
         if switch_at is None:
             raise MirrorflowError("schedule 'switch-off' needs a switch time: pass --switch-at T")
-        return SwitchOff(wd, switch_at)
+        return SwitchOffDecay(wd, switch_at)
     if budget is None:
         raise MirrorflowError("schedule 'budget' needs a target integrated decay: pass budget=A")
-    return Budget(wd, target_a=budget)
+    return BudgetDecay(wd, target_a=budget)
+
+
+_DEPRECATED = {"Constant": ConstantDecay, "SwitchOff": SwitchOffDecay, "Budget": BudgetDecay}
+
+
+def __getattr__(name: str):
+    if name in _DEPRECATED:
+        import warnings
+
+        new = _DEPRECATED[name]
+        warnings.warn(f"mirrorflow.schedules.continuous.{name} is now {new.__name__} (distinct "
+                      f"from the step schedule training.{name}); the old name will be removed",
+                      DeprecationWarning, stacklevel=2)
+        return new
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mirrorflow._validation import MirrorflowError, check_positive_int
+from mirrorflow._core.spectral import effective_rank, nuclear_over_fro
+from mirrorflow._core.validation import MirrorflowError, check_positive_int
 
 __all__ = [
     "FactorDiagnostics",
@@ -63,8 +64,9 @@ class FactorPair:
 class FactorDiagnostics:
     """Diagnostics of one pair (docs/theory.md §6). Norms are of the product ``scale · U Vᵀ``.
 
-    ``effective_rank`` is ``exp(H(p))`` with ``p = σ / Σσ`` (Roy & Vetterli); ``nuclear_over_fro``
-    lies in ``[1, sqrt(rank)]``.
+    ``effective_rank`` is ``exp(H(p))`` with ``p = σ / Σσ`` (Roy & Vetterli), in ``[1, rank]``;
+    ``nuclear_over_fro`` lies in ``[1, sqrt(rank)]``. Both are NaN for a zero product (a fresh
+    LoRA pair with ``B = 0``): undefined, not 0 (:mod:`mirrorflow._core.spectral`).
     """
 
     name: str
@@ -98,16 +100,6 @@ def _as64(x: Any, name: str) -> torch.Tensor:
     if x.ndim != 2:
         raise MirrorflowError(f"{name} must be a 2-D matrix (rows × rank), got shape {tuple(x.shape)}")
     return x.to(torch.float64)
-
-
-def effective_rank(s: np.ndarray) -> float:
-    """``exp`` of the entropy of ``s / Σ s`` (0 for a zero matrix)."""
-    s = np.asarray(s, dtype=np.float64)
-    total = s.sum()
-    if total <= 0:
-        return 0.0
-    p = s[s > 0] / total
-    return float(math.exp(-(p * np.log(p)).sum()))
 
 
 def factor_diagnostics(U: Any, V: Any | None = None, *, scale: float = 1.0, top_k: int = 5,
@@ -144,7 +136,7 @@ def factor_diagnostics(U: Any, V: Any | None = None, *, scale: float = 1.0, top_
         imbalance_relative=bal / fnorm if fnorm > 0 else 0.0,
         nuclear=nuc,
         frobenius=fro,
-        nuclear_over_fro=nuc / fro if fro > 0 else 0.0,
+        nuclear_over_fro=nuclear_over_fro(s),
         effective_rank=effective_rank(s),
         factor_norm_sq=fnorm,
         top_singular_values=tuple(float(x) for x in s[:top_k]),

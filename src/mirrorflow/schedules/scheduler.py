@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow._core.validation import MirrorflowError
 from mirrorflow.schedules.training import TrainingSchedule, as_schedule
 
 __all__ = ["WeightDecayScheduler", "decay_coupling", "unwrap_optimizer"]

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from mirrorflow._validation import MirrorflowError, check_finite_scalar
+from mirrorflow._core.validation import MirrorflowError, check_finite_scalar
 
 __all__ = [
     "Budget",
@@ -44,6 +44,7 @@ __all__ = [
     "constant",
     "cosine",
     "from_callable",
+    "from_continuous",
     "linear",
     "piecewise",
     "switch_off",
@@ -383,3 +384,43 @@ def as_schedule(obj) -> TrainingSchedule:
     if isinstance(obj, TrainingSchedule):
         return obj
     return FromCallable(obj)
+
+
+def from_continuous(schedule, lr: float, total_steps: int | None = None) -> TrainingSchedule | None:
+    """The step schedule that applies a continuous-time ``schedule`` (``α_t``, with ``t = Σ η``)
+    to an optimizer run at a constant learning rate ``lr`` whose base decay is ``α``.
+
+    Step ``k`` covers the time ``[k·lr, (k+1)·lr)``. ``NoDecay`` (or zero constant decay) →
+    ``None`` (nothing to schedule); ``ConstantDecay`` → :func:`constant`; ``SwitchOffDecay`` at
+    time ``T`` → off from step ``ceil(T / lr)`` (a switch at or beyond ``total_steps`` keeps the
+    decay on for the whole run, as in continuous time); ``BudgetDecay`` → :func:`budget` (exact
+    in ``a = Σ lr·λ``, whatever the learning rate does).
+
+    >>> from mirrorflow.schedules.continuous import SwitchOffDecay
+    >>> from_continuous(SwitchOffDecay(1.0, at=0.6), lr=2e-3).at
+    300
+    """
+    from mirrorflow.schedules.continuous import (
+        BudgetDecay,
+        ConstantDecay,
+        NoDecay,
+        Schedule,
+        SwitchOffDecay,
+    )
+
+    lr = check_finite_scalar("lr", lr, minimum=0.0, strict=True)
+    total_steps = _check_total(total_steps)
+    if isinstance(schedule, NoDecay) or (isinstance(schedule, ConstantDecay) and schedule.wd == 0):
+        return None
+    if isinstance(schedule, BudgetDecay):
+        return budget(schedule.target_a)
+    if isinstance(schedule, SwitchOffDecay):
+        at = math.ceil(schedule.at / lr - 1e-9)
+        if total_steps is not None and at >= total_steps:
+            return constant()
+        return switch_off(at)
+    if isinstance(schedule, ConstantDecay):
+        return constant()
+    kind = type(schedule).__name__ if isinstance(schedule, Schedule) else repr(schedule)
+    raise MirrorflowError(f"cannot convert {kind} to a step schedule; use a ConstantDecay, "
+                          f"SwitchOffDecay or BudgetDecay, or pass a training schedule")

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 
 import mirrorflow
-from mirrorflow._progress import progress_bar
-from mirrorflow._validation import MirrorflowError, check_positive_int
+from mirrorflow._core.progress import progress_bar
+from mirrorflow._core.threads import set_worker_threads
+from mirrorflow._core.validation import MirrorflowError, check_positive_int
 from mirrorflow.sweep.spec import RunSpec, SweepSpec
 from mirrorflow.sweep.store import ResultStore, RunRecord
 
@@ -126,11 +127,8 @@ def execute_task(experiment: str, configs: Sequence[Mapping[str, Any]],
     Runs where workers run (a pool process, a Dask worker). Exceptions become ``failed``
     outcomes; a batch that raises is retried one run at a time so one bad run fails alone.
     """
-    if threads is not None:
-        import torch
-
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
+    if threads is not None:  # for the worker's whole life: its runs are one per core
+        set_worker_threads(threads)
     from mirrorflow.experiments import get_experiment
 
     host = socket.gethostname()
@@ -144,10 +142,10 @@ def execute_task(experiment: str, configs: Sequence[Mapping[str, Any]],
         t1 = time.time()
         out = []
         for rid, res in zip(ids, results):
-            summary = res.summary()
-            status, step, note = classify(summary)
+            metrics = res.metrics()  # the config is stored in its own column
+            status, step, note = classify(metrics)
             out.append(Outcome(
-                run_id=rid, status=status, metrics=summary,
+                run_id=rid, status=status, metrics=metrics,
                 curves=dict(getattr(res, "curves", None) or {}), message=note,
                 diverged_step=step, started_at=t0, finished_at=t1,
                 runtime_s=(t1 - t0) / len(ids), host=host,

@@ -41,7 +41,7 @@ from typing import Any
 import pydantic
 
 import mirrorflow
-from mirrorflow._validation import MirrorflowError
+from mirrorflow._core.validation import MirrorflowError
 
 try:  # Python 3.11+
     import tomllib

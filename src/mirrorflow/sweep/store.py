@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,13 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from mirrorflow._json import jsonable
-from mirrorflow._validation import MirrorflowError
+from mirrorflow._core.jsonable import jsonable
+from mirrorflow._core.validation import MirrorflowError
 
 __all__ = ["STATUSES", "ResultStore", "RunRecord", "jsonable"]
 
 STATUSES = ("done", "diverged", "failed")
-_SCHEMA_VERSION = 1
+#: 1: mirrorflow 0.1 (attention teacher and ViT in one experiment, LoRA ``switch_at`` in steps);
+#: 2: configs of today's experiments (:meth:`ResultStore._migrate_v1`).
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -118,6 +121,52 @@ class ResultStore:
             with self._transaction():
                 self._conn.execute(_SCHEMA)
                 self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        elif version < 2:
+            self._migrate_v1()
+
+    def _migrate_v1(self) -> None:
+        """Rewrite the rows of a schema-1 store for today's experiments, in one transaction.
+
+        Each experiment with a ``migrate`` function maps its stored configs (e.g. the old
+        ``attention`` with ``setting = "vit"`` becomes a ``vit`` run; LoRA's ``switch_at`` step
+        becomes a time); the run id is recomputed with the row's own version, so a rerun of the
+        same sweep recognises the migrated runs. Curves files are copied to their new names
+        before the rows change and the old ones removed after, so a crash at any point leaves a
+        consistent store (at worst an orphan ``.npz``). A row whose config no longer validates
+        is left as it was.
+        """
+        from mirrorflow.experiments import REGISTRY, make_config
+        from mirrorflow.sweep.spec import config_to_dict, run_id
+
+        rows = self._conn.execute("SELECT id, experiment, version, config, curves FROM runs"
+                                  ).fetchall()
+        taken = {r[0] for r in rows}
+        updates, old_files = [], []
+        for rid, exp_name, version, config, curves in rows:
+            exp = REGISTRY.get(exp_name) if exp_name in REGISTRY else None
+            if exp is None or exp.migrate is None:
+                continue
+            try:
+                new_name, cfg = exp.migrate(json.loads(config))
+                new_cfg = config_to_dict(make_config(REGISTRY[new_name].config_cls, cfg))
+            except (MirrorflowError, KeyError, TypeError, ValueError):
+                continue
+            new_id = run_id(new_name, new_cfg, version=version)
+            if new_id != rid and new_id in taken:
+                continue  # the same run is already stored under the new id
+            new_curves = curves
+            if curves and new_id != rid and (self.curves_dir / curves).is_file():
+                new_curves = f"{new_id}.npz"
+                shutil.copyfile(self.curves_dir / curves, self.curves_dir / new_curves)
+                old_files.append(self.curves_dir / curves)
+            taken.add(new_id)
+            updates.append((new_id, new_name, json.dumps(new_cfg, sort_keys=True), new_curves, rid))
+        with self._transaction():
+            self._conn.executemany("UPDATE runs SET id = ?, experiment = ?, config = ?, curves = ? "
+                                   "WHERE id = ?", updates)
+            self._conn.execute("PRAGMA user_version = 2")
+        for f in old_files:
+            f.unlink(missing_ok=True)
 
     # -- context management ------------------------------------------------------------------
     def close(self) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from mirrorflow._validation import MirrorflowError, check_choice
+from mirrorflow._core.validation import MirrorflowError, check_choice
 from mirrorflow.schedules.diagnostics import attention_pairs, diagnose, lora_pairs, summarize
 from mirrorflow.schedules.scheduler import WeightDecayScheduler
 from mirrorflow.schedules.training import as_schedule

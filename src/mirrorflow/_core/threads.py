@@ -13,6 +13,15 @@ from collections.abc import Iterator
 from threadpoolctl import threadpool_limits
 
 
+def set_worker_threads(n: int) -> None:
+    """Set torch's threads for the rest of this process: a sweep worker (pool process or Dask
+    worker) that runs one run per core. Everywhere else use the context managers below."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def blas_threads(n: int | None):
     """Limit BLAS (numpy/scipy) threads to ``n`` inside the block; ``None`` leaves them alone."""
     return contextlib.nullcontext() if n is None else threadpool_limits(limits=n, user_api="blas")

@@ -4,7 +4,7 @@ Problem (docs/theory.md §6): ``X = U Vᵀ``, ``d = 20``, rank-2 target with ``�
 ``m = 160`` sensing matrices with N(0, 1/m) entries shared by all runs, ``U₀, V₀`` with
 N(0, 1/d) entries, step 0.02, decay switched off at ``t = 40``. 64 runs = 8 initialization
 seeds × 8 decays in [0, 0.35]. The simulator is ``mirrorflow.dynamics.matrix.simulate_matrix_gd``;
-the per-run loop (``benchmarks.baselines.matrix_sensing_gd``) is timed on ``baseline_runs`` of
+the per-run loop (``mirrorflow.bench.baselines.matrix_sensing_gd``) is timed on ``baseline_runs`` of
 the runs and scaled linearly to all of them.
 """
 
@@ -15,10 +15,10 @@ import sys
 
 import numpy as np
 
-from benchmarks import baselines
-from benchmarks._harness import check_close, matmul_peak_gflops, row, time_interleaved
+from mirrorflow.bench import baselines
+from mirrorflow.bench._harness import check_close, matmul_peak_gflops, row, time_interleaved
 from mirrorflow.dynamics.matrix import simulate_matrix_gd
-from mirrorflow.schedules.continuous import SwitchOff
+from mirrorflow.schedules.continuous import SwitchOffDecay
 
 D, M, RANK, STEP, SWITCH = 20, 160, 2, 0.02, 40.0
 
@@ -40,7 +40,7 @@ def make_problem(runs: int, seed: int = 0, d: int = D, m: int = M):
 
 
 def mirrorflow_run(A, y, U0, V0, decays, steps, threads=1):
-    scheds = [SwitchOff(float(w), SWITCH) for w in decays]
+    scheds = [SwitchOffDecay(float(w), SWITCH) for w in decays]
     res = simulate_matrix_gd(A, y, U0, V0, scheds, step=STEP, t_max=STEP * steps, chunk=1000,
                              threads=threads)
     return res.X[-1]

@@ -5,7 +5,7 @@ Problem: ``argmin_{Ax = y} R_a(x)`` for the hyperbolic entropy of ``x = u ⊙ v`
 ``n = 400`` (quick: ``d = 400, n = 80``), ``A`` with N(0, 1/n) entries, 20-sparse teacher.
 
 Baseline: what a user would write, cvxpy with the exponential-cone form of the hyperbolic
-entropy (``benchmarks.baselines.hyperbolic_entropy_cvxpy``), solved by Clarabel.
+entropy (``mirrorflow.bench.baselines.hyperbolic_entropy_cvxpy``), solved by Clarabel.
 
 "Equal KKT residual": both solutions are scored by the same independent measure,
 ``max(‖Ax − y‖/max(1, ‖y‖), ‖P_null(A) ∇R_a(x)‖ / max(1, ‖∇R_a(x)‖))`` with the null-space
@@ -22,8 +22,8 @@ import time
 
 import numpy as np
 
-from benchmarks import baselines
-from benchmarks._harness import BenchmarkMismatch, check_close, row, time_interleaved
+from mirrorflow.bench import baselines
+from mirrorflow.bench._harness import BenchmarkMismatch, check_close, row, time_interleaved
 from mirrorflow.geometry.implicit_bias import implicit_bias
 from mirrorflow.geometry.legendre import uv
 

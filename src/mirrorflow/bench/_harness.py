@@ -8,18 +8,18 @@ timing, :func:`check_close` compares the two on the benchmarked problem and rais
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow import MirrorflowError
+from mirrorflow._core.threads import blas_threads, torch_threads
 
 
 class BenchmarkMismatch(MirrorflowError):
@@ -76,16 +76,6 @@ def current_rss_mb() -> float:
         return peak_rss_mb()
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 @functools.cache
 def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 8) -> float:
     """Measured float64 GEMM rate of this machine: ``size``³, best of ``repeats``.
@@ -95,15 +85,13 @@ def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 8) -> floa
     kernel calls scipy's OpenBLAS, so torch alone would understate the peak. Measured once
     per process and thread count, so all rows of a benchmark share one peak.
     """
-    from threadpoolctl import threadpool_limits
-
     g = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, dtype=torch.float64, generator=g)
     b = torch.randn(size, size, dtype=torch.float64, generator=g)
     out = torch.empty_like(a)
     an, bn, on = a.numpy(), b.numpy(), out.numpy()
     best = float("inf")
-    with torch_threads(threads), threadpool_limits(limits=threads, user_api="blas"):
+    with torch_threads(threads), blas_threads(threads):
         for mm in (lambda: torch.mm(a, b, out=out), lambda: np.matmul(an, bn, out=on)):
             mm()  # warm-up
             for _ in range(repeats):

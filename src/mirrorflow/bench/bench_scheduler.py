@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from benchmarks._harness import check_close, row, time_interleaved, torch_threads
+from mirrorflow.bench._harness import check_close, row, time_interleaved, torch_threads
 from mirrorflow.schedules import WeightDecayScheduler, training
 from mirrorflow.schedules.diagnostics import factor_diagnostics
 

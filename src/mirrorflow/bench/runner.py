@@ -1,7 +1,9 @@
-"""Discover and run the benchmark suite: ``python -m benchmarks.runner [--quick] [--json]``.
+"""Discover and run the benchmark suite: ``python -m mirrorflow.bench.runner [--quick] [--json]``.
 
-Each ``bench_*.py`` module runs in its own subprocess (``python -m benchmarks.runner --one
-NAME``), which prints its rows as one JSON line. The subprocess gives every benchmark a clean
+The suite is the ``bench_*.py`` modules of this package, or of a folder given as ``path`` (a
+suite of one's own: its modules are imported as top-level modules from that folder). Each module
+runs in its own subprocess (``python -m mirrorflow.bench.runner --one NAME [--path DIR]``), which
+prints its rows as one JSON line. The subprocess gives every benchmark a clean
 peak-RSS reading (``getrusage`` of a process that ran only that benchmark; torch's CPU
 allocations are invisible to ``tracemalloc``) and keeps one benchmark's threads, caches and
 allocator state from skewing the next. ``import_rss_mb`` is the child's current RSS after its
@@ -14,24 +16,27 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 
-from mirrorflow._validation import MirrorflowError
+from mirrorflow import MirrorflowError
+from mirrorflow._core.jsonable import jsonable
 
 REQUIRED_KEYS = ("name", "baseline_s", "mirrorflow_s", "ratio")
 
 
-def discover(path: Path) -> list[str]:
-    """Names of the ``bench_*.py`` modules in the suite folder ``path`` (sorted)."""
-    path = Path(path)
+SUITE = Path(__file__).resolve().parent  # the built-in suite: this package
+
+
+def discover(path: Path | None = None) -> list[str]:
+    """Names of the ``bench_*.py`` modules in the suite folder ``path`` (default: built in)."""
+    path = SUITE if path is None else Path(path)
     if not path.is_dir():
-        raise MirrorflowError(f"benchmark folder {path} does not exist; pass --path to the "
-                              "repository's benchmarks/ folder")
+        raise MirrorflowError(f"benchmark folder {path} does not exist; pass --path to a folder "
+                              "of bench_*.py modules, or leave it out for the built-in suite")
     names = sorted(p.stem for p in path.glob("bench_*.py"))
     if not names:
         raise MirrorflowError(f"no bench_*.py modules in {path}; pass --path to the suite folder")
@@ -74,11 +79,15 @@ def machine() -> dict:
             "native_kernels": kernels() is not None}
 
 
-def run_one(name: str, quick: bool) -> list[dict]:
+def run_one(name: str, quick: bool, path: Path | None = None) -> list[dict]:
     """Run one benchmark module in this process (used by the subprocess)."""
-    from benchmarks._harness import current_rss_mb, peak_rss_mb
+    from mirrorflow.bench._harness import current_rss_mb, peak_rss_mb
 
-    mod = importlib.import_module(f"benchmarks.{name}")
+    if path is None:
+        mod = importlib.import_module(f"mirrorflow.bench.{name}")
+    else:
+        sys.path.insert(0, str(Path(path).resolve()))
+        mod = importlib.import_module(name)
     import_rss = current_rss_mb()
     rows = validate_rows(name, mod.run(quick=quick))
     for r in rows:
@@ -88,30 +97,31 @@ def run_one(name: str, quick: bool) -> list[dict]:
     return rows
 
 
-def run_suite(path: Path, quick: bool = False, only: list[str] | None = None,
+def run_suite(path: Path | None = None, quick: bool = False, only: list[str] | None = None,
               progress=None) -> list[dict]:
-    """Run every (or the ``only``) benchmark module of the suite at ``path``, each in a subprocess.
+    """Run every (or the ``only``) benchmark module of the suite, each in a subprocess.
+
+    ``path``: a folder of ``bench_*.py`` modules (default: the built-in suite).
 
     ``progress(name)`` is called before each module. Raises MirrorflowError when a module fails
     (its last stderr line is in the message).
     """
-    path = Path(path).resolve()
     names = discover(path)
     if only:
         unknown = sorted(set(only) - set(names))
         if unknown:
             raise MirrorflowError(f"unknown benchmark {unknown[0]!r}; choose from: {', '.join(names)}")
         names = [n for n in names if n in only]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(path.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     rows: list[dict] = []
     for name in names:
         if progress is not None:
             progress(name)
-        cmd = [sys.executable, "-m", "benchmarks.runner", "--one", name]
+        cmd = [sys.executable, "-m", "mirrorflow.bench.runner", "--one", name]
+        if path is not None:
+            cmd += ["--path", str(Path(path).resolve())]
         if quick:
             cmd.append("--quick")
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(path.parent), env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise MirrorflowError(f"benchmark {name} failed: {last}")
@@ -119,29 +129,19 @@ def run_suite(path: Path, quick: bool = False, only: list[str] | None = None,
     return rows
 
 
-def _jsonable(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item"):
-        return _jsonable(obj.item())
-    return obj
-
-
 def main(argv: list[str] | None = None) -> None:  # pragma: no cover - exercised via the CLI
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--one", default=None, help="run one module in-process, print JSON rows")
+    ap.add_argument("--path", default=None, help="a folder of bench_*.py modules (default: built in)")
     args = ap.parse_args(argv)
+    path = None if args.path is None else Path(args.path)
     if args.one:
-        print(json.dumps(_jsonable(run_one(args.one, args.quick))))
+        print(json.dumps(jsonable(run_one(args.one, args.quick, path))))
         return
-    rows = run_suite(Path(__file__).parent, args.quick)
-    print(json.dumps(_jsonable({"machine": machine(), "results": rows}), indent=1))
+    rows = run_suite(path, args.quick)
+    print(json.dumps(jsonable({"machine": machine(), "results": rows}), indent=1))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,10 @@ early with a single line naming the argument, what is wrong, and how to fix it.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,3 +62,19 @@ def check_finite_array(name: str, arr: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise MirrorflowError(f"{name} contains NaN or inf; pass finite values")
     return arr
+
+
+def check_writable_folder(folder, what: str = "output") -> None:
+    """One-line error unless ``folder`` exists, is a folder and can be written to."""
+    folder = Path(folder) if str(folder) else Path(".")
+    if not folder.exists():
+        raise MirrorflowError(f"cannot write {what}: folder {folder} does not exist; create it first")
+    if not folder.is_dir():
+        raise MirrorflowError(f"cannot write {what}: {folder} is not a folder")
+    try:  # try it: access() says yes to root even where writing fails (read-only mounts)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".mirrorflow-probe-")
+    except OSError as exc:
+        raise MirrorflowError(f"cannot write {what}: folder {folder} is not writable "
+                              f"({exc.strerror or type(exc).__name__})") from None
+    os.close(fd)
+    os.remove(probe)

@@ -25,8 +25,8 @@ import sys
 
 import numpy as np
 
-from benchmarks import baselines
-from benchmarks._harness import (
+from mirrorflow.bench import baselines
+from mirrorflow.bench._harness import (
     check_close,
     matmul_peak_gflops,
     peak_rss_mb,
@@ -34,7 +34,7 @@ from benchmarks._harness import (
     time_interleaved,
 )
 from mirrorflow.dynamics.simulate import kernel_gradient_form, simulate_gd
-from mirrorflow.schedules.continuous import SwitchOff
+from mirrorflow.schedules.continuous import SwitchOffDecay
 
 N, D, SPARSITY, STEP, SWITCH = 40, 100, 5, 0.01, 20.0
 
@@ -53,7 +53,7 @@ def make_problem(runs: int, seed: int = 0, n: int = N, d: int = D):
 
 
 def mirrorflow_run(A, y, u0, decays, steps, threads=1):
-    scheds = [SwitchOff(float(w), SWITCH) for w in decays]
+    scheds = [SwitchOffDecay(float(w), SWITCH) for w in decays]
     res = simulate_gd(A, y, u0, 0.0, scheds, step=STEP, t_max=STEP * steps, chunk=1000,
                       threads=threads)
     return res.x_final
@@ -76,20 +76,13 @@ def step_flops(runs: int, d: int = D, n: int = N) -> float:
 def _memory_probe(runs: int, steps: int) -> float:
     """Peak RSS increase (MiB) of a fresh process running ``runs`` runs (run in a subprocess)."""
     code = (
-        "import json, numpy as np; from benchmarks.bench_simulate import make_problem, "
-        "mirrorflow_run; from benchmarks._harness import current_rss_mb, peak_rss_mb; "
+        "import json, numpy as np; from mirrorflow.bench.bench_simulate import make_problem, "
+        "mirrorflow_run; from mirrorflow.bench._harness import current_rss_mb, peak_rss_mb; "
         f"p = make_problem({runs}); r0 = current_rss_mb(); mirrorflow_run(*p, {steps}); "
         "print(json.dumps(peak_rss_mb() - r0))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=_repo_root())
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
-
-
-def _repo_root() -> str:
-    from pathlib import Path
-
-    return str(Path(__file__).resolve().parent.parent)
 
 
 def bench_speedup(runs: int, steps: int, base_runs: int, repeats: int,

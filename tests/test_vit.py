@@ -1,0 +1,124 @@
+"""ViT experiment (docs/theory.md §6 in practice): the model, the data loaders, the schedule.
+
+Checks against independent computations: hand-built patches, numpy SVDs of the real query/key
+weights, and the integrated decay computed by hand from the learning rate and the switch step.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mirrorflow import MirrorflowError
+from mirrorflow.cli import app
+from mirrorflow.experiments import get_experiment, make_config
+from mirrorflow.experiments.data import images_from_hf, load_image_dataset
+from mirrorflow.experiments.nn import patchify, score_ratios
+from mirrorflow.experiments.vit import Config, train_vit
+from mirrorflow.schedules import ConstantDecay, SwitchOffDecay
+
+
+def test_patchify_by_hand():
+    img = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    p = patchify(img, 2)
+    assert p.shape == (2, 4, 12)
+    for n in range(2):
+        for i in range(2):
+            for j in range(2):
+                expected = img[n, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(-1)
+                assert torch.equal(p[n, 2 * i + j], expected)
+    with pytest.raises(MirrorflowError, match="does not divide"):
+        patchify(img, 3)
+
+
+def _head_ratios_numpy(model):
+    out = []
+    for blk in model.blocks:
+        Wq = blk.attn.query.weight.detach().double().numpy()
+        Wk = blk.attn.key.weight.detach().double().numpy()
+        h = blk.attn.num_heads
+        dh = Wq.shape[0] // h
+        vals = []
+        for j in range(h):
+            M = Wq[j * dh:(j + 1) * dh].T @ Wk[j * dh:(j + 1) * dh]
+            s = np.linalg.svd(M, compute_uv=False)
+            vals.append(s.sum() / np.sqrt((s**2).sum()))
+        out.append(np.mean(vals))
+    return np.array(out)
+
+
+def test_vit_switch_changes_optimizer_decay_and_ratios_are_real():
+    lr, wd = 1e-3, 0.5
+    cfg = Config(steps=6, eval_every=1, lr=lr, wd=wd, max_samples=120,
+                 batch_size=32, dim=8, heads=2, depth=2, compare=False)
+    res = train_vit(cfg, SwitchOffDecay(wd, 3 * lr))
+    # decay seen by the optimizer before each step: on for steps 0-2, off from step 3
+    np.testing.assert_array_equal(res["curves"]["weight_decay"], [wd] * 3 + [0.0] * 4)
+    assert res["optimizer"].param_groups[0]["weight_decay"] == 0.0
+    assert res["optimizer"].param_groups[1]["weight_decay"] == 0.0  # biases/norms never decayed
+    assert res["a"] == pytest.approx(3 * lr * wd, rel=1e-12)
+    np.testing.assert_allclose(res["ratios"], _head_ratios_numpy(res["model"]), rtol=1e-6)
+    np.testing.assert_allclose(score_ratios(res["model"]), _head_ratios_numpy(res["model"]), rtol=1e-6)
+    # constant decay keeps it on; a = steps·lr·wd
+    res_c = train_vit(cfg, ConstantDecay(wd))
+    assert res_c["optimizer"].param_groups[0]["weight_decay"] == wd
+    assert res_c["a"] == pytest.approx(6 * lr * wd, rel=1e-12)
+    # the decay really acts on the weights: the runs differ after the first step
+    w_s = res["model"].blocks[0].attn.query.weight
+    w_c = res_c["model"].blocks[0].attn.query.weight
+    assert not torch.equal(w_s, w_c)
+
+
+def test_digits_loader_and_hf_conversion():
+    X, y = load_image_dataset("digits", max_samples=50, seed=0)
+    assert X.shape == (50, 1, 8, 8) and X.dtype == np.float32
+    assert 0.0 <= X.min() and X.max() <= 1.0
+    from sklearn.datasets import load_digits
+
+    ref = load_digits()
+    row = np.flatnonzero((ref.images / 16.0 == X[0, 0]).all(axis=(1, 2)))
+    assert ref.target[row[0]] == y[0]
+    # an in-memory, column-addressable dataset of PIL images, as datasets.Dataset serves CIFAR-10
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
+    ds = {"img": [Image.fromarray(a) for a in raw], "label": [3, 1, 4]}
+    Xh, yh = images_from_hf(ds)
+    assert Xh.shape == (3, 3, 4, 4)
+    np.testing.assert_allclose(Xh[1, 2], raw[1, :, :, 2] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(yh, [3, 1, 4])
+    with pytest.raises(MirrorflowError, match="no columns"):
+        images_from_hf({"image": [], "label": []})
+    with pytest.raises(MirrorflowError, match="unknown dataset 'mnist'"):
+        load_image_dataset("mnist")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [({"dataset": "mnist"}, "unknown dataset 'mnist'"),
+     ({"patch_size": 3}, "patch_size 3 does not divide"),
+     ({"dim": 6, "heads": 4}, "dim (6) must be divisible by heads (4)")],
+)
+def test_bad_config(overrides, needle):
+    with pytest.raises(MirrorflowError, match="invalid config") as err:
+        make_config(get_experiment("vit").config_cls, overrides)
+    assert needle in str(err.value)
+
+
+def test_cli_bad_vit_config_is_one_line():
+    bad = CliRunner().invoke(app, ["run", "vit", "--set", "patch_size=3"])
+    assert bad.exit_code == 2
+    assert "patch_size 3 does not divide" in bad.output
+    assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
+
+
+def test_switch_time_is_learning_rate_time():
+    """switch_at is t = Σ lr: at lr = 2e-3, t = 0.6 is step 300 (the decay is on for steps 0-299)."""
+    cfg = Config()
+    from mirrorflow.schedules import training
+
+    ts = training.from_continuous(cfg.make_schedule(), cfg.lr, cfg.steps)
+    assert ts.at == 300 and ts.factor(299) == 1.0 and ts.factor(300) == 0.0
+    assert json.loads(json.dumps(cfg.switch_at)) == 0.6
