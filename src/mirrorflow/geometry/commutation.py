@@ -6,9 +6,20 @@ each other, ``[∇g_i, ∇g_j] = 0``, and with the regularizer's, ``[∇g_i, ∇
     [X, Y](w) = DY(w)·X(w) − DX(w)·Y(w)                                 (docs/theory.md §2)
 
 Each bracket costs two Jacobian-vector products (``torch.func.jvp`` over ``torch.func.grad``),
-so the check works for any ``g`` and ``h`` written as torch functions. A bracket is reported both
-as an absolute norm and relative to ``‖DY·X‖ + ‖DX·Y‖``; the pair commutes when the relative size
-is below ``tol`` at every sample point (exact commuting pairs give rounding-level values).
+so the check works for any ``g`` and ``h`` written as torch functions (:func:`lie_bracket`);
+:func:`check_commutation` takes the fields' Jacobians (Hessians of ``g_i`` and ``h``) at each point
+once and forms every bracket ``DY·X − DX·Y`` from them. A bracket is reported both
+as an absolute norm and relative to the scale
+
+    S(w) = ‖DY‖‖X‖ + ‖DX‖‖Y‖ + ‖DX‖‖DY‖‖w‖          (‖D·‖: spectral norm of the Jacobian)
+
+and the pair commutes when the relative size is below ``tol`` at every sample point. ``S`` bounds
+the two terms of the bracket (``‖DY·X‖ ≤ ‖DY‖‖X‖``) without depending on them, and its last term
+is the size of the rounding error that ``X`` and ``Y`` themselves carry into the bracket (for a
+linear field ``X = Aw`` computed in float64 the error is ``≈ ε‖A‖‖w‖``). So an exactly commuting
+pair gives a relative size at rounding level (``≲ m·ε``) even where both terms ``DY·X`` and
+``DX·Y`` vanish exactly — e.g. ``u ⊙ v`` in rotated coordinates, where ``A_i A_j = 0``. (Dividing
+by ``‖DY·X‖ + ‖DX·Y‖`` instead, as before, divided rounding noise by rounding noise there.)
 
 Known answers (docs/theory.md §2, §7): weight decay ``h = ‖w‖²/2`` commutes with every quadratic
 ``g`` (``u v``, ``u² − v²``) but not with ``u v s`` or ``u³``; an L1 or Lp (p ≠ 2) penalty does not
@@ -74,7 +85,8 @@ class Bracket:
     ----------
     pair : names of the two fields, e.g. ``("∇g_0", "∇h")``.
     max_norm : largest ``‖[X, Y](w)‖`` over the points.
-    relative : largest ``‖[X, Y]‖ / (‖DY·X‖ + ‖DX·Y‖)`` (0 where both terms vanish).
+    relative : largest ``‖[X, Y]‖ / S`` with ``S = ‖DY‖‖X‖ + ‖DX‖‖Y‖ + ‖DX‖‖DY‖‖w‖`` (module
+        docstring; 0 where ``S`` vanishes).
     point : the sample point with the largest relative size.
     """
 
@@ -171,6 +183,29 @@ def _sample_points(points, dim, n_points, seed) -> torch.Tensor:
     return torch.randn(n_points, dim, generator=gen, dtype=torch.float64)
 
 
+def _fields_and_jacobians(g: Callable, hs: Callable | None, w: torch.Tensor):
+    """Gradient fields ``(k, m)`` of ``g_0..g_{n−1}`` (and ``h``) at ``w`` and their Jacobians ``(k, m, m)``.
+
+    ``torch.func.jacfwd`` over ``jacrev`` (the Jacobians are the Hessians of ``g_i`` and ``h``).
+    """
+    def jac_g(v):
+        J = torch.func.jacrev(lambda u: _vector(g, u))(v)
+        return J, J
+
+    try:
+        H, F = torch.func.jacfwd(jac_g, has_aux=True)(w)
+        if hs is not None:
+            fh, hh = torch.func.grad(hs)(w), torch.func.hessian(hs)(w)
+            F, H = torch.cat([F, fh[None]]), torch.cat([H, hh[None]])
+    except Exception as exc:  # user code: report in one line
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise MirrorflowError(
+            f"could not differentiate g or h twice with torch.func at a sample point ({msg}); "
+            "write them with torch operations only (no numpy, no .item())"
+        ) from None
+    return F, H
+
+
 def check_commutation(
     g: Callable,
     h=None,
@@ -209,27 +244,25 @@ def check_commutation(
     if n == 0:
         raise MirrorflowError(f"g returns no outputs at a point of dimension {pts.shape[1]}; check dim")
 
-    fields: list[tuple[str, Callable]] = []
-    for i in range(n):
-        fields.append((f"∇g_{i}", torch.func.grad(lambda w, i=i: _vector(g, w)[i])))
-    n_g = len(fields)
-    if h is not None:
-        fields.append(("∇h", torch.func.grad(lambda w: torch.as_tensor(h(w)).reshape(()))))
-
-    pairs = [(i, j) for i in range(n_g) for j in range(i + 1, len(fields))]
+    names = [f"∇g_{i}" for i in range(n)] + ([] if h is None else ["∇h"])
+    hs = None if h is None else (lambda w: torch.as_tensor(h(w)).reshape(()))
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, len(names))]
     stats = {p: [0.0, 0.0, pts[0].numpy()] for p in pairs}
     for w in pts:
-        vals = [f(w) for _, f in fields]
+        F, H = _fields_and_jacobians(g, hs, w)
+        # DH[i, j] = D(field j)·(field i); the bracket [X_i, X_j] = DH[i, j] − DH[j, i]
+        DH = torch.einsum("jab,ib->ija", H, F)
+        # scale S = ‖DY‖‖X‖ + ‖DX‖‖Y‖ + ‖DX‖‖DY‖‖w‖ (spectral norms; module docstring)
+        jnorm = torch.linalg.matrix_norm(H, ord=2).tolist()
+        fnorm = torch.linalg.vector_norm(F, dim=1).tolist()
+        wnorm = float(torch.linalg.vector_norm(w))
         for i, j in pairs:
-            (X, Y), (xv, yv) = (fields[i][1], fields[j][1]), (vals[i], vals[j])
-            _, dy_x = torch.func.jvp(Y, (w,), (xv,))
-            _, dx_y = torch.func.jvp(X, (w,), (yv,))
-            norm = float(torch.linalg.vector_norm(dy_x - dx_y))
-            denom = float(torch.linalg.vector_norm(dy_x) + torch.linalg.vector_norm(dx_y))
-            rel = norm / denom if denom > 0 else 0.0
+            norm = float(torch.linalg.vector_norm(DH[i, j] - DH[j, i]))
+            scale = jnorm[j] * fnorm[i] + jnorm[i] * fnorm[j] + jnorm[i] * jnorm[j] * wnorm
+            rel = norm / scale if scale > 0 else 0.0
             if not (np.isfinite(norm) and np.isfinite(rel)):
                 raise MirrorflowError(
-                    f"bracket [{fields[i][0]}, {fields[j][0]}] is not finite at a sample point; "
+                    f"bracket [{names[i]}, {names[j]}] is not finite at a sample point; "
                     "pass points where g and h are smooth"
                 )
             s = stats[(i, j)]
@@ -237,7 +270,7 @@ def check_commutation(
             if rel > s[1]:
                 s[1], s[2] = rel, w.numpy().copy()
     brackets = tuple(
-        Bracket((fields[i][0], fields[j][0]), s[0], s[1], np.asarray(s[2]))
+        Bracket((names[i], names[j]), s[0], s[1], np.asarray(s[2]))
         for (i, j), s in stats.items()
     )
     return CommutationReport(brackets, tol, int(pts.shape[0]))
