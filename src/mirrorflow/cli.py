@@ -127,9 +127,14 @@ def effects_command(
     v0: Annotated[float, typer.Option(help="initial v (ignored by u2)")] = 0.5,
     k: Annotated[int, typer.Option(help="power parameterization x = u^{2k} − v^{2k}")] = 2,
     dual_step: Annotated[float, typer.Option(help="dual movement m for the primal reach")] = 1.0,
+    t: Annotated[float, typer.Option("--t", help="size |x| at which the type index is read (the problem's scale of x)")] = 0.1,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Positional, type and range effects of weight decay on R_a, as numbers and a figure."""
+    """Positional, type and range effects of weight decay on R_a, as numbers and a figure.
+
+    The type index ι (0 = L2-like, 1 = L1-like) is read from the curvature ∇²R_a at |x| = t,
+    so it ignores the position x̄(a) (docs/effects.md).
+    """
     from mirrorflow.geometry.effects import family_from_name, measure_effects
 
     tokens = [t for item in [*(a or []), *ctx.args] for t in item.split(",") if t.strip()]
@@ -141,18 +146,19 @@ def effects_command(
     if out is not None:
         from mirrorflow.report.effects_figure import plot_effects
 
-        report = plot_effects(family, a_values, out, dual_step=dual_step)
+        report = plot_effects(family, a_values, out, dual_step=dual_step, t=t)
     else:
-        report = measure_effects(family, a_values, dual_step=dual_step)
+        report = measure_effects(family, a_values, dual_step=dual_step, t=t)
     if as_json:
         typer.echo(json.dumps(jsonable(report.summary())))
         return
-    table = Table(title=f"effects of weight decay on R_a: {param} (a = ∫α dt ≥ 0)")
-    for col in ("a", "x̄(a)", "shift", "scale", "L1 index", "∇R_a interval", "reach |μ|≤m"):
+    table = Table(title=f"effects of weight decay on R_a: {param} (a = ∫α dt ≥ 0; "
+                        f"type index ι at |x| = {t:g}: 0 = L2-like, 1 = L1-like)")
+    for col in ("a", "x̄(a)", "shift", "scale", "type ι", "∇R_a interval", "reach |μ|≤m"):
         table.add_column(col, justify="right")
     for r in report.rows():
         table.add_row(f"{r['a']:g}", f"{r['reference']:.4g}", f"{r['shift']:.4g}",
-                      "—" if r["scale"] is None else f"{r['scale']:.4g}", f"{r['l1_index']:.3f}",
+                      "—" if r["scale"] is None else f"{r['scale']:.4g}", f"{r['type_index']:.3f}",
                       f"({r['dual_lo']:.4g}, {r['dual_hi']:.4g})",
                       f"[{r['reach_lo']:.4g}, {r['reach_hi']:.4g}]")
     console.print(table)

@@ -1,22 +1,29 @@
 """The three effects of weight decay on the geometry, as numbers (docs/theory.md §4, §7).
 
-For a Legendre family ``R_a`` (any object with ``reference``, ``inverse``, ``potential``; e.g.
-:class:`HyperbolicEntropy`, :class:`CommutingQuadratic`, :class:`PowerParameterization`,
-:class:`NumericLegendre`) and a list of ``a`` values, :func:`measure_effects` reports
+For a Legendre family ``R_a`` (any object with ``reference``, ``inverse``, ``grad``,
+``potential``; e.g. :class:`HyperbolicEntropy`, :class:`CommutingQuadratic`,
+:class:`PowerParameterization`, :class:`NumericLegendre`) and a list of ``a`` values,
+:func:`measure_effects` reports
 
 * **positional**: the reference point ``x̄(a) = argmin R_a`` and its shift ``‖x̄(a) − x̄(0)‖``;
-* **type**: the family's scale parameter (when it has one), the local scale
-  ``diag ∇²R_a*(0)`` (how far ``x`` moves per unit of dual movement at the reference), and the
-  **L1-likeness index** (docs/effects.md)::
+* **type**: the family's scale parameter (when it has one) and the **type index**
+  (docs/effects.md): at test points ``x_j = t·d_j`` (unit directions ``d_j``; ``t`` is the
+  problem's scale of ``x`` and does not depend on ``a``) the degree of the curvature of ``R_a``
+  along the ray through ``x_j``::
 
-      s_j(a) = log₂[ R_a(x̄(a) + 2t·d_j) / R_a(x̄(a) + t·d_j) ],     ι(a) = 2 − median_j s_j(a)
+      κ(x) = xᵀ ∇²R_a(x) x  (= d²/ds² R_a(s x) at s = 1),
+      ι(a) = 2 − median_j log₂[ κ(2 x_j) / κ(x_j) ].
 
-  on unit test vectors ``d_j``: ``ι = 0`` for a quadratic (‖·‖₂²-like, degree 2), ``ι → 1`` for a
-  function that grows like ‖·‖₁ (degree 1). Displacements are taken from the reference point,
-  so the index measures the shape only, not the position. The ratios ``R_a/‖·‖₁`` and
-  ``R_a/‖·‖₂²`` on the same vectors are reported too (theory §4);
-* **range**: the interval of ``∇R_a`` (dual; ``(−∞, ∞)`` for the hyperbolic entropy) and the
-  primal reach ``[x_i(−m e_i), x_i(m e_i)]`` for a bounded dual movement ``|μ_i| ≤ m``.
+  For ``‖x‖_p^p`` (degree ``p``) ``κ = p(p − 1)R`` and ``ι = 2 − p``: ``0`` for a quadratic (L2),
+  ``→ 1`` as ``p → 1`` (L1-like; also the entropy ``x log x``, whose Hessian is ``∝ 1/x``). For the
+  hyperbolic entropy (theory §3), per coordinate ``ι = ½ log₂[(4x² + β²)/(x² + β²)]``. Built from
+  ``∇²R_a`` only, so adding a linear function to ``R_a`` — all that moving the reference point does
+  — cannot change it (the previous index compared ``R_a`` at ``x̄(a) + t d`` and ``x̄(a) + 2t d``
+  and so mixed the position ``x̄(a)`` into the type);
+* **range**: the interval of ``∇R_a`` (dual; ``(−∞, ∞)`` for the hyperbolic entropy), the primal
+  reach ``[x_i(−m e_i), x_i(m e_i)]`` for a bounded dual movement ``|μ_i| ≤ m``, and its rate at
+  ``m → 0``, the local scale ``diag ∇²R_a*(0)`` (how far ``x`` moves per unit of dual movement at
+  the reference point).
 
 Sign convention: ``a = ∫ α dt ≥ 0`` (the published text writes ``a ≤ 0``).
 """
@@ -45,8 +52,8 @@ from mirrorflow.geometry.legendre import (
 )
 from mirrorflow.geometry.power import PowerParameterization, power
 
-__all__ = ["FAMILIES", "EffectsReport", "dual_interval", "family_from_name", "l1_index",
-           "measure_effects", "primal_reach"]
+__all__ = ["FAMILIES", "EffectsReport", "dual_interval", "family_from_name", "measure_effects",
+           "primal_reach", "ray_curvature", "type_index"]
 
 FAMILIES = ("uv", "u2-v2", "u2", "power")
 
@@ -96,10 +103,17 @@ def _half_line(family) -> np.ndarray:
 
 
 def _test_vectors(family, n_test: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
+    """``n_test`` seeded Gaussian unit directions; in one dimension the two signs ``±1``.
+
+    Signs are fixed on half-line coordinates so that every test point is in the domain.
+    """
     d = family.dim
-    D = rng.standard_normal((n_test, d))
-    D /= np.linalg.norm(D, axis=1, keepdims=True)
+    if d == 1:
+        D = np.array([[1.0], [-1.0]])
+    else:
+        rng = np.random.default_rng(seed)
+        D = rng.standard_normal((n_test, d))
+        D /= np.linalg.norm(D, axis=1, keepdims=True)
     half = _half_line(family)
     if np.any(half):
         s = np.sign(to_numpy(family.reference(0.0)))
@@ -107,21 +121,49 @@ def _test_vectors(family, n_test: int, seed: int) -> np.ndarray:
     return D
 
 
-def l1_index(family, a: float, directions, t: float = 1.0) -> tuple[float, float, float]:
-    """``(ι, ratio_l1, ratio_l2)`` at ``a`` for unit ``directions (J, d)`` at displacement ``t``.
+def ray_curvature(family, a: float, points) -> np.ndarray:
+    """``κ(x) = xᵀ ∇²R_a(x) x`` for each row of ``points (J, d)`` (docs/theory.md §3, §4).
 
-    ``ι = 2 − median_j log₂[R_a(x̄ + 2t d_j) / R_a(x̄ + t d_j)]`` (docs/effects.md).
+    Exact from ``family.hessian`` when the family has one (elementwise diagonal or full matrix);
+    otherwise the derivative of ``s ↦ ⟨∇R_a(s x), x⟩`` at ``s = 1`` by central differences with
+    Richardson extrapolation (steps ``10⁻³`` and ``5·10⁻⁴`` relative to ``x``).
     """
-    D = np.atleast_2d(to_numpy(directions))
-    t = check_finite_scalar("t", t, minimum=0.0, strict=True)
-    xbar = to_numpy(family.reference(a))
-    r1 = to_numpy(family.potential(xbar + t * D, a))
-    r2 = to_numpy(family.potential(xbar + 2 * t * D, a))
-    slopes = np.log2(r2 / r1)
-    disp = t * D
-    ratio_l1 = float(np.mean(r1 / np.abs(disp).sum(1)))
-    ratio_l2 = float(np.mean(r1 / (disp**2).sum(1)))
-    return float(2.0 - np.median(slopes)), ratio_l1, ratio_l2
+    X = np.atleast_2d(np.asarray(to_numpy(points), dtype=np.float64))
+    if hasattr(family, "hessian"):
+        H = to_numpy(family.hessian(X, a))
+        if H.shape == X.shape:  # diagonal, elementwise
+            return np.sum(X * X * H, axis=-1)
+        return np.einsum("ji,jik,jk->j", X, H, X)
+
+    def phi(s):
+        return np.sum(to_numpy(family.grad(s * X, a)) * X, axis=-1)
+
+    h = 1e-3
+    d_h = (phi(1 + h) - phi(1 - h)) / (2 * h)
+    d_h2 = (phi(1 + h / 2) - phi(1 - h / 2)) / h
+    return (4 * d_h2 - d_h) / 3
+
+
+def type_index(family, a: float, points) -> np.ndarray:
+    """Type index ``ι_j = 2 − log₂[κ(2x_j) / κ(x_j)]`` for each row ``x_j`` of ``points``.
+
+    ``κ(x) = xᵀ∇²R_a(x)x = d²/ds² R_a(s x)`` at ``s = 1`` (:func:`ray_curvature`). For ``R``
+    homogeneous of degree ``p`` (``‖x‖_p^p``), ``κ = p(p − 1)R`` and ``ι = 2 − p``: ``0`` = L2-like,
+    ``1`` = L1-like (curvature ``∝ 1/|x|``, the entropy's; docs/effects.md). Built from ``∇²R_a``
+    only, so ``R_a + ⟨c, x⟩`` has the same index (docs/theory.md §4).
+    """
+    X = np.atleast_2d(np.asarray(to_numpy(points), dtype=np.float64))
+    check_finite_array("points", X)
+    k1 = ray_curvature(family, a, X)
+    k2 = ray_curvature(family, a, 2.0 * X)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iota = 2.0 - np.log2(k2 / k1)
+    if not (np.all(np.isfinite(iota)) and np.all(k1 > 0) and np.all(k2 > 0)):
+        raise MirrorflowError(
+            f"the curvature of R_a at a = {a:g} is not finite and positive at every test point "
+            "(points outside the domain of R_a, or x = 0?); pass nonzero test points inside the domain"
+        )
+    return iota
 
 
 @dataclass(frozen=True)
@@ -133,10 +175,13 @@ class EffectsReport:
     a : (K,) integrated weight decay (``≥ 0``).
     reference, shift : (K, d) ``x̄(a)``; (K,) ``‖x̄(a) − x̄(0)‖``.
     scale : (K, d) the family's scale parameter, or ``None`` if it has none.
-    local_scale : (K, d) ``diag ∇²R_a*(0)`` (central difference of ``∇R_a*`` at 0).
-    l1_index, ratio_l1, ratio_l2 : (K,) type of bias on the test vectors.
+    type_index : (K,) median type index ``ι`` over the test points ``t·d_j`` (0 = L2-like,
+        1 = L1-like; :func:`type_index`).
     dual_lo, dual_hi : (K, d) interval of ``∇R_a``.
     reach_lo, reach_hi : (K, d) primal reach for dual movement ``|μ_i| ≤ dual_step``.
+    local_scale : (K, d) ``diag ∇²R_a*(0)`` (central difference of ``∇R_a*`` at 0): the reach's
+        rate at ``dual_step → 0``.
+    t : distance of the test points from 0 (the problem's scale of ``x``).
     """
 
     name: str
@@ -145,9 +190,7 @@ class EffectsReport:
     shift: np.ndarray
     scale: np.ndarray | None
     local_scale: np.ndarray
-    l1_index: np.ndarray
-    ratio_l1: np.ndarray
-    ratio_l2: np.ndarray
+    type_index: np.ndarray
     dual_lo: np.ndarray
     dual_hi: np.ndarray
     reach_lo: np.ndarray
@@ -170,9 +213,7 @@ class EffectsReport:
                 "shift": float(self.shift[i]),
                 "scale": None if self.scale is None else float(self.scale[i, 0]),
                 "local_scale": float(self.local_scale[i, 0]),
-                "l1_index": float(self.l1_index[i]),
-                "ratio_l1": float(self.ratio_l1[i]),
-                "ratio_l2": float(self.ratio_l2[i]),
+                "type_index": float(self.type_index[i]),
                 "dual_lo": float(self.dual_lo[i, 0]),
                 "dual_hi": float(self.dual_hi[i, 0]),
                 "reach_lo": float(self.reach_lo[i, 0]),
@@ -181,7 +222,16 @@ class EffectsReport:
         return out
 
     def summary(self) -> dict:
-        return {"family": self.name, "dual_step": self.dual_step, "t": self.t, "rows": self.rows()}
+        return {
+            "family": self.name,
+            "dual_step": self.dual_step,
+            "t": self.t,
+            "type_index_definition": (
+                "2 - median_j log2[k(2 x_j) / k(x_j)], k(x) = x^T Hess R_a(x) x, at test points "
+                "x_j with |x_j| = t (independent of a); 0 = L2-like, 1 = L1-like"
+            ),
+            "rows": self.rows(),
+        }
 
 
 def measure_effects(
@@ -190,7 +240,7 @@ def measure_effects(
     *,
     test_vectors=None,
     n_test: int = 16,
-    t: float = 1.0,
+    t: float = 0.1,
     dual_step: float = 1.0,
     seed: int = 0,
     progress: bool = False,
@@ -199,12 +249,18 @@ def measure_effects(
 
     Parameters
     ----------
-    family : a Legendre family (``reference``, ``inverse``, ``potential``, ``dim``).
+    family : a Legendre family (``reference``, ``inverse``, ``grad``, ``dim``; ``hessian`` and
+        ``scale`` when it has them).
     a_values : integrated weight decays ``a ≥ 0``.
-    test_vectors : ``(J, d)`` directions for the L1-likeness index (normalized to unit ℓ2);
-        default ``n_test`` Gaussian directions drawn with ``seed`` (signs fixed on half-line
-        coordinates so every test point is in the domain).
-    t : displacement size for the index (``R_a`` is compared at ``t`` and ``2t``).
+    test_vectors : ``(J, d)`` directions for the type index (normalized to unit ℓ2); default
+        ``n_test`` Gaussian directions drawn with ``seed``, or ``±1`` in one dimension (signs
+        fixed on half-line coordinates so every test point is in the domain).
+    t : distance of the test points ``t·d_j`` from 0: the problem's scale of ``x`` (the size of the
+        entries you care about). It does not depend on ``a``; the type index is read there. A
+        hyperbolic-entropy coordinate is L2-like for ``|x| ≪ β(a)`` and L1-like for ``|x| ≫ β(a)``
+        (theory §3), so the index moves from 0 to 1 as ``β(a)`` passes below ``t``. Default 0.1,
+        inside the quadratic region of the default initialization (``u₀ = 1, v₀ = 0.5``:
+        ``β₀ = 0.375``).
     dual_step : ``m`` in the primal reach ``[x_i(−m e_i), x_i(m e_i)]``.
     """
     a_arr = np.atleast_1d(np.asarray(a_values, dtype=np.float64))
@@ -227,11 +283,13 @@ def measure_effects(
         if np.any(nrm == 0):
             raise MirrorflowError("test_vectors must be nonzero")
         D = D / nrm
+        check_finite_array("test_vectors", D)
+        family.grad(t * D, 0.0)  # raises a one-line MirrorflowError outside the domain of R_a
     d = family.dim
     ref0 = to_numpy(family.reference(0.0))
     K = a_arr.size
     cols = {k: np.empty((K, d)) for k in ("ref", "loc", "dlo", "dhi", "rlo", "rhi")}
-    idx, r1s, r2s = (np.empty(K) for _ in range(3))
+    idx = np.empty(K)
     has_scale = hasattr(family, "scale")
     scale = np.empty((K, d)) if has_scale else None
     h = 1e-5
@@ -243,7 +301,7 @@ def measure_effects(
                 scale[i] = to_numpy(family.scale(a))
             fd = (to_numpy(family.inverse(E, a)) - to_numpy(family.inverse(-E, a))) / (2 * h)
             cols["loc"][i] = np.diagonal(fd)
-            idx[i], r1s[i], r2s[i] = l1_index(family, a, D, t)
+            idx[i] = float(np.median(type_index(family, a, t * D)))
             cols["dlo"][i], cols["dhi"][i] = dual_interval(family, a)
             cols["rlo"][i], cols["rhi"][i] = primal_reach(family, a, dual_step)
             advance(1)
@@ -254,9 +312,7 @@ def measure_effects(
         shift=np.linalg.norm(cols["ref"] - ref0, axis=1),
         scale=scale,
         local_scale=cols["loc"],
-        l1_index=idx,
-        ratio_l1=r1s,
-        ratio_l2=r2s,
+        type_index=idx,
         dual_lo=cols["dlo"],
         dual_hi=cols["dhi"],
         reach_lo=cols["rlo"],

@@ -243,6 +243,21 @@ class PowerParameterization:
         mu = to_numpy(self.grad(x, a))
         return np.sum(mu * x, axis=-1) - to_numpy(self.conjugate(mu, a))
 
+    @array_api
+    def inverse_derivative(self, mu, a) -> np.ndarray:
+        """Diagonal of ``∇²R_a*(μ)``: ``q K^{-q} (U^{-q-1} + V^{-q-1})`` (elementwise; theory §7)."""
+        U, V = self._sides(np.asarray(mu, dtype=np.float64), a)
+        q, K = self.q, self.K
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            du = np.where(np.isinf(U), 0.0, np.maximum(U, 0.0) ** (-q - 1))
+            dv = np.where(np.isinf(V), 0.0, np.maximum(V, 0.0) ** (-q - 1))
+        return q * K ** (-q) * (du + dv)
+
+    @array_api
+    def hessian(self, x, a) -> np.ndarray:
+        """Diagonal of ``∇²R_a(x) = 1 / ∇²R_a*(∇R_a(x))`` (elementwise)."""
+        return 1.0 / to_numpy(self.inverse_derivative(to_numpy(self.grad(x, a)), a))
+
     def blowup_dual(self, a) -> np.ndarray:
         """Dual time ``μ`` at which ``u`` blows up under a constant push: ``c_u + a`` (theory §7)."""
         return self.dual_interval(a)[1]
