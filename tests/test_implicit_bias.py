@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from scipy.linalg import null_space
-from scipy.optimize import minimize
+from scipy.optimize import linprog, minimize
 
 from mirrorflow import MirrorflowError
 from mirrorflow.geometry import implicit_bias, u_squared_minus_v_squared, uv
@@ -82,3 +82,140 @@ def test_bad_shapes_are_rejected():
         implicit_bias(A, y, fam, -1.0)
     with pytest.raises(MirrorflowError, match="NaN"):
         implicit_bias(A, y * np.nan, fam)
+
+
+# --------------------------------------------------------------------------- infeasible problems
+def _mixed_family():
+    """Coordinates 0, 1 balanced (u0 = v0: x̄ = 1, sign frozen +); 2, 3 not."""
+    return uv([1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.5])
+
+
+_A4 = np.array([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 1.0, 0.0]])
+
+
+def test_infeasible_frozen_signs_are_reported_in_one_line():
+    # x0 + x1 = −1 cannot hold with x0, x1 > 0: an independent LP confirms it has no solution
+    y = np.array([-1.0, 2.0, 0.5])
+    lp = linprog(np.zeros(4), A_eq=_A4, b_eq=y, bounds=[(0, None), (0, None), (None, None), (None, None)])
+    assert lp.status == 2  # infeasible
+    res = implicit_bias(_A4, y, _mixed_family(), 1.0)
+    assert res.status == "infeasible" and not res.converged and res.iterations == 0
+    assert np.all(np.isnan(res.x))
+    assert "\n" not in res.message
+    assert "coordinates 0, 1" in res.message and "u0² ≠ v0²" in res.message
+    with pytest.raises(MirrorflowError, match=r"keeps the frozen signs of coordinates 0, 1"):
+        res.require()
+
+
+def test_feasible_neighbour_still_solves():
+    """Same family and A, a target with x0 + x1 = 1 > 0: solved, KKT checked independently."""
+    y = np.array([1.0, 2.0, 0.5])
+    fam = _mixed_family()
+    res = implicit_bias(_A4, y, fam, 1.0).require()
+    assert res.status == "converged" and res.message == ""
+    assert np.all(res.x[:2] > 0)
+    assert np.linalg.norm(_A4 @ res.x - y) <= 1e-12
+    N = null_space(_A4)
+    g = fam.grad(res.x, 1.0)
+    assert np.linalg.norm(N.T @ g) <= 1e-10 * max(1.0, np.linalg.norm(g))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_infeasible_coordinates_are_the_wrong_sign_ones(seed):
+    """Square invertible A: the only solution is A⁻¹y; the balanced coordinates where it has the
+    wrong sign are exactly the ones the message names."""
+    rng = np.random.default_rng(seed)
+    d = 8
+    A = rng.normal(size=(d, d)) + 3 * np.eye(d)
+    x_true = rng.normal(size=d)
+    balanced = np.arange(d) % 2 == 0                 # even coordinates: u0 = v0 = 1, sign +
+    x_true[0] = -abs(x_true[0])                      # at least one conflict
+    fam = uv(np.ones(d), np.where(balanced, 1.0, 0.3))
+    res = implicit_bias(A, A @ x_true, fam, 0.5)
+    wrong = np.flatnonzero(balanced & (np.linalg.solve(A, A @ x_true) < 0))
+    assert res.status == "infeasible"
+    listed = res.message.split("frozen signs of coordinate")[1].split("(")[0]
+    assert sorted(int(t) for t in listed.strip(" s").split(",")) == wrong.tolist()
+
+
+def test_target_outside_the_range_of_a():
+    A = np.array([[1.0, 1.0, 0.0], [2.0, 2.0, 0.0]])
+    res = implicit_bias(A, np.array([1.0, 3.0]), uv(np.ones(3), np.zeros(3)), 0.0)
+    assert res.status == "infeasible"
+    assert "not in the range of A (rank 1 < n = 2)" in res.message
+
+
+def test_boundary_solution_is_reported():
+    """x0 + x1 = 0 with x0, x1 ≥ 0 forces both to 0: the minimizer is on the domain's edge."""
+    y = np.array([0.0, 2.0, 0.5])
+    res = implicit_bias(_A4, y, _mixed_family(), 1.0)
+    assert "coordinates 0, 1 at 0" in res.message
+    assert res.status in ("converged", "boundary")
+    if res.converged:
+        assert np.all(np.abs(res.x[:2]) < 1e-9)
+
+
+def test_reference_point_underflow_is_reported():
+    fam = uv(np.ones(3), np.full(3, 0.5))
+    res = implicit_bias(np.eye(3), np.array([1.0, 1.0, 2.0]), fam, 400.0)
+    assert res.status == "infeasible" and "underflows to 0" in res.message
+    assert "a < 372" in res.message  # |x̄₀| = 0.5: (log 0.5 + 744.4)/2 = 371.9
+
+
+# --------------------------------------------------------------------------- large a, no warnings
+def _grad_closed_form(x, a, u0, v0):
+    """∇R_a for u ⊙ v from docs/theory.md §3 (c = ½, β = |u0² − v0²|e^{−2a}/2, x̄ = u0v0e^{−2a})."""
+    beta = np.abs(u0**2 - v0**2) / 2 * np.exp(-2 * a)
+    xbar = u0 * v0 * np.exp(-2 * a)
+    return 0.5 * (np.arcsinh(x / beta) - np.arcsinh(xbar / beta))
+
+
+@pytest.mark.filterwarnings("error::scipy.linalg.LinAlgWarning")
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+@pytest.mark.parametrize("a", [0.0, 1.0, 6.0, 30.0, 100.0, 300.0])
+def test_large_a_solves_without_warnings_to_kkt_1e_10(a):
+    """KKT checked independently: feasibility, and ∇R_a(x) (closed form) projected on null(A)."""
+    A, y = _problem(n=40, d=100, seed=0)
+    u0, v0 = np.ones(100), np.full(100, 0.2)
+    res = implicit_bias(A, y, uv(u0, v0), a)
+    assert res.converged and res.status == "converged"
+    assert np.linalg.norm(A @ res.x - y) <= 1e-10 * max(1.0, np.linalg.norm(y))
+    g = _grad_closed_form(res.x, a, u0, v0)
+    Q, _ = np.linalg.qr(A.T)                      # orthonormal basis of range(Aᵀ)
+    assert np.linalg.norm(g - Q @ (Q.T @ g)) <= 1e-10 * max(1.0, np.linalg.norm(g))
+    assert res.regularization >= 1e-14
+
+
+def test_sparse_regression_records_why_there_is_no_prediction(monkeypatch):
+    """A failed prediction does not crash a run: predicted_gap is None and the note says why."""
+    from mirrorflow.experiments import sparse_regression as sr
+
+    infeasible = implicit_bias(_A4, np.array([-1.0, 2.0, 0.5]), _mixed_family(), 1.0)
+    monkeypatch.setattr(sr, "implicit_bias", lambda *args, **kw: infeasible)
+    r = sr.run(sr.Config(n=10, d=20, sparsity=2, step=0.02, switch_at=4.0, seed=1))
+    assert r.status == "converged"
+    assert r.predicted_gap is None
+    assert "no implicit-bias prediction (infeasible)" in r.prediction_note
+    assert r.metrics()["prediction_note"] == r.prediction_note
+
+
+def test_newton_step_cholesky_and_recorded_ridge():
+    from mirrorflow.geometry.implicit_bias import _newton_step
+
+    rng = np.random.default_rng(0)
+    M = rng.normal(size=(5, 5))
+    H = M @ M.T + np.eye(5)
+    g = rng.normal(size=5)
+    step, rho = _newton_step(H, g, 1e-14)
+    assert rho == 1e-14
+    np.testing.assert_allclose(step, -np.linalg.solve(H, g), rtol=1e-10)
+    # numerically indefinite (one eigenvalue −1e-9): the ridge is raised until
+    # Cholesky succeeds, and the step solves the recorded system (D⁻¹HD⁻¹ + ρI) D s = −D⁻¹g
+    Qm, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    H = Qm @ np.diag([-1e-9, 1.0, 2.0, 3.0, 4.0]) @ Qm.T
+    step, rho = _newton_step(H, g, 1e-14)
+    assert 1e-14 < rho <= 1e-6  # raised from 1e-14 in factors of 10 until it factors
+    D = np.sqrt(np.diag(H))
+    Ms = H / np.outer(D, D) + rho * np.eye(5)
+    resid = np.linalg.norm(Ms @ (D * step) + g / D)
+    assert resid <= 1e-12 * np.linalg.norm(Ms, 2) * np.linalg.norm(D * step)  # backward stable

@@ -11,7 +11,9 @@ units; then, when the decay has ended, the remaining gradient flow (a fixed mirr
 With decay always on, gradient descent runs until it is stationary (a Lasso-like point).
 
 When the decay has ended and the run converged, the result includes ``predicted_gap``: the
-distance to the implicit-bias prediction ``argmin_{Ax=y} R_a(x)`` (theory §5).
+distance to the implicit-bias prediction ``argmin_{Ax=y} R_a(x)`` (theory §5). When the
+prediction cannot be made (e.g. no solution of ``Ax = y`` keeps the frozen signs of balanced
+coordinates), ``predicted_gap`` is ``None`` and ``prediction_note`` says why, in one line.
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Result(ExperimentResult):
     predicted_gap: float | None
     runtime_s: float
     curves: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+    prediction_note: str | None = None
 
 
 def make_problem(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -162,10 +165,14 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
             status = "converged" if ok else "max-time"
         resid = float(np.linalg.norm(Ai @ x - yi) / max(np.linalg.norm(yi), 1e-300))
         a = float(sim.a_final[i])
-        gap = None
+        gap = note = None
         if ends[i] and status == "converged":
             legendre = param.legendre(np.full(c.d, c.u0), np.full(c.d, c.v0))
-            gap = float(np.linalg.norm(x - implicit_bias(Ai, yi, legendre, a).x))
+            pred = implicit_bias(Ai, yi, legendre, a)
+            if pred.converged:
+                gap = float(np.linalg.norm(x - pred.x))
+            else:
+                note = f"no implicit-bias prediction ({pred.status}): {pred.message}"
         traj = sim.x[:, i, :]
         curves = {
             "time": np.append(sim.times, t_end),
@@ -187,6 +194,7 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
             predicted_gap=gap,
             runtime_s=elapsed + time.perf_counter() - t1,
             curves=curves,
+            prediction_note=note,
         ))
     return out
 

@@ -8,14 +8,33 @@ Why the dual and not root finding on ``A ∇R*(Aᵀλ) = y``: for a tiny scale (
 ``|δ| ≈ 6e-6``) that map is nearly flat and then exponentially steep; plain Newton on it
 overshoots to overflow. On the dual every step is a descent step of a convex function, and the
 line search keeps iterates finite.
+
+**Newton systems.** ``H = A diag(∇²R_a*(μ)) Aᵀ`` is badly conditioned at large ``a`` (curvatures
+from ``β(a) ≈ 10⁻²⁶¹`` to ``O(1)`` at ``a = 300``). It is solved by Cholesky after symmetric
+diagonal (Jacobi) scaling, with a ridge ``ρ·I`` on the scaled matrix: ``ρ = 10⁻¹⁴``, raised
+tenfold while the factorization fails. The largest ``ρ`` used is recorded
+(``ImplicitBiasResult.regularization``). A ridge only changes the step, not the fixed point:
+accuracy is judged by the feasibility ``‖Ax − y‖`` of the final iterate.
+
+**Feasibility.** A coordinate with ``β(a) = 0`` (balanced, ``u₀² = v₀²`` or ``x = u²``; or
+``β₀e^{−2a}`` underflowing to 0) keeps the sign of its reference point, so ``{Ax = y}`` may not
+meet the domain of ``R_a``. Before any Newton step a linear program (``scipy.optimize.linprog``,
+HiGHS) finds the largest margin ``τ`` with ``Ax = y`` and ``sign(x̄_i)·x_i ≥ τ`` on those
+coordinates: ``τ < 0`` means no solution (status ``"infeasible"``), ``τ = 0`` that every solution
+has some of them at 0, on the boundary of the domain, where the dual diverges (status
+``"boundary"`` unless the solve still converges). A second LP names the coordinates responsible:
+a certificate ``λ`` with ``(Aᵀλ)_i = 0`` off those coordinates, ``sign(x̄_i)(Aᵀλ)_i ≤ 0`` on them
+and ``⟨λ, y⟩ ≥ 0``; since ``⟨λ, y⟩ = Σ_i x_i (Aᵀλ)_i`` for any solution, the coordinates where
+``(Aᵀλ)_i ≠ 0`` cannot all keep their frozen signs strictly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import scipy.linalg
+from scipy.optimize import linprog
 
 from mirrorflow._core.array import to_numpy
 from mirrorflow._core.threads import blas_threads
@@ -36,11 +55,18 @@ class ImplicitBiasResult:
 
     Attributes
     ----------
-    x : (d,) the predicted limit.
+    x : (d,) the predicted limit (``nan`` when the problem is infeasible).
     dual : (n,) the multiplier ``λ`` with ``∇R_a(x) = Aᵀλ``.
     kkt_residual : ``‖Ax − y‖ / max(1, ‖y‖)`` (stationarity holds by construction).
     iterations : Newton iterations used.
     converged : whether ``kkt_residual <= tol``.
+    status : ``"converged"``, ``"infeasible"`` (no ``x`` in the domain of ``R_a`` satisfies
+        ``Ax = y``), ``"boundary"`` (only solutions with frozen-sign coordinates at 0; the dual
+        diverges), ``"max-iter"`` or ``"stalled"`` (the line search made no progress at float64
+        precision).
+    message : one line saying why, which coordinates and what to change (``""`` when converged
+        without remark).
+    regularization : largest ridge ``ρ`` added to the Jacobi-scaled Newton systems.
     """
 
     x: np.ndarray
@@ -48,6 +74,15 @@ class ImplicitBiasResult:
     kkt_residual: float
     iterations: int
     converged: bool
+    status: str = "converged"
+    message: str = ""
+    regularization: float = 0.0
+
+    def require(self) -> ImplicitBiasResult:
+        """Return ``self`` if converged, else raise :class:`MirrorflowError` with :attr:`message`."""
+        if not self.converged:
+            raise MirrorflowError(self.message)
+        return self
 
 
 def _check_problem(A, y, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +136,11 @@ def implicit_bias(
     Returns
     -------
     ImplicitBiasResult
-        With ``kkt_residual`` and ``iterations`` reported (check ``converged``).
+        With ``kkt_residual``, ``iterations``, ``status`` and a one-line ``message`` when it did
+        not converge (check ``converged``, or call ``.require()`` to raise
+        :class:`MirrorflowError`). An infeasible problem (frozen signs of balanced coordinates
+        that the constraint ``Ax = y`` would have to break, or ``y`` outside the range of ``A``)
+        is detected by a linear program before any Newton step (module docstring).
     """
     A, y = _check_problem(A, y, legendre.dim)
     a = check_finite_scalar("a", a, minimum=0.0)
@@ -110,7 +149,121 @@ def implicit_bias(
     if threads is not None:
         threads = check_positive_int("threads", threads)
     with blas_threads(threads):
-        return _solve(A, y, legendre, a, tol, max_iter)
+        issue = _feasibility(A, y, legendre, a)
+        if issue is not None and issue[0] == "infeasible":
+            nan = np.full(A.shape[1], np.nan)
+            return ImplicitBiasResult(nan, np.full(A.shape[0], np.nan), float("inf"), 0, False,
+                                      "infeasible", issue[1])
+        res = _solve(A, y, legendre, a, tol, max_iter)
+        if issue is not None:  # boundary: report it whether or not the solve got there
+            status = res.status if res.converged else "boundary"
+            return replace(res, status=status, message=issue[1])
+        return res
+
+
+def _coords(idx: np.ndarray, noun: str, limit: int = 8) -> str:
+    """``"coordinate 3"`` / ``"coordinates 0, 1, …"`` (at most ``limit`` listed)."""
+    shown = ", ".join(str(int(i)) for i in idx[:limit])
+    more = f" and {idx.size - limit} more" if idx.size > limit else ""
+    return f"{noun}{'s' if idx.size > 1 else ''} {shown}{more}"
+
+
+def _feasibility(A, y, legendre, a) -> tuple[str, str] | None:
+    """``None`` if ``{Ax = y}`` meets the interior of the domain of ``R_a``, else ``(status, line)``.
+
+    LPs described in the module docstring (docs/theory.md §3: balanced coordinates keep their sign).
+    """
+    n, d = A.shape
+    ynorm = max(1.0, float(np.linalg.norm(y)))
+    x_ls, *_ = np.linalg.lstsq(A, y, rcond=None)
+    if np.linalg.norm(A @ x_ls - y) > 1e-9 * ynorm:
+        rank = np.linalg.matrix_rank(A)
+        return ("infeasible",
+                f"no x satisfies Ax = y: y is not in the range of A (rank {rank} < n = {n}); "
+                "drop dependent rows of A or use a consistent y")
+    beta = np.asarray(legendre.beta(a), dtype=np.float64)
+    half = np.flatnonzero(beta == 0)
+    if half.size == 0:
+        return None
+    lost = half[np.asarray(legendre.reference(a))[half] == 0]
+    if lost.size:
+        return ("infeasible",
+                f"at a = {a:g} the reference point x̄(a) = x̄₀e^(−2a) underflows to 0 on "
+                f"{_coords(lost, 'coordinate')}, so R_a is not representable in float64 there; "
+                f"use a smaller a (here about a < {_underflow_a(legendre.xbar0[lost]):.0f})")
+    s = np.sign(legendre.xbar0)[half]
+    scale = max(1.0, float(np.abs(x_ls).max()))
+    # margin LP: max τ s.t. Ax = y, s_i x_i ≥ τ (i frozen), τ ≤ scale
+    c = np.zeros(d + 1)
+    c[-1] = -1.0
+    A_ub = np.zeros((half.size, d + 1))
+    A_ub[np.arange(half.size), half] = -s
+    A_ub[:, -1] = 1.0
+    opts = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
+    lp = linprog(c, A_ub=A_ub, b_ub=np.zeros(half.size), A_eq=np.hstack([A, np.zeros((n, 1))]),
+                 b_eq=y, bounds=[(None, None)] * d + [(None, scale)], method="highs",
+                 options=opts)
+    if lp.status == 0 and -lp.fun > 1e-9 * scale:
+        return None
+    margin = -lp.fun if lp.status == 0 else -np.inf
+    infeasible = margin < -1e-9 * scale
+    # certificate LPs over λ: z = −s ⊙ (Aᵀλ)_frozen ∈ [0, 1], (Aᵀλ)_free = 0. Infeasible: the
+    # largest ⟨λ, y⟩ > 0, then the fewest coordinates giving it; boundary: the most coordinates
+    # with ⟨λ, y⟩ ≥ 0 (each of them is 0 in every solution)
+    free = np.setdiff1d(np.arange(d), half)
+    SA = s[:, None] * A.T[half]                       # rows: s_i (Aᵀλ)_i as a function of λ
+    box_ub = np.vstack([SA, -SA])
+    box_b = np.concatenate([np.zeros(half.size), np.ones(half.size)])
+    eq = {"A_eq": A.T[free], "b_eq": np.zeros(free.size)} if free.size else {}
+    common = {"bounds": [(None, None)] * n, "method": "highs", "options": opts, **eq}
+    if infeasible:
+        best = linprog(-y, A_ub=box_ub, b_ub=box_b, **common)
+        v = -best.fun if best.status == 0 else 0.0
+        cert = linprog(-np.sum(SA, axis=0), A_ub=np.vstack([box_ub, -y[None]]),
+                       b_ub=np.concatenate([box_b, [-(1 - 1e-6) * v]]), **common)
+    else:
+        cert = linprog(np.sum(SA, axis=0), A_ub=np.vstack([box_ub, -y[None]]),
+                       b_ub=np.concatenate([box_b, [0.0]]), **common)
+    z = -(SA @ cert.x) if cert.status == 0 else np.zeros(half.size)
+    culprits = half[z > 1e-7]
+    if culprits.size == 0:
+        culprits = half
+    if np.all(legendre.beta0[culprits] == 0):
+        why = "balanced: u0² = v0², or x = u², so x_i never changes sign"
+        fix = "start them unbalanced (u0² ≠ v0²)"
+    else:
+        why = f"β(a) = β₀e^(−2a) underflows to 0 at a = {a:g}, which freezes the sign"
+        fix = f"use a smaller a (about a < {_underflow_a(legendre.beta0[culprits]):.0f})"
+    if infeasible:
+        return ("infeasible",
+                f"no x with Ax = y keeps the frozen signs of {_coords(culprits, 'coordinate')} "
+                f"(the sign of x̄ there; {why}): {fix} or use a target y reachable with those signs")
+    return ("boundary",
+            f"every x with Ax = y has {_coords(culprits, 'coordinate')} at 0, the edge of the "
+            f"frozen-sign domain ({why}): the minimizer is on the boundary, where the dual "
+            f"diverges; {fix} or change y")
+
+
+def _underflow_a(v: np.ndarray) -> float:
+    """Smallest ``a`` at which ``|v| e^{−2a}`` underflows to 0 in float64 (≈ ``(log|v| + 744)/2``)."""
+    v = np.abs(v[v != 0])
+    return float(np.min((np.log(v) + 744.4) / 2)) if v.size else 0.0
+
+
+def _newton_step(H: np.ndarray, grad: np.ndarray, rho: float) -> tuple[np.ndarray, float]:
+    """``−H⁻¹ grad`` by Cholesky of the Jacobi-scaled ``H + ρ I``; raises ``ρ`` until it factors."""
+    dg = np.sqrt(np.maximum(np.diag(H), 1e-300))
+    Hs = H / dg[:, None] / dg[None, :]
+    gs = grad / dg
+    eye = np.eye(H.shape[0])
+    while True:
+        try:
+            cf = scipy.linalg.cho_factor(Hs + rho * eye, check_finite=False)
+            return -scipy.linalg.cho_solve(cf, gs, check_finite=False) / dg, rho
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            if rho >= 1.0:  # pragma: no cover - a unit ridge on a unit-diagonal PSD matrix factors
+                return -gs / dg, rho
+            rho *= 10.0
 
 
 def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
@@ -126,18 +279,16 @@ def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
     lam = np.zeros(A.shape[0])
     val, x, mu = dual(lam)
     it = 0
+    rho_max = 0.0
+    stalled = False
     for it in range(1, max_iter + 1):
         grad = A @ x - y
         if np.linalg.norm(grad) / ynorm <= tol:
             it -= 1
             break
         curv = legendre.inverse_derivative(mu, a)
-        H = (A * curv) @ A.T
-        H[np.diag_indices_from(H)] += 1e-300 + 1e-14 * np.max(np.abs(np.diag(H)))
-        try:
-            step = -scipy.linalg.solve(H, grad, assume_a="pos", check_finite=False)
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-            step = -np.linalg.lstsq(H, grad, rcond=None)[0]
+        step, rho = _newton_step((A * curv) @ A.T, grad, 1e-14)
+        rho_max = max(rho_max, rho)
         slope = float(grad @ step)
         gnorm = np.linalg.norm(grad)
         # trust region in the exponent: change θ = μ/c by at most 20 per step (a flat start with
@@ -155,8 +306,19 @@ def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
                     break
             t *= 0.5
         else:
+            stalled = True
             break  # no progress possible at float64 precision
         lam = lam + t * step
         val, x, mu = new_val, new_x, new_mu
     resid = float(np.linalg.norm(A @ x - y) / ynorm)
-    return ImplicitBiasResult(np.asarray(x), lam, resid, it, resid <= tol)
+    if resid <= tol:
+        return ImplicitBiasResult(np.asarray(x), lam, resid, it, True, regularization=rho_max)
+    if stalled:
+        status, msg = "stalled", (
+            f"the dual Newton solve stalled after {it} iterations at residual {resid:.3g} > tol "
+            f"{tol:g}: no step makes progress at float64 precision; loosen tol")
+    else:
+        status, msg = "max-iter", (
+            f"the dual Newton solve reached max_iter = {max_iter} at residual {resid:.3g} > tol "
+            f"{tol:g}; raise max_iter or loosen tol")
+    return ImplicitBiasResult(np.asarray(x), lam, resid, it, False, status, msg, rho_max)
