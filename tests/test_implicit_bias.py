@@ -139,10 +139,18 @@ def test_infeasible_coordinates_are_the_wrong_sign_ones(seed):
 
 
 def test_target_outside_the_range_of_a():
+    # n ≤ d: found after the solve fails (rows 0 and 1 are parallel, y is not)
     A = np.array([[1.0, 1.0, 0.0], [2.0, 2.0, 0.0]])
     res = implicit_bias(A, np.array([1.0, 3.0]), uv(np.ones(3), np.zeros(3)), 0.0)
-    assert res.status == "infeasible"
+    assert res.status == "infeasible" and np.all(np.isnan(res.x))
     assert "not in the range of A (rank 1 < n = 2)" in res.message
+    # n > d: checked before any Newton step
+    A = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    res = implicit_bias(A, np.array([1.0, 1.0, 3.0]), uv(np.ones(2), np.zeros(2)), 0.0)
+    assert res.status == "infeasible" and res.iterations == 0
+    assert "rank 2 < n = 3" in res.message
+    # the consistent neighbour solves
+    assert implicit_bias(A, np.array([1.0, 1.0, 2.0]), uv(np.ones(2), np.zeros(2)), 0.0).converged
 
 
 def test_boundary_solution_is_reported():
