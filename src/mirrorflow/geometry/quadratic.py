@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 _BASIS_SEED = 20240229  # fixed: the random combination used to find the common eigenbasis
+#: largest Newton step per coordinate of μ in the conjugate solve (a trust region; see _solve)
+_MAX_STEP = 10.0
 
 
 def _commutator_check(mats: list[np.ndarray], names: list[str], tol: float) -> None:
@@ -229,7 +231,7 @@ class CommutingQuadratic:
             r = np.abs(0.5 * e @ self._lam.T - x) / np.maximum(scale, 1e-300)
         return np.where(np.isfinite(r), r, np.inf).max(-1)
 
-    def _solve(self, x: np.ndarray, a, max_iter: int = 200) -> np.ndarray:
+    def _solve(self, x: np.ndarray, a, max_iter: int = 400) -> np.ndarray:
         """Damped Newton on ``Φ(μ) = Q_a(μ) − ⟨x, μ⟩`` for a batch ``x (N, n)``.
 
         Armijo backtracking on ``Φ``; near the optimum, where ``Φ`` no longer resolves progress,
@@ -253,6 +255,11 @@ class CommutingQuadratic:
                 step = -np.linalg.solve(H, grad[..., None])[..., 0]
             except np.linalg.LinAlgError:
                 step = -np.stack([np.linalg.lstsq(h, g_, rcond=None)[0] for h, g_ in zip(H, grad)])
+            # trust region: far from the solution (large a: Q_a ~ e^{-2a}, so H is tiny at μ = 0)
+            # the Newton step is astronomically long; move at most _MAX_STEP per coordinate
+            # (the exponents change by at most 2·_MAX_STEP·max|λ|) and let Newton finish
+            big = np.abs(step).max(-1)
+            step = step * np.minimum(1.0, _MAX_STEP / np.maximum(big, 1e-300))[:, None]
             slope = np.sum(grad * step, -1)
             t = np.ones(len(idx))
             ok = np.zeros(len(idx), dtype=bool)
