@@ -15,15 +15,21 @@ Files written to ``OUT``::
     <experiment>_summary.png     per metric: mean ± sd per setting with the seeds as dots
     <experiment>_curves.png      the experiment's own ``plot`` of one run (lowest seed) per setting
 
-The report is built in a temporary folder and moved into ``OUT`` only when complete.
+The report is built in a temporary folder and moved into ``OUT`` only when complete; temporary
+folders that a killed report left behind are removed by the next one.
+
+Only runs of one mirrorflow version are reported (default: the installed version); runs of other
+versions are counted and named in the notes, never averaged in (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from mirrorflow._core.figure import new_figure
-from mirrorflow._core.validation import MirrorflowError
+from mirrorflow._core.validation import MirrorflowError, check_writable_folder
 from mirrorflow.sweep.store import ResultStore, RunRecord
 
 __all__ = ["GroupStats", "ReportFiles", "group_runs", "metric_stats", "write_report"]
@@ -150,31 +156,71 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def write_report(db: str | Path | ResultStore, out: str | Path) -> ReportFiles:
-    """Write the report of every experiment in the results database ``db`` to folder ``out``."""
+def write_report(db: str | Path | ResultStore, out: str | Path,
+                 version: str | None = None) -> ReportFiles:
+    """Write the report of every experiment in the results database ``db`` to folder ``out``.
+
+    Only runs written by mirrorflow ``version`` (default: this one) enter it; the others are
+    counted in the notes.
+    """
     out = Path(out)
     if not out.parent.is_dir():
         raise MirrorflowError(f"cannot write report to {out}: folder {out.parent} does not exist")
     if out.exists() and not out.is_dir():
         raise MirrorflowError(f"--out {out} is a file; pass a folder")
+    check_writable_folder(out if out.is_dir() else out.parent, what=f"report to {out}")
+    if version is None:
+        import mirrorflow
+
+        version = mirrorflow.__version__
     if isinstance(db, ResultStore):
-        return _write(db, out)
+        return _write(db, out, version)
     with ResultStore(db, create=False) as store:
-        return _write(store, out)
+        return _write(store, out, version)
 
 
-def _write(store: ResultStore, out: Path) -> ReportFiles:
+def _one_version(records: list[RunRecord], version: str, path: Path) -> tuple[list, list[str]]:
+    """The records of ``version``, and a note on the runs of other versions left out."""
+    others = Counter(r.version for r in records if r.version != version)
+    kept = [r for r in records if r.version == version]
+    listed = ", ".join(f"{v or '(none)'}: {n}" for v, n in sorted(others.items()))
+    if records and not kept:
+        raise MirrorflowError(f"{path} holds no runs of mirrorflow {version} (runs by version: "
+                              f"{listed}); pass --version to report one of those")
+    note = [] if not others else [
+        f"left out {sum(others.values())} runs of other mirrorflow versions ({listed}); "
+        f"results of different code are never mixed: `mirrorflow report --version V` "
+        f"reports them"]
+    return kept, note
+
+
+def _stale_tmp(out: Path) -> None:
+    """Remove temporary folders of reports to ``out`` whose process is gone (killed)."""
+    for p in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
+
+
+def _write(store: ResultStore, out: Path, version: str) -> ReportFiles:
     records = store.records()
     if not records:
         raise MirrorflowError(f"{store.path} holds no runs; run a sweep into it first")
+    records, version_note = _one_version(records, version, store.path)
     by_exp: dict[str, list[RunRecord]] = {}
     for r in records:
         by_exp.setdefault(r.experiment, []).append(r)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    _stale_tmp(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
-        notes: list[str] = []
+        notes: list[str] = list(version_note)
         md = ["# mirrorflow report", "",
-              f"Results database: `{store.path.name}` — {len(records)} runs, "
+              f"Results database: `{store.path.name}` — {len(records)} runs of mirrorflow "
+              f"{version}, "
               f"{len(by_exp)} experiment(s). Tables: mean ± sample sd over seeds of the "
               f"`done` runs (n = number of values); diverged and failed runs are counted, "
               f"not averaged.", ""]
