@@ -92,11 +92,17 @@ def test_report_never_mixes_versions_and_says_what_it_left_out(tmp_path):
     old = cli_here("report", db, "--out", tmp_path / "old", "--version", "0.0.9")
     assert old.returncode == 0
     assert "left out 4 runs" in old.stderr
-    only_old = tmp_path / "o.sqlite"
-    with ResultStore(only_old) as store:
+    older = tmp_path / "o.sqlite"  # no run of this version: one old version is reported, said
+    with ResultStore(older) as store:
         store.write(RunRecord(run_id="o", experiment="toy", config={"seed": 0}, status="done",
                               metrics={"err": 1.0}, version="0.0.9"))
-    one_error_line(cli_here("report", only_old, "--out", tmp_path / "x"), "no runs of mirrorflow")
+    one = cli_here("report", older, "--out", tmp_path / "x")
+    assert one.returncode == 0 and "all runs were written by mirrorflow 0.0.9" in one.stderr
+    with ResultStore(older) as store:  # two old versions, none of this one: which? refused
+        store.write(RunRecord(run_id="p", experiment="toy", config={"seed": 1}, status="done",
+                              metrics={"err": 2.0}, version="0.0.8"))
+    one_error_line(cli_here("report", older, "--out", tmp_path / "y"),
+                   "no runs of mirrorflow " + mirrorflow.__version__)
 
 
 # ----------------------------------------------------------------------------- item 4

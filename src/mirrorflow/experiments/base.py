@@ -28,7 +28,7 @@ import typing
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import pydantic
@@ -113,7 +113,8 @@ class ScheduleConfig:
 
     #: How the step grid samples the decay: ``"midpoint"`` (gradient descent: step ``k`` uses
     #: ``α((k + ½) η)``) or ``"start"`` (optimizers: the decay is off from step ``ceil(T / lr)``).
-    decay_rule: ClassVar[str] = "midpoint"
+    #: A plain class attribute, not a field: not part of the config or of run ids.
+    decay_rule = "midpoint"
 
     def make_schedule(self) -> Schedule:
         """The continuous-time schedule ``α_t`` of this config (docs/theory.md §1)."""

@@ -18,8 +18,9 @@ Files written to ``OUT``::
 The report is built in a temporary folder and moved into ``OUT`` only when complete; temporary
 folders that a killed report left behind are removed by the next one.
 
-Only runs of one mirrorflow version are reported (default: the installed version); runs of other
-versions are counted and named in the notes, never averaged in (docs/reliability.md).
+Only runs of one mirrorflow version are reported (default: the installed version, or the one
+version in the store when it holds no other); runs of other versions are counted and named in the
+notes, never averaged in (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -160,8 +161,8 @@ def write_report(db: str | Path | ResultStore, out: str | Path,
                  version: str | None = None) -> ReportFiles:
     """Write the report of every experiment in the results database ``db`` to folder ``out``.
 
-    Only runs written by mirrorflow ``version`` (default: this one) enter it; the others are
-    counted in the notes.
+    Only runs written by mirrorflow ``version`` enter it (default: this version, or the only
+    version in the store); the others are counted in the notes.
     """
     out = Path(out)
     if not out.parent.is_dir():
@@ -169,29 +170,39 @@ def write_report(db: str | Path | ResultStore, out: str | Path,
     if out.exists() and not out.is_dir():
         raise MirrorflowError(f"--out {out} is a file; pass a folder")
     check_writable_folder(out if out.is_dir() else out.parent, what=f"report to {out}")
-    if version is None:
-        import mirrorflow
-
-        version = mirrorflow.__version__
     if isinstance(db, ResultStore):
         return _write(db, out, version)
     with ResultStore(db, create=False) as store:
         return _write(store, out, version)
 
 
-def _one_version(records: list[RunRecord], version: str, path: Path) -> tuple[list, list[str]]:
-    """The records of ``version``, and a note on the runs of other versions left out."""
-    others = Counter(r.version for r in records if r.version != version)
-    kept = [r for r in records if r.version == version]
-    listed = ", ".join(f"{v or '(none)'}: {n}" for v, n in sorted(others.items()))
-    if records and not kept:
+def _one_version(records: list[RunRecord], version: str | None,
+                 path: Path) -> tuple[str, list[RunRecord], list[str]]:
+    """``(version, its records, notes)``: the runs of one mirrorflow version and a note on
+    the runs of other versions left out (``version=None``: this one, or the only one)."""
+    import mirrorflow
+
+    versions = Counter(r.version for r in records)
+    notes = []
+    if version is None:
+        version = mirrorflow.__version__
+        if version not in versions and len(versions) == 1:
+            (version,) = versions
+            notes.append(f"all runs were written by mirrorflow {version or '(unknown)'}, not "
+                         f"by this version ({mirrorflow.__version__})")
+
+    def listed(vs):
+        return ", ".join(f"{v or '(unknown)'}: {versions[v]}" for v in sorted(vs))
+
+    if version not in versions:
         raise MirrorflowError(f"{path} holds no runs of mirrorflow {version} (runs by version: "
-                              f"{listed}); pass --version to report one of those")
-    note = [] if not others else [
-        f"left out {sum(others.values())} runs of other mirrorflow versions ({listed}); "
-        f"results of different code are never mixed: `mirrorflow report --version V` "
-        f"reports them"]
-    return kept, note
+                              f"{listed(versions)}); pass --version V to report one of those")
+    others = [v for v in versions if v != version]
+    if others:
+        notes.append(f"left out {sum(versions[v] for v in others)} runs of other mirrorflow "
+                     f"versions ({listed(others)}); results of different code are never "
+                     f"mixed: `mirrorflow report --version V` reports them")
+    return version, [r for r in records if r.version == version], notes
 
 
 def _stale_tmp(out: Path) -> None:
@@ -206,11 +217,11 @@ def _stale_tmp(out: Path) -> None:
             continue
 
 
-def _write(store: ResultStore, out: Path, version: str) -> ReportFiles:
+def _write(store: ResultStore, out: Path, version: str | None) -> ReportFiles:
     records = store.records()
     if not records:
         raise MirrorflowError(f"{store.path} holds no runs; run a sweep into it first")
-    records, version_note = _one_version(records, version, store.path)
+    version, records, version_note = _one_version(records, version, store.path)
     by_exp: dict[str, list[RunRecord]] = {}
     for r in records:
         by_exp.setdefault(r.experiment, []).append(r)
@@ -220,7 +231,7 @@ def _write(store: ResultStore, out: Path, version: str) -> ReportFiles:
         notes: list[str] = list(version_note)
         md = ["# mirrorflow report", "",
               f"Results database: `{store.path.name}` — {len(records)} runs of mirrorflow "
-              f"{version}, "
+              f"{version or '(unknown version)'}, "
               f"{len(by_exp)} experiment(s). Tables: mean ± sample sd over seeds of the "
               f"`done` runs (n = number of values); diverged and failed runs are counted, "
               f"not averaged.", ""]
