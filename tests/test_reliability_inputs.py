@@ -338,9 +338,12 @@ def test_nothing_is_left_behind(tmp_path):
 def test_a_killed_report_leaves_no_temporary_folder_after_the_next(tmp_path):
     """Item 10: `kill -9` of `report` while it writes leaves a hidden temporary folder; the
     next report removes it (its process is gone) and leaves none of its own."""
-    spec = write_spec(tmp_path / "s.toml", seeds=range(3))
-    db = spec.with_suffix(".sqlite")
-    assert cli("sweep", spec, "--workers", "1").returncode == 0
+    spec = parse_spec({"experiment": "sparse-regression", "base": {
+        "n": 10, "d": 20, "sparsity": 2, "step": 0.05, "tail": "gd", "t_max": 20.0},
+        "grid": {"seed": [0, 1, 2]}, "zip": {"schedule": ["none", "constant"]}})
+    db = tmp_path / "s.sqlite"
+    with ResultStore(db) as store:
+        assert run_sweep(spec, store, LocalExecutor(workers=1)).done == 6
     out = tmp_path / "rep"
     for _ in range(5):  # catch it while its temporary folder exists
         proc = subprocess.Popen([sys.executable, "-m", "mirrorflow.cli", "report", str(db),
