@@ -237,6 +237,21 @@ def test_absurd_sizes_are_refused_before_allocating():
     one_error_line(cli_here("run", "sparse-regression", "--set", "step=1e-9"), "1e+08")
 
 
+def test_the_builtin_sweeps_fit_the_default_bounds():
+    """Item 7: the up-front bounds never refuse a built-in sweep (quick or full): every run's
+    estimated steps and memory are well within the defaults."""
+    from mirrorflow._core.limits import DEFAULT_LIMITS
+    from mirrorflow.sweep import builtin_specs, check_sweep_limits
+
+    for quick in (True, False):
+        specs, _ = builtin_specs(quick)
+        for spec in specs:
+            check_sweep_limits(spec, DEFAULT_LIMITS)
+            for r in spec.runs:
+                cost = r.config.cost()
+                assert cost.steps <= 10**6 and cost.memory <= 2 * 2**30, (spec.name, cost)
+
+
 def test_a_huge_grid_is_refused_before_expanding(tmp_path):
     """Item 7: a grid of 10⁸ runs is counted, not expanded: one line within seconds."""
     spec = tmp_path / "huge.toml"
