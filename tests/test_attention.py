@@ -74,11 +74,14 @@ def test_cli_json_and_error(tmp_path):
     runner = CliRunner()
     out = tmp_path / "att.png"
     res = runner.invoke(app, ["run", "attention", "--json", "--seed", "2", "--set", "t_max=5",
-                              "--set", "n_test=20", "--plot", str(out)])
+                              "--schedule", "constant", "--set", "n_test=20", "--plot", str(out)])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["experiment"] == "attention" and data["config"]["wd"] == 0.05
-    assert data["integrated_wd"] == pytest.approx(0.05 * 5)  # default wd, switch time beyond t_max
+    assert data["integrated_wd"] == pytest.approx(0.05 * 5)  # default wd, on until t_max
+    # the default switch (t = 40) after the end of a run of t_max = 5: refused, not half applied
+    half = runner.invoke(app, ["run", "attention", "--set", "t_max=5"])
+    assert half.exit_code == 2 and "after the end of the run (t_max = 5)" in half.output
     assert out.stat().st_size > 1000
     bad = runner.invoke(app, ["run", "attention", "--set", "teacher_rank=9"])
     assert bad.exit_code == 2

@@ -43,9 +43,12 @@ def test_shared_fields_declared_once(name):
     for f in dataclasses.fields(exp.config_cls):
         if f.name in SHARED:
             assert f.type == base[f.name], f"{name}.{f.name} redeclares its type"
-    cfg = exp.make_config({"schedule": "budget", "budget": 0.5, "wd": 0.25})
+    # a budget the run can spend: ends at a quarter of the default run (time_grid)
+    end = exp.make_config({}).time_grid().end
+    cfg = exp.make_config({"schedule": "budget", "budget": 0.25 * 0.25 * end, "wd": 0.25})
     sched = cfg.make_schedule()
-    assert sched.final_integral == pytest.approx(0.5) and sched.settle_time == pytest.approx(2.0)
+    assert sched.final_integral == pytest.approx(0.0625 * end)
+    assert sched.settle_time == pytest.approx(0.25 * end)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -160,7 +160,8 @@ def test_switch_off_beats_constant_and_none_small_case():
 
 
 def test_batched_equals_single_and_seeded():
-    cfgs = [Config(d=6, rank=1, m=25, t_max=10.0, baseline="none", seed=s, schedule=sch)
+    cfgs = [Config(d=6, rank=1, m=25, t_max=10.0, switch_at=5.0, baseline="none", seed=s,
+                   schedule=sch)
             for s, sch in ((0, "switch-off"), (1, "constant"))]
     batch = run_batch(cfgs)
     for c, rb in zip(cfgs, batch):

@@ -151,7 +151,7 @@ def test_cli_json_and_errors(tmp_path):
     runner = CliRunner()
     fig = tmp_path / "sc.png"
     res = runner.invoke(app, ["run", "sparse-coding", "--json", "--seed", "1", "--wd", "0.05",
-                              "--set", "iterations=60", "--set", "n_train=60", "--set", "n_test=20",
+                              "--switch-at", "1.5", "--set", "iterations=60", "--set", "n_train=60", "--set", "n_test=20",
                               "--set", "atoms=10", "--set", "patch_size=4", "--plot", str(fig)])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)

@@ -161,7 +161,9 @@ def test_forced_nan_run_is_diverged_and_the_others_finish(tmp_path):
             # gradient descent with step 5 on ‖Ax−y‖² (‖AᵀA‖ ≈ 1) blows up: recorded with its step
             assert rec.status == "diverged"
             assert 0 < rec.diverged_step < 200.0 / 5.0  # before the time cap
-            assert rec.metrics["recovery_error"] is None  # NaN stored as null
+            # caught when the residual grew 10⁴-fold (or NaN, stored as null): never done
+            err = rec.metrics["recovery_error"]
+            assert err is None or err > 1e3
         else:
             assert rec.status == "done" and rec.metrics["recovery_error"] < 5
 

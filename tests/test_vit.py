@@ -52,7 +52,7 @@ def _head_ratios_numpy(model):
 
 def test_vit_switch_changes_optimizer_decay_and_ratios_are_real():
     lr, wd = 1e-3, 0.5
-    cfg = Config(steps=6, eval_every=1, lr=lr, wd=wd, max_samples=120,
+    cfg = Config(steps=6, eval_every=1, lr=lr, wd=wd, max_samples=120, switch_at=3 * lr,
                  batch_size=32, dim=8, heads=2, depth=2, compare=False)
     res = train_vit(cfg, SwitchOffDecay(wd, 3 * lr))
     # decay seen by the optimizer before each step: on for steps 0-2, off from step 3

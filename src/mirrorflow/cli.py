@@ -1,22 +1,58 @@
 """The ``mirrorflow`` command line: a thin typer app over the library.
 
-Errors in the input end the program with one line on stderr and exit status 2.
+Errors in the input — bad values, unknown options, unusable paths — end the program with one
+line on stderr and exit status 2, before any work starts and before any file is written. A run
+stopped at its wall-time limit, or runs that failed, give exit status 1; Ctrl-C gives 130 after
+saying what was stored and how to resume (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from mirrorflow._core.jsonable import jsonable
-from mirrorflow._core.validation import MirrorflowError
+from mirrorflow._core.limits import DEFAULT_LIMITS, Limits, RunLimitError
+from mirrorflow._core.validation import MirrorflowError, check_positive_int, check_writable_folder
+
+#: The click typer runs on (recent typer versions vendor their own copy).
+click = getattr(typer.core, "_click", None) or __import__("click")
+
+
+class _OneLineErrors(TyperGroup):
+    """typer's group, with command-line usage errors as one line (``error: ...``) and exit 2
+    instead of a multi-line box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # `mirrorflow` alone: the help
+            click.echo(exc.ctx.get_help())
+            sys.exit(2)
+        except click.ClickException as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" \
+                if getattr(exc, "ctx", None) is not None else ""
+            _error_line(f"{' '.join(exc.format_message().split())}{where}")
+            sys.exit(exc.exit_code)
+        except typer.Abort:  # end of input at a prompt
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
 
 app = typer.Typer(
     name="mirrorflow",
@@ -24,19 +60,32 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_OneLineErrors,
 )
 console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(message: str) -> None:
-    """Print ``error: message`` on stderr and exit with status 2."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def _error_line(message: str, label: str = "error") -> None:
+    # the message is text, never rich markup: "[base]" or "[[case]]" must survive as written
+    err_console.print(Text.assemble((f"{label}: ", "red"), " ".join(message.split())),
+                      highlight=False, soft_wrap=True)
+
+
+def say(message: str) -> None:
+    """Print a line of text on stdout (no rich markup, no highlighting, no folding)."""
+    console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` on stderr and exit with ``code`` (2: bad input)."""
+    _error_line(message)
+    raise typer.Exit(code)
 
 
 def cli_errors(fn):
-    """Turn MirrorflowError (bad input) into a one-line message and exit status 2."""
+    """Bad input (MirrorflowError) -> one line, exit 2; a run stopped at its wall-time limit or
+    out of memory -> one line, exit 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -44,8 +93,29 @@ def cli_errors(fn):
             return fn(*args, **kwargs)
         except MirrorflowError as exc:
             fail(str(exc))
+        except RunLimitError as exc:
+            fail(str(exc), code=1)
+        except MemoryError as exc:
+            fail(f"out of memory ({exc or 'MemoryError'}); make the run smaller", code=1)
 
     return wrapper
+
+
+# --- bounds on work (docs/reliability.md) ----------------------------------------------------
+MaxSeconds = Annotated[float | None, typer.Option(
+    "--max-seconds", help=f"wall-time limit per run, s (default {DEFAULT_LIMITS.max_seconds:g}; 0: none)")]
+MaxSteps = Annotated[float | None, typer.Option(
+    "--max-steps", help=f"refuse runs of more steps (default {DEFAULT_LIMITS.max_steps:.0e}; 0: none)")]
+MaxMemory = Annotated[float | None, typer.Option(
+    "--max-memory", help="refuse runs needing more memory, GB (default: half the RAM; 0: none)")]
+MaxRuns = Annotated[float | None, typer.Option(
+    "--max-runs", help=f"refuse sweeps of more runs (default {DEFAULT_LIMITS.max_runs:,}; 0: none)")]
+
+
+def _limits(max_seconds=None, max_steps=None, max_memory=None, max_runs=None) -> Limits:
+    gb = None if max_memory is None else (max_memory * 2**30 if max_memory > 0 else 0)
+    return DEFAULT_LIMITS.with_overrides(
+        max_seconds=max_seconds, max_steps=max_steps, max_memory=gb, max_runs=max_runs)
 
 
 def parse_set(pairs: list[str] | None) -> dict[str, Any]:
@@ -75,7 +145,7 @@ def list_experiments() -> None:
     from mirrorflow.experiments import REGISTRY
 
     for name in sorted(REGISTRY):
-        console.print(f"[bold]{name}[/bold]  {REGISTRY.description(name)}")
+        console.print(Text.assemble((name, "bold"), f"  {REGISTRY.description(name)}"))
 
 
 @app.command("run")
@@ -88,23 +158,34 @@ def run_experiment(
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override any Config field: key=value")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    plot: Annotated[Path | None, typer.Option(help="write a figure of the run's curves (PNG)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write a figure of the run's curves (PNG, PDF, SVG)")] = None,
+    max_seconds: MaxSeconds = None,
+    max_steps: MaxSteps = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Run one experiment and print its metrics."""
+    import numpy as np
+
+    from mirrorflow._core.limits import run_deadline, using_limits
     from mirrorflow.experiments import get_experiment
+    from mirrorflow.experiments.base import check_limits
 
     exp = get_experiment(name)
     overrides = {k: v for k, v in (("schedule", schedule), ("wd", wd), ("switch_at", switch_at),
                                    ("seed", seed)) if v is not None}
     overrides.update(parse_set(set_))
     config = exp.make_config(overrides)
+    limits = _limits(max_seconds, max_steps, max_memory)
+    check_limits(config, limits)  # steps and memory, before anything is allocated
     if plot is not None and exp.plot is None:
         raise MirrorflowError(f"experiment {name!r} has no plot; drop --plot")
     if plot is not None:  # checked before the run, not after it
         from mirrorflow._core.figure import check_figure_path
 
         plot = check_figure_path(plot)
-    result = exp.run(config, progress=not as_json and sys.stderr.isatty())
+    with using_limits(limits), run_deadline(limits.max_seconds), \
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        result = exp.run(config, progress=not as_json and sys.stderr.isatty())
     summary = result.summary()  # {"config": what was run, **metrics}
     if as_json:
         typer.echo(json.dumps(jsonable({"experiment": name, **summary})))
@@ -113,7 +194,7 @@ def run_experiment(
     if plot is not None:
         exp.plot([result], plot)
         if not as_json:
-            console.print(f"figure written to {plot}")
+            say(f"figure written to {plot}")
 
 
 @app.command("effects", context_settings={"allow_extra_args": True})
@@ -143,8 +224,12 @@ def effects_command(
     except ValueError:
         raise MirrorflowError(f"--a expects numbers, got {' '.join(tokens)!r}") from None
     family = family_from_name(param, u0, v0, k)
+    _check_effects_range(family, a_values)
     if out is not None:
+        from mirrorflow._core.figure import check_figure_path
         from mirrorflow.report.effects_figure import plot_effects
+
+        out = check_figure_path(out)  # before any work
 
         report = plot_effects(family, a_values, out, dual_step=dual_step, t=t)
     else:
@@ -163,7 +248,34 @@ def effects_command(
                       f"[{r['reach_lo']:.4g}, {r['reach_hi']:.4g}]")
     console.print(table)
     if out is not None:
-        console.print(f"figure written to {out}")
+        say(f"figure written to {out}")
+
+
+def _check_effects_range(family, a_values) -> None:
+    """Refuse values of ``a`` where ``R_a`` cannot be evaluated in float64: its reference point
+    and shape parameter shrink like ``e^{−2a}`` (theory §3) and underflow for large ``a``."""
+    import math
+
+    import numpy as np
+
+    from mirrorflow._core.array import to_numpy
+
+    with np.errstate(all="ignore"):
+        parts0 = [np.abs(to_numpy(family.reference(0.0)))]
+        if hasattr(family, "scale"):
+            parts0.append(np.abs(to_numpy(family.scale(0.0))))
+        for a in sorted(a_values, reverse=True):
+            if not math.isfinite(a) or a < 0:
+                return  # measure_effects says what is wrong with it
+            parts = [np.abs(to_numpy(family.reference(a)))]
+            if hasattr(family, "scale"):
+                parts.append(np.abs(to_numpy(family.scale(a))))
+            small = [np.min(p[p0 > 0]) for p, p0 in zip(parts, parts0) if np.any(p0 > 0)]
+            if small and min(small) < 1e-300:
+                raise MirrorflowError(
+                    f"a = {a:g} is too large to compute: R_a's reference point and scale shrink "
+                    f"like e^(-2a) and fall below float64's range here ({min(small):.2g}); use "
+                    f"a <= 300 (the effects have long saturated by then)")
 
 
 @app.command("bench")
@@ -219,6 +331,45 @@ def _sweep_executor(dask: str | None, workers: int):
     return make_executor(dask=dask, workers=workers)
 
 
+@contextlib.contextmanager
+def _results_store(path: Path) -> Iterator[Any]:
+    """Open a results store for writing; one this command created and left without a single
+    row (bad input found late, an unreachable scheduler, Ctrl-C) is removed again."""
+    from mirrorflow.sweep import ResultStore
+
+    existed = path.exists()
+    curves = path.with_suffix(".curves")
+    curves_existed = curves.exists()
+    store = ResultStore(path)
+    try:
+        yield store
+    finally:
+        try:
+            empty = store.count() == 0
+        except Exception:
+            empty = False
+        store.close()
+        if empty and not existed:
+            for extra in ("", "-journal", "-wal", "-shm"):
+                Path(f"{path}{extra}").unlink(missing_ok=True)
+            if not curves_existed and curves.is_dir() and not any(curves.iterdir()):
+                curves.rmdir()
+
+
+def _interrupted(store, specs, resume: str) -> None:
+    """Ctrl-C: say what is stored and how to go on; exit 130."""
+    ids = {rid for spec in specs for rid in spec.run_ids}
+    try:
+        stored = store.statuses(ids)
+        have = sum(s in ("done", "diverged") for s in stored.values())
+        what = f"{have} of {len(ids)} runs have a result in {store.path}"
+    except Exception:  # pragma: no cover - the store itself was being written
+        what = f"the finished runs are in {store.path}"
+    _error_line(f"{what}; run `{resume}` again to resume (finished runs are kept)",
+                label="interrupted")
+    raise typer.Exit(130)
+
+
 @app.command("sweep")
 @cli_errors
 def sweep_command(
@@ -228,17 +379,32 @@ def sweep_command(
     dask: Annotated[str | None, typer.Option(help="'local' (start a LocalCluster) or tcp://HOST:PORT")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed runs again")] = False,
     batch: Annotated[int, typer.Option(help="seeds per task for batched experiments")] = 4,
+    max_seconds: MaxSeconds = None,
+    max_steps: MaxSteps = None,
+    max_memory: MaxMemory = None,
+    max_runs: MaxRuns = None,
 ) -> None:
-    """Run a grid/zip sweep; finished runs already in the database are skipped."""
-    from mirrorflow.sweep import ResultStore, load_spec, run_sweep
+    """Run a grid/zip sweep; finished runs already in the database are skipped.
 
-    parsed = load_spec(spec)  # every run validated before anything starts
+    Exit status 0 when every run of the spec has a result (done or diverged), 1 when some
+    failed or could not be run, 2 for bad input (nothing ran, no file written)."""
+    from mirrorflow.sweep import check_sweep_limits, load_spec, run_sweep
+
+    check_positive_int("--batch", batch)
+    limits = _limits(max_seconds, max_steps, max_memory, max_runs)
+    parsed = load_spec(spec, max_runs=limits.max_runs)  # every run validated before anything
+    check_sweep_limits(parsed, limits)
     executor = _sweep_executor(dask, workers)
-    with ResultStore(db or spec.with_suffix(".sqlite")) as store:
-        summary = run_sweep(parsed, store, executor, retry_failed=retry_failed, batch=batch,
-                            progress=sys.stderr.isatty())
-        console.print(f"{summary.line()} -> {store.path}", highlight=False, soft_wrap=True)
-    if summary.failed:
+    cmd = " ".join(["mirrorflow", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else \
+        f"mirrorflow sweep {spec}"
+    with _results_store(db or spec.with_suffix(".sqlite")) as store:
+        try:
+            summary = run_sweep(parsed, store, executor, retry_failed=retry_failed, batch=batch,
+                                progress=sys.stderr.isatty(), limits=limits)
+        except KeyboardInterrupt:
+            _interrupted(store, [parsed], cmd)
+        say(f"{summary.line()} -> {store.path}")
+    if not summary.complete:
         raise typer.Exit(1)
 
 
@@ -247,18 +413,30 @@ def _print_notes(notes) -> None:
         err_console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
+def _check_out_folder(out: Path) -> None:
+    """``--out`` must be a folder (or not exist yet) that can be written, checked up front."""
+    if out.exists() and not out.is_dir():
+        raise MirrorflowError(f"--out {out} is a file; pass a folder")
+    check_writable_folder(out if out.is_dir() else out.parent, what=f"to --out {out}")
+
+
 @app.command("report")
 @cli_errors
 def report_command(
     db: Annotated[Path, typer.Argument(help="results database written by `mirrorflow sweep`")],
     out: Annotated[Path, typer.Option(help="report folder (created; files in it are replaced)")] = Path("report"),
+    version: Annotated[str | None, typer.Option(help="report the runs of this mirrorflow version (default: the installed one)")] = None,
 ) -> None:
-    """Write Markdown/CSV tables (mean ± sd over seeds per setting) and PNG figures."""
+    """Write Markdown/CSV tables (mean ± sd over seeds per setting) and PNG figures.
+
+    Only runs of one mirrorflow version are reported (default: the installed one); how many
+    runs of other versions were left out is said in the report and here."""
     from mirrorflow.report import write_report
 
-    files = write_report(db, out)
+    _check_out_folder(out)
+    files = write_report(db, out, version=version)
     _print_notes(files.notes)
-    console.print(f"report written to {out / 'report.md'} ({len(files.files)} files)", highlight=False)
+    say(f"report written to {out / 'report.md'} ({len(files.files)} files)")
 
 
 @app.command("reproduce")
@@ -269,38 +447,57 @@ def reproduce_command(
     workers: Annotated[int, typer.Option(help="local processes / LocalCluster workers (0: one per core)")] = 0,
     dask: Annotated[str | None, typer.Option(help="'local' (start a LocalCluster) or tcp://HOST:PORT")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed runs again")] = False,
+    max_seconds: MaxSeconds = None,
+    max_steps: MaxSteps = None,
+    max_memory: MaxMemory = None,
 ) -> None:
     """Run the built-in sweep of every available experiment and write the report to OUT."""
     from mirrorflow.report import write_report
-    from mirrorflow.sweep import ResultStore, builtin_specs, run_sweep
+    from mirrorflow.sweep import builtin_specs, check_sweep_limits, run_sweep
 
+    limits = _limits(max_seconds, max_steps, max_memory)
     specs, skipped = builtin_specs(quick=quick)  # all validated before anything runs
     if not specs:
         raise MirrorflowError("no registered experiment has a built-in sweep")
+    for spec in specs:
+        check_sweep_limits(spec, limits)
     executor = _sweep_executor(dask, workers)
-    if not out.parent.is_dir():
-        raise MirrorflowError(f"cannot write to {out}: folder {out.parent} does not exist")
-    if out.exists() and not out.is_dir():
-        raise MirrorflowError(f"--out {out} is a file; pass a folder")
+    _check_out_folder(out)
+    created = not out.exists()
     out.mkdir(exist_ok=True)
     for name in skipped:
-        console.print(f"{name}: no built-in sweep, skipped", highlight=False)
-    failed = 0
-    with ResultStore(out / "results.sqlite") as store:
-        for spec in specs:
-            summary = run_sweep(spec, store, executor, retry_failed=retry_failed,
-                                progress=sys.stderr.isatty())
-            failed += summary.failed
-            console.print(summary.line(), highlight=False, soft_wrap=True)
-        files = write_report(store, out)
+        say(f"{name}: no built-in sweep, skipped")
+    incomplete = False
+    resume = f"mirrorflow reproduce{' --quick' if quick else ''} --out {out}"
+    try:
+        with _results_store(out / "results.sqlite") as store:
+            for spec in specs:
+                try:
+                    summary = run_sweep(spec, store, executor, retry_failed=retry_failed,
+                                        progress=sys.stderr.isatty(), limits=limits)
+                except KeyboardInterrupt:
+                    _interrupted(store, specs, resume)
+                incomplete |= not summary.complete
+                say(summary.line())
+            files = write_report(store, out)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            shutil.rmtree(out, ignore_errors=True)  # nothing was stored: leave nothing behind
     _print_notes(files.notes)
-    console.print(f"report written to {out / 'report.md'} ({len(files.files)} files)", highlight=False)
-    if failed:
+    say(f"report written to {out / 'report.md'} ({len(files.files)} files)")
+    if incomplete:
         raise typer.Exit(1)
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    try:
+        app()
+    except BrokenPipeError:  # `mirrorflow --help | head`: the reader left; not an error of ours
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        sys.exit(0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,12 @@ midpoint time (as :func:`mirrorflow.dynamics.simulate_gd`)::
 The integrated decay is ``a = Σ_k η α_k`` (docs/theory.md §1). On the CPU, chunks of steps run in
 the fused C kernel of ``_kernels.c`` (``backend="auto"``; docs/benchmarks.md), else in torch. Theory §6: the balancedness
 ``UᵀU − VᵀV`` equals ``e^{−2a} (U₀ᵀU₀ − V₀ᵀV₀)`` along gradient flow, for every loss.
+
+A run has ``diverged`` from the end of the first chunk at which ``X`` is not finite or its
+residual ``‖A(X) − y‖/‖y‖`` exceeds :data:`mirrorflow.dynamics.simulate.GROWTH_LIMIT` times
+``max(1, initial residual)`` (a finite blow-up counts as early as a NaN); ``diverged_step``
+holds that step. The wall-time bound (:func:`mirrorflow._core.limits.check_deadline`) is
+checked once per chunk.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.spectral import effective_rank
 from mirrorflow._core.threads import torch_threads
@@ -32,6 +39,7 @@ from mirrorflow._core.validation import (
     check_positive_int,
 )
 from mirrorflow.dynamics._native import row_parallel, use_native
+from mirrorflow.dynamics.simulate import GROWTH_LIMIT
 from mirrorflow.schedules.continuous import Schedule
 
 __all__ = ["MatrixGDResult", "effective_rank", "simulate_matrix_gd"]
@@ -49,7 +57,9 @@ class MatrixGDResult:
     balancedness : (S, B) ``‖UᵀU − VᵀV‖_F`` (0 for the symmetric model).
     residual : (S, B) ``‖A(X) − y‖ / ‖y‖``.
     U, V : (B, d, k) final factors (``V is U`` for the symmetric model).
-    diverged : (B,) True where the run blew up (its numbers are NaN from then on).
+    diverged : (B,) True where the run blew up (non-finite, or its residual grew past
+        ``GROWTH_LIMIT`` times its start); ``diverged_step``: (B,) the step by which it was
+        seen (end of a chunk), ``-1`` for the others.
     """
 
     times: np.ndarray
@@ -62,6 +72,7 @@ class MatrixGDResult:
     diverged: np.ndarray
     step: float
     symmetric: bool
+    diverged_step: np.ndarray | None = None
 
 
 def _prepare(A, y, U0, V0, symmetric):
@@ -208,6 +219,12 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
     if snaps[0] == 0:
         record(0, U, V, a_acc)
         ptr = 1
+    def rel_residual(U, V):
+        X = forward(U, V)
+        return (torch.linalg.vector_norm(residual(X), dim=1).reshape(B) / ynorm).cpu().numpy()
+
+    res_limit = GROWTH_LIMIT * np.maximum(1.0, rel_residual(U, V))
+    div_step = np.full(B, -1, dtype=np.int64)
     it = 0
     with progress_bar(total, "matrix sensing", progress) as advance, \
             (row_parallel(threads) if native else nullcontext()) as run_parts:
@@ -235,10 +252,14 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
             a_acc = a_acc + step * alphas.sum(0)
             advance(it_end - it)
             it = it_end
+            with np.errstate(invalid="ignore"):
+                bad = (div_step < 0) & ~(rel_residual(U, V) <= res_limit)  # NaN included
+            div_step[bad] = it
+            check_deadline(f"matrix sensing at t = {it * step:g} of {t_max:g}")
             while ptr < S and snaps[ptr] <= it:
                 record(ptr, U, V, a_acc)
                 ptr += 1
-    diverged = ~np.all(np.isfinite(snap_X[-1]), axis=(1, 2))
+    diverged = (div_step >= 0) | ~np.all(np.isfinite(snap_X[-1]), axis=(1, 2))
     Un = U.cpu().numpy()
     return MatrixGDResult(
         times=snaps * step,
@@ -251,4 +272,5 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
         diverged=diverged,
         step=step,
         symmetric=symmetric,
+        diverged_step=div_step,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.threads import blas_threads
 from mirrorflow._core.validation import MirrorflowError, check_finite_scalar
 from mirrorflow.geometry.legendre import HyperbolicEntropy
@@ -64,6 +65,7 @@ def integrate_mirror(
     t_end = float(times[-1])
 
     def rhs(t, mu):
+        check_deadline(f"mirror flow at t = {t:.4g} of {t_end:g}")
         x = legendre.inverse(mu, float(schedule.integral(t)))
         return -(A.T @ (A @ x - y))
 
@@ -102,7 +104,9 @@ def flow_to_convergence(
     the current parameters ``(u, v)`` the remaining gradient flow is the mirror flow of the
     Legendre function built from ``(u, v)`` (theory §2 with ``α = 0``). The late phase is stiff
     (tiny coordinates move on time scales ``~1/|δ|``), so it uses an implicit solver (Radau)
-    with the analytic Jacobian ``−AᵀA diag(∇²R*)`` and stops when ``‖Ax − y‖/‖y‖ ≤ tol``.
+    with the analytic Jacobian ``−AᵀA diag(∇²R*)`` and stops when ``‖Ax − y‖/‖y‖ ≤ tol``, at
+    ``t_max``, or when the run's wall-time bound is reached
+    (:func:`mirrorflow._core.limits.check_deadline` raises ``RunLimitError``).
 
     Returns ``(x, t_end, converged)``.
     """
@@ -112,6 +116,7 @@ def flow_to_convergence(
     ynorm = max(float(np.linalg.norm(y)), 1e-300)
 
     def rhs(t, mu):
+        check_deadline(f"ODE tail at t = {t:.4g}")
         return b - G @ legendre.inverse(mu, 0.0)
 
     def jac(t, mu):

@@ -11,6 +11,12 @@ Update (coupled weight decay, step ``η``, decay ``α_k`` evaluated at the step'
 
 and the integrated decay is ``a = Σ_k η α_k`` (docs/theory.md §1).
 
+A run is ``diverged`` (and stops being updated) when ``x`` stops being finite or its residual
+``‖Ax − y‖/‖y‖`` grows past :data:`GROWTH_LIMIT` times ``max(1, its initial residual)``: stable
+gradient descent with weight decay never gets there (the regularized loss decreases), so a
+finite blow-up is caught as early as a NaN. Both are checked once per chunk, as is the
+wall-time bound of :func:`mirrorflow._core.limits.check_deadline`.
+
 Fast path (the built-in ``uv``, ``u2-v2``, ``u2``; docs/benchmarks.md): all three are
 *multiplicative* in suitable coordinates ``(p, q)``. With ``x = κ (p² − q²)`` and
 ``c_k = 1 − η α_k`` the update above is exactly::
@@ -34,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.threads import torch_threads
 from mirrorflow._core.validation import (
@@ -50,7 +57,10 @@ from mirrorflow.geometry.parameterizations import (
 )
 from mirrorflow.schedules.continuous import Schedule
 
-__all__ = ["GDResult", "simulate_gd"]
+__all__ = ["GROWTH_LIMIT", "GDResult", "simulate_gd"]
+
+#: A run whose relative residual exceeds this many times ``max(1, initial residual)`` diverged.
+GROWTH_LIMIT = 1e4
 
 
 @dataclass(frozen=True)
@@ -291,6 +301,8 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
 
     settle = np.array([s.settle_time for s in schedules])
     decay_ends = np.array([s.final_rate == 0 for s in schedules])
+    res_limit = GROWTH_LIMIT * np.maximum(
+        1.0, (torch.linalg.vector_norm(residual_of(param.forward(u, v)), dim=1) / ynorm).cpu().numpy())
     active = torch.ones(B, 1, **f64)  # 1 while a run is still being updated
     steps_taken = np.zeros(B, dtype=np.int64)
     status = np.array(["max-time"] * B, dtype=object)
@@ -345,14 +357,16 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
             x = param.forward(u, v)
             finite = torch.isfinite(x).all(1).cpu().numpy()
             act = active.squeeze(1).cpu().numpy() > 0
-            newly_div = act & ~finite
+            res = (torch.linalg.vector_norm(residual_of(x), dim=1) / ynorm).cpu().numpy()
+            with np.errstate(invalid="ignore"):
+                newly_div = act & (~finite | ~(res <= res_limit))  # NaN residual included
             if newly_div.any():
                 status[newly_div] = "diverged"
                 active[torch.as_tensor(newly_div)] = 0.0
                 u = torch.where(torch.isfinite(u), u, torch.full_like(u, float("nan")))
+            check_deadline(f"gradient descent at t = {k * step:g} of {t_max:g}")
             if tol is not None and len(ks):
                 vel = (torch.linalg.vector_norm(x - x_prev, dim=1) / (len(ks) * step)).cpu().numpy()
-                res = (torch.linalg.vector_norm(residual_of(x), dim=1) / ynorm).cpu().numpy()
                 crit = np.where(decay_ends, res, vel)
                 done = act & finite & (crit <= tol) & (k * step >= settle)
                 if done.any():

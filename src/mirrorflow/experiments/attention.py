@@ -25,16 +25,20 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
 from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.spectral import effective_rank, nuclear_over_fro
 from mirrorflow._core.threads import torch_threads
+from mirrorflow.dynamics.simulate import GROWTH_LIMIT
 from mirrorflow.experiments.base import (
     CONFIG,
     Decay,
     Experiment,
     ExperimentResult,
+    RunCost,
     ScheduleConfig,
     SwitchTime,
+    TimeGrid,
     first_line,
     mark_switch,
 )
@@ -68,6 +72,18 @@ class Config(ScheduleConfig):
             raise ValueError(f"teacher_rank ({self.teacher_rank}) must be <= dim ({self.dim})")
         return self
 
+    def time_grid(self) -> TimeGrid:
+        return TimeGrid(self.step, self.t_max, "t_max")
+
+    def cost(self) -> RunCost:
+        # per schedule: the sequences, their scores (T × T) and outputs with autograd buffers
+        runs = 3 if self.compare else 1
+        T, d = self.tokens, self.dim
+        seqs = self.n_train + self.n_test
+        return RunCost(steps=math.ceil(self.t_max / self.step - 1e-9),
+                       memory=8 * (6 * runs * seqs * T * (T + d) + 8 * runs * d * d),
+                       what=f"{seqs} sequences of {T} tokens (scores and autograd buffers)")
+
 
 @dataclass(frozen=True)
 class Result(ExperimentResult):
@@ -93,6 +109,8 @@ class Result(ExperimentResult):
     nuclear_over_fro_none: float | None
     nuclear_over_fro_constant: float | None
     runtime_s: float
+    status: str = "ok"  # "diverged": the loss stopped being finite or W_Q, W_K blew up
+    diverged_step: int | None = None
     curves: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
@@ -127,6 +145,8 @@ def run(config: Config, progress: bool = False) -> Result:
         nuclear_over_fro_none=other(1, "ratio"),
         nuclear_over_fro_constant=other(2, "ratio"),
         runtime_s=time.perf_counter() - t0,
+        status="ok" if main["diverged_step"] is None else "diverged",
+        diverged_step=main["diverged_step"],
         curves=curves,
     )
 
@@ -186,19 +206,33 @@ def _run_teacher(cfg: Config, scheds: list[Schedule], progress: bool) -> list[di
             D = Wq.transpose(1, 2) @ Wq - Wk.transpose(1, 2) @ Wk
             hist["balancedness"].append(torch.linalg.matrix_norm(D).numpy())
 
+    # a run diverged when its loss stops being finite or a factor grows GROWTH_LIMIT-fold past
+    # max(1, its start): it is frozen there (its step becomes 0) and the step recorded
+    with torch.no_grad():
+        w_limit = GROWTH_LIMIT * torch.clamp(torch.maximum(torch.linalg.matrix_norm(Wq),
+                                                           torch.linalg.matrix_norm(Wk)), min=1.0)
+    eta = torch.full((B, 1, 1), cfg.step, **f64)
+    div_step: list[int | None] = [None] * B
     with torch_threads(1), progress_bar(total, "attention (teacher)", progress) as advance:
         for k in range(total):
             if k in record:
                 snapshot(k)
             alpha = torch.as_tensor([float(s.rate((k + 0.5) * cfg.step)) for s in scheds], **f64)
-            loss = loss_per_run(Wq, Wk, Ztr_t, Ytr).sum()
-            gq, gk = torch.autograd.grad(loss, (Wq, Wk))
+            per_run = loss_per_run(Wq, Wk, Ztr_t, Ytr)
+            gq, gk = torch.autograd.grad(per_run.sum(), (Wq, Wk))
             with torch.no_grad():
                 al = alpha.view(B, 1, 1)
-                Wq -= cfg.step * (gq + al * Wq)
-                Wk -= cfg.step * (gk + al * Wk)
-            a += cfg.step * alpha.numpy()
+                Wq -= eta * (gq + al * Wq)
+                Wk -= eta * (gk + al * Wk)
+                if k % 10 == 9 or k == total - 1:
+                    big = torch.maximum(torch.linalg.matrix_norm(Wq), torch.linalg.matrix_norm(Wk))
+                    bad = ~torch.isfinite(per_run) | ~(big <= w_limit)
+                    for b in torch.nonzero(bad & (eta.view(B) > 0)).flatten().tolist():
+                        div_step[b] = k + 1
+                        eta[b] = 0.0
+            a += (eta.view(B).numpy() > 0) * cfg.step * alpha.numpy()
             advance()
+            check_deadline(f"attention at step {k + 1} of {total}")
         snapshot(total)
     arr = {k: np.asarray(v) for k, v in hist.items()}
     out = []
@@ -211,6 +245,7 @@ def _run_teacher(cfg: Config, scheds: list[Schedule], progress: bool) -> list[di
             "effective_rank": float(arr["effective_rank"][-1, b]),
             "balancedness": float(arr["balancedness"][-1, b]),
             "a": float(a[b]),
+            "diverged_step": div_step[b],
             "curves": curves,
         })
     return out

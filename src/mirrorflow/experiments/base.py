@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import math
 import typing
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import numpy as np
 import pydantic
+import pydantic_core
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
+from mirrorflow._core.limits import Limits, RunCost, check_cost
 from mirrorflow._core.validation import MirrorflowError, check_choice
 from mirrorflow.schedules.continuous import SCHEDULE_NAMES, Schedule, make_schedule
 
@@ -43,10 +46,13 @@ __all__ = [
     "Decay",
     "Experiment",
     "ExperimentResult",
+    "RunCost",
     "ScheduleConfig",
     "ScheduleName",
     "Seed",
     "SwitchTime",
+    "TimeGrid",
+    "check_limits",
     "config_fields",
     "first_line",
     "make_config",
@@ -74,6 +80,15 @@ Seed = Annotated[int, Field(ge=0, description="random seed")]
 assert set(typing.get_args(ScheduleName)) == set(SCHEDULE_NAMES)
 
 
+class TimeGrid(NamedTuple):
+    """The steps of a run in continuous time: step length, end of the run, and how the end is
+    set (e.g. ``"t_max"``, ``"steps·lr"``), for messages."""
+
+    step: float
+    end: float
+    horizon: str
+
+
 @pdataclass(frozen=True, config=CONFIG)
 class ScheduleConfig:
     """The fields every experiment Config shares: the weight-decay schedule and the seed.
@@ -81,6 +96,13 @@ class ScheduleConfig:
     ``switch_at`` is always a time ``t = Σ η`` (for AdamW-trained networks ``t = Σ lr``, so step
     ``k`` at a constant learning rate is ``t = k·lr``); ``budget`` is the target ``a = ∫ α`` of
     the ``budget`` schedule. Subclasses override the defaults, never the meaning.
+
+    Shared validation (docs/reliability.md): every float field must be finite, and a subclass
+    that declares its :meth:`time_grid` gets its schedule checked against it — a config that
+    cannot apply the decay it asks for (switch after the end of the run, a step longer than the
+    run, a step grid that misses the switch by more than 1 % of ``a``) is refused up front.
+    Subclasses declare :meth:`cost` (steps and memory), which the CLI and sweeps check against
+    :class:`mirrorflow._core.limits.Limits` before anything is allocated.
     """
 
     schedule: ScheduleName = "switch-off"
@@ -89,28 +111,80 @@ class ScheduleConfig:
     budget: BudgetTarget = None
     seed: Seed = 0
 
-    @model_validator(mode="after")
-    def _check_schedule(self):
-        if self.schedule == "budget" and self.budget is None:
-            raise ValueError("schedule 'budget' needs budget=A (the target integrated decay)")
-        return self
+    #: How the step grid samples the decay: ``"midpoint"`` (gradient descent: step ``k`` uses
+    #: ``α((k + ½) η)``) or ``"start"`` (optimizers: the decay is off from step ``ceil(T / lr)``).
+    #: A plain class attribute, not a field: not part of the config or of run ids.
+    decay_rule = "midpoint"
 
     def make_schedule(self) -> Schedule:
         """The continuous-time schedule ``α_t`` of this config (docs/theory.md §1)."""
         return make_schedule(self.schedule, self.wd, self.switch_at, self.budget)
 
+    def time_grid(self) -> TimeGrid | None:
+        """The run's step grid in continuous time (``None``: no fixed grid to check)."""
+        return None
+
+    def cost(self) -> RunCost | None:
+        """Estimated steps and peak memory of one run (``None``: unknown)."""
+        return None
+
+    @model_validator(mode="after")
+    def _check_schedule(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError(f"{f.name} must be finite, got {v}")
+        if self.schedule == "budget" and self.budget is None:
+            raise ValueError("schedule 'budget' needs budget=A (the target integrated decay)")
+        self._check_time_grid()
+        return self
+
+    def _check_time_grid(self) -> None:
+        grid = self.time_grid()
+        if grid is None:
+            return
+        step, end, horizon = grid
+        if step > end * (1 + 1e-12):
+            raise ValueError(f"the step ({step:g}) is longer than the whole run ({horizon} = "
+                             f"{end:g}): the run would be one step; use a smaller step")
+        if self.schedule not in ("switch-off", "budget") or self.wd == 0:
+            return
+        settle = float(self.make_schedule().settle_time)
+        asked = "switch_at" if self.schedule == "switch-off" else "budget/wd"
+        if settle > end * (1 + 1e-9):
+            raise ValueError(f"the decay ends at t = {settle:g} ({asked}), after the end of the run "
+                             f"({horizon} = {end:g}): only part of it would be applied; raise "
+                             f"{horizon.split('·')[0]} or end the decay earlier")
+        if settle == 0 or (self.schedule == "budget" and self.decay_rule == "start"):
+            return  # the optimizers' budget schedule is exact in a = Σ lr·λ
+        shift = 0.5 if self.decay_rule == "midpoint" else 0.0
+        n = max(0, math.ceil(settle / step - shift - 1e-9))
+        if abs(n * step - settle) > 0.01 * settle:
+            raise ValueError(f"with step {step:g} the decay is applied for {n} step(s), a = "
+                             f"{self.wd * n * step:g} instead of wd·{settle:g} = "
+                             f"{self.wd * settle:g}; use a step that divides {settle:g} or one "
+                             f"<= {settle / 50:g}")
+
+
+def check_limits(config: Any, limits: Limits | None = None, where: str = "") -> None:
+    """One-line :class:`MirrorflowError` when the run of ``config`` would exceed the step or
+    memory limit (:meth:`ScheduleConfig.cost`); nothing is allocated."""
+    cost = getattr(config, "cost", None)
+    check_cost(cost() if callable(cost) else None, limits, where)
+
 
 def _one_line(exc: pydantic.ValidationError) -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        loc = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
             msg = "unknown field"
-        elif "input" in err and err["type"] != "missing" and err["loc"]:
+        elif "input" in err and err["type"] != "missing" and err["loc"] \
+                and not isinstance(err["input"], pydantic_core.ArgsKwargs):
             msg = f"{msg} (got {err['input']!r})"
-        parts.append(f"{loc}: {msg}")
-    return "invalid config: " + "; ".join(parts)
+        parts.append(f"{loc}: {msg}" if loc else msg)  # a whole-config check names its fields
+    return "invalid config: " + " ".join(" ".join(parts).split())
 
 
 def make_config(config_cls: type, overrides: Mapping[str, Any] | None = None) -> Any:
@@ -124,12 +198,30 @@ def make_config(config_cls: type, overrides: Mapping[str, Any] | None = None) ->
             f"valid fields: {', '.join(sorted(names))}"
         )
     overrides = {k: _none_if_allowed(config_cls, k, v) for k, v in overrides.items()}
+    hints = typing.get_type_hints(config_cls, include_extras=True)
+    for k, v in overrides.items():  # pydantic's lax mode reads True as 1: refuse it here
+        if isinstance(v, bool) and not _accepts_bool(hints.get(k, Any)):
+            raise MirrorflowError(f"invalid config: {k}: expected a number or text, got the "
+                                  f"boolean {str(v).lower()}")
     try:
         return config_cls(**overrides)
     except pydantic.ValidationError as exc:
         raise MirrorflowError(_one_line(exc)) from None
     except (ValueError, TypeError) as exc:
         raise MirrorflowError(f"invalid config: {exc}") from None
+
+
+def _accepts_bool(hint: Any) -> bool:
+    """Whether a field of type ``hint`` takes a boolean as such (``bool``, ``Any``, a Literal of
+    booleans, or a union/annotation around one)."""
+    if hint is bool or hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return _accepts_bool(args[0])
+    if origin is Literal:
+        return any(isinstance(a, bool) for a in args)
+    return any(_accepts_bool(a) for a in args)
 
 
 def _none_if_allowed(config_cls: type, name: str, value: Any) -> Any:

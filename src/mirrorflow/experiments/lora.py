@@ -34,6 +34,7 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
 from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.threads import torch_threads
 from mirrorflow._core.validation import MirrorflowError
@@ -42,8 +43,10 @@ from mirrorflow.experiments.base import (
     Decay,
     Experiment,
     ExperimentResult,
+    RunCost,
     ScheduleConfig,
     SwitchTime,
+    TimeGrid,
     first_line,
     mark_switch,
 )
@@ -87,6 +90,22 @@ class Config(ScheduleConfig):
                              f"switch_at={0.4 * end:g} for step {round(0.4 * self.steps)}")
         return self
 
+    decay_rule = "start"  # AdamW through WeightDecayScheduler: off from step ceil(T / lr)
+
+    def time_grid(self) -> TimeGrid:
+        return TimeGrid(self.lr, self.steps * self.lr, "steps·lr")
+
+    def cost(self) -> RunCost:
+        # float32: the model (MiniLM ~23 M parameters; others assumed GPT-2 size), activations
+        # of a training batch and an evaluation chunk of 64 sequences per block
+        small = self.model == "minilm"
+        params, width, heads = (23e6, 384, 12) if small else (125e6, 768, 12)
+        blocks = self.layers or 12
+        L = self.max_length
+        act = (self.batch_size + 64) * (40 * L * width + 3 * heads * L * L) * blocks
+        return RunCost(steps=self.steps, memory=int(4 * (4 * params + act) + 300 * 2**20),
+                       what=f"activations of sequences of {L} tokens")
+
     @property
     def switch_step(self) -> int:
         """The optimizer step at which a ``switch-off`` schedule turns the decay off."""
@@ -115,6 +134,8 @@ class Result(ExperimentResult):
     lora_pairs: int
     trainable_params: int
     runtime_s: float
+    status: str = "ok"  # "diverged": the training loss stopped being finite (metrics are NaN)
+    diverged_step: int | None = None
     curves: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
 
@@ -331,6 +352,7 @@ def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
     if cfg.schedule == "switch-off":
         eval_at.add(min(cfg.switch_step, cfg.steps))
     model.train()
+    diverged_step = None
     with progress_bar(cfg.steps, f"LoRA ({cfg.schedule})", progress) as advance:
         for step in range(cfg.steps):
             if step in eval_at:
@@ -341,29 +363,40 @@ def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
             loss.backward()
             opt.step()
             lv = loss.item()
-            if not np.isfinite(lv):
-                raise MirrorflowError(f"training diverged at step {step} (loss {lv}); lower lr")
             train_loss.append(lv)
             advance(1)
-        evaluate(cfg.steps)
+            if not np.isfinite(lv):  # diverged: stop; no evaluation of a non-finite model
+                diverged_step = step + 1
+                break
+            check_deadline(f"LoRA at step {step + 1} of {cfg.steps}")
+        else:
+            evaluate(cfg.steps)
     hook.remove()
     if sched is not None:
         sched.remove()
-    final = diagnose(pairs)
+    nan = float("nan")
+    final = diagnose(pairs) if diverged_step is None else {}
+
+    def mean_of(key: str) -> float:
+        return float(np.mean([getattr(x, key) for x in final.values()])) if final else nan
+
     result = Result(
         config=cfg,
         task=cfg.task,
-        val_loss=curves["val_loss"][-1],
-        val_accuracy=curves["val_accuracy"][-1],
-        integrated_wd=curves["a"][-1],
-        nuclear_over_fro=float(np.mean([x.nuclear_over_fro for x in final.values()])),
-        effective_rank=float(np.mean([x.effective_rank for x in final.values()])),
-        balancedness=float(np.mean([x.balancedness for x in final.values()])),
+        val_loss=curves["val_loss"][-1] if diverged_step is None else nan,
+        val_accuracy=curves["val_accuracy"][-1] if diverged_step is None else nan,
+        integrated_wd=curves["a"][-1] if diverged_step is None else
+        (sched.integrated if sched is not None else 0.0),
+        nuclear_over_fro=mean_of("nuclear_over_fro"),
+        effective_rank=mean_of("effective_rank"),
+        balancedness=mean_of("balancedness"),
         lora_pairs=len(pairs),
         trainable_params=sum(p.numel() for p in lora_params + other),
         runtime_s=time.perf_counter() - t0,
+        status="ok" if diverged_step is None else "diverged",
+        diverged_step=diverged_step,
         curves={**{k: np.asarray(v, dtype=np.float64) for k, v in curves.items()},
-                "train_step": np.arange(cfg.steps, dtype=np.float64),
+                "train_step": np.arange(len(train_loss), dtype=np.float64),
                 "train_loss": np.asarray(train_loss),
                 "wd_used": np.asarray(wd_used)},
     )

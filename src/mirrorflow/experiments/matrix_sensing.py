@@ -17,6 +17,7 @@ reference case is ``t_max=800`` (40 000 steps, a few minutes; see docs/experimen
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,8 +36,10 @@ from mirrorflow.experiments.base import (
     Decay,
     Experiment,
     ExperimentResult,
+    RunCost,
     ScheduleConfig,
     SwitchTime,
+    TimeGrid,
     first_line,
     mark_switch,
     run_grouped,
@@ -89,6 +92,19 @@ class Config(ScheduleConfig):
     def symmetric(self) -> bool:
         return self.model == "uut"
 
+    def time_grid(self) -> TimeGrid:
+        return TimeGrid(self.step, self.t_max, "t_max")
+
+    def cost(self) -> RunCost:
+        # the m sensing matrices (d × d) twice (and the convex baseline's copies), ~160
+        # snapshots of X per schedule (1, or 3 with compare)
+        d, m, k = self.d, self.m, self.width or self.d
+        runs = 3 if self.compare else 1
+        base = 4 * m * d * d + 40 * d * d if self.baseline == "cvxpy" else 0
+        return RunCost(steps=math.ceil(self.t_max / self.step - 1e-9),
+                       memory=8 * (2 * m * d * d + 170 * runs * d * d + 6 * runs * d * k + base),
+                       what=f"{m} sensing matrices and the snapshots of X at d = {d}")
+
 
 @dataclass(frozen=True)
 class Result(ExperimentResult):
@@ -119,6 +135,7 @@ class Result(ExperimentResult):
     baseline_nuclear_norm: float | None
     baseline_status: str | None
     runtime_s: float
+    diverged_step: int | None = None  # the step by which a diverged run was seen
     curves: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
 
@@ -168,7 +185,12 @@ def nuclear_norm_minimizer(A, y, *, psd: bool = False, eps: float = 1e-9) -> Nuc
     cons = [A.reshape(m, d * d) @ cp.vec(X, order="C") == y]
     objective = cp.trace(X) if psd else cp.normNuc(X)
     prob = cp.Problem(cp.Minimize(objective), cons)
-    prob.solve(solver="SCS", eps=eps, max_iters=200_000)
+    from mirrorflow._core.limits import check_deadline, time_left
+
+    left = time_left()  # SCS stops by itself at the run's wall-time bound
+    prob.solve(solver="SCS", eps=eps, max_iters=200_000,
+               **({} if left is None else {"time_limit_secs": max(left, 1e-3)}))
+    check_deadline("the nuclear-norm baseline")
     if X.value is None:
         raise MirrorflowError(f"the nuclear-norm baseline failed ({prob.status}); set baseline=none")
     Xv = np.asarray(X.value, dtype=np.float64)
@@ -256,6 +278,8 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
             balancedness_init=float(sim.balancedness[0, b0]),
             integrated_wd=float(sim.integrated_wd[-1, b0]),
             status="diverged" if sim.diverged[b0] else "max-time",
+            diverged_step=int(sim.diverged_step[b0]) if sim.diverged[b0] and
+            sim.diverged_step[b0] >= 0 else None,
             error_none=finals[1]["recovery_error"] if cmp else None,
             error_constant=finals[2]["recovery_error"] if cmp else None,
             effective_rank_none=finals[1]["effective_rank"] if cmp else None,

@@ -34,6 +34,7 @@ from pydantic import Field
 from pydantic.dataclasses import dataclass as pdataclass
 
 from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.threads import blas_threads
 from mirrorflow._core.validation import (
@@ -43,13 +44,16 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
     check_positive_int,
 )
+from mirrorflow.dynamics.simulate import GROWTH_LIMIT
 from mirrorflow.experiments.base import (
     CONFIG,
     Decay,
     Experiment,
     ExperimentResult,
+    RunCost,
     ScheduleConfig,
     SwitchTime,
+    TimeGrid,
     first_line,
     mark_switch,
 )
@@ -82,6 +86,16 @@ class Config(ScheduleConfig):
     log_every: int = Field(50, ge=1)
     data_home: str | None = None
 
+    def time_grid(self) -> TimeGrid:
+        return TimeGrid(self.step, self.iterations * self.step, "iterations·step")
+
+    def cost(self) -> RunCost:
+        # codes (u, v, c, gradients: N × K), residuals and patches (N × m), the source images
+        N, m, K = self.n_train + self.n_test, self.patch_size ** 2, self.atoms
+        return RunCost(steps=self.iterations,
+                       memory=8 * (10 * N * K + 4 * N * m + 4 * m * K) + 20 * 2**20,
+                       what=f"codes of {N} patches over {K} atoms")
+
 
 @dataclass(frozen=True)
 class Result(ExperimentResult):
@@ -98,6 +112,7 @@ class Result(ExperimentResult):
     iterations: int
     status: str
     runtime_s: float
+    diverged_step: int | None = None
     curves: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
 
 
@@ -247,7 +262,10 @@ def _learn(P_train, P_test, cfg: Config, progress: bool) -> Result:
             C = state.value()
             state.step(C @ (D.T @ D) - P @ D, cfg.step, float(alphas[it]))
             C = state.value()
-            if not np.all(np.isfinite(C)):
+            # diverged: codes not finite, or (checked when logging) the training residual
+            # GROWTH_LIMIT times that of the zero code
+            if not np.all(np.isfinite(C)) or (it + 1 in log and np.mean(
+                    (C[:n] @ D.T - P_train) ** 2) > GROWTH_LIMIT**2 * curves["train_mse"][0]):
                 status = "diverged"
                 break
             idx = rng.choice(n, size=b, replace=False)
@@ -260,6 +278,7 @@ def _learn(P_train, P_test, cfg: Config, progress: bool) -> Result:
             if it_done in log:
                 record(it_done, C)
             advance(1)
+            check_deadline(f"sparse coding at iteration {it_done} of {cfg.iterations}")
     with np.errstate(over="ignore", invalid="ignore"):
         C = state.value()
     finite = bool(np.all(np.isfinite(C)))
@@ -276,6 +295,7 @@ def _learn(P_train, P_test, cfg: Config, progress: bool) -> Result:
         iterations=it_done,
         status=status,
         runtime_s=time.perf_counter() - t0,
+        diverged_step=it_done + 1 if status == "diverged" else None,
         curves={k: np.asarray(v, dtype=np.float64) for k, v in curves.items()},
     )
 

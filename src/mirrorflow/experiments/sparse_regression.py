@@ -18,6 +18,7 @@ coordinates), ``predicted_gap`` is ``None`` and ``prediction_note`` says why, in
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,8 +37,10 @@ from mirrorflow.experiments.base import (
     Decay,
     Experiment,
     ExperimentResult,
+    RunCost,
     ScheduleConfig,
     SwitchTime,
+    TimeGrid,
     first_line,
     mark_switch,
     run_grouped,
@@ -75,6 +78,19 @@ class Config(ScheduleConfig):
         if self.sparsity > self.d:
             raise ValueError(f"sparsity ({self.sparsity}) must be <= d ({self.d})")
         return self
+
+    def time_grid(self) -> TimeGrid:
+        # gradient descent runs at most to t_max; the decay must end inside it (the ODE tail
+        # follows the flow without decay)
+        return TimeGrid(self.step, self.t_max, "t_max")
+
+    def cost(self) -> RunCost:
+        # A (n × d); AᵀA and its kernel copy (d × d), the ODE tail's Jacobian and Radau's real
+        # and complex LU factors (d × d each); ~300 snapshots of x (d)
+        d, n = self.d, self.n
+        return RunCost(steps=math.ceil(self.t_max / self.step - 1e-9),
+                       memory=8 * (8 * d * d + 3 * n * d + 300 * d),
+                       what=f"AᵀA and the ODE tail's d × d matrices at d = {d}")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
 from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.threads import torch_threads
 from mirrorflow.experiments.base import (
@@ -32,8 +33,10 @@ from mirrorflow.experiments.base import (
     Decay,
     Experiment,
     ExperimentResult,
+    RunCost,
     ScheduleConfig,
     SwitchTime,
+    TimeGrid,
     first_line,
     mark_switch,
 )
@@ -80,6 +83,26 @@ class Config(ScheduleConfig):
             raise ValueError(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
         return self
 
+    decay_rule = "start"  # AdamW through WeightDecayScheduler: off from step ceil(T / lr)
+
+    def time_grid(self) -> TimeGrid:
+        return TimeGrid(self.lr, self.steps * self.lr, "steps·lr")
+
+    def cost(self) -> RunCost:
+        # float32: the images, activations of a training batch and of the whole validation
+        # set (tokens × width and heads × tokens² per block), the model; runs one at a time
+        C, side = DATASETS[self.dataset]
+        N = {"digits": 1797, "cifar10": 60000}.get(self.dataset, 60000)
+        N = min(N, self.max_samples or N)
+        tokens = (side // self.patch_size) ** 2 + 1
+        per_seq = 30 * tokens * (self.dim + self.heads * tokens) * self.depth
+        rows = self.batch_size + max(1, round(self.val_fraction * N))
+        params = self.depth * 12 * self.dim ** 2 + C * self.patch_size ** 2 * self.dim
+        return RunCost(steps=self.steps * (3 if self.compare else 1),
+                       memory=4 * (2 * N * C * side * side + rows * per_seq + 16 * params)
+                       + 200 * 2**20,
+                       what=f"activations of {rows} images × {tokens} tokens")
+
 
 @dataclass(frozen=True)
 class Result(ExperimentResult):
@@ -106,6 +129,8 @@ class Result(ExperimentResult):
     nuclear_over_fro_none: float | None
     nuclear_over_fro_constant: float | None
     runtime_s: float
+    status: str = "ok"  # "diverged": the training loss stopped being finite
+    diverged_step: int | None = None
     curves: dict[str, Any] = field(repr=False, default_factory=dict)
 
 
@@ -141,6 +166,8 @@ def run(config: Config, progress: bool = False) -> Result:
         nuclear_over_fro_none=None if not config.compare else float(np.mean(runs[1]["ratios"])),
         nuclear_over_fro_constant=None if not config.compare else float(np.mean(runs[2]["ratios"])),
         runtime_s=time.perf_counter() - t0,
+        status="ok" if main["diverged_step"] is None else "diverged",
+        diverged_step=main["diverged_step"],
         curves=curves,
     )
 
@@ -186,7 +213,7 @@ def train_vit(cfg: Config, schedule: Schedule, progress: bool = False) -> dict:
         hist["train_loss"].append(train_loss)
 
     order = torch.randperm(len(ytr), generator=gen)
-    ptr, last = 0, float("nan")
+    ptr, last, diverged_step = 0, float("nan"), None
     with torch_threads(1), \
             progress_bar(cfg.steps, f"ViT ({schedule.describe()})", progress) as advance:
         for k in range(cfg.steps):
@@ -202,7 +229,11 @@ def train_vit(cfg: Config, schedule: Schedule, progress: bool = False) -> dict:
             opt.step()
             last = float(loss.detach())
             advance()
-        evaluate(cfg.steps, last)
+            if not np.isfinite(last):  # diverged: stop here, the metrics say NaN
+                diverged_step = k + 1
+                break
+            check_deadline(f"ViT at step {k + 1} of {cfg.steps}")
+        evaluate(cfg.steps if diverged_step is None else diverged_step, last)
     a = 0.0 if scheduler is None else scheduler.integrated
     if scheduler is not None:
         scheduler.remove()
@@ -216,6 +247,7 @@ def train_vit(cfg: Config, schedule: Schedule, progress: bool = False) -> dict:
         "effective_rank": float(np.mean([d.effective_rank for d in diags])),
         "balancedness": float(np.mean([d.balancedness for d in diags])),
         "a": float(a),
+        "diverged_step": diverged_step,
         "curves": curves,
         "model": model,
         "optimizer": opt,

@@ -15,15 +15,22 @@ Files written to ``OUT``::
     <experiment>_summary.png     per metric: mean ± sd per setting with the seeds as dots
     <experiment>_curves.png      the experiment's own ``plot`` of one run (lowest seed) per setting
 
-The report is built in a temporary folder and moved into ``OUT`` only when complete.
+The report is built in a temporary folder and moved into ``OUT`` only when complete; temporary
+folders that a killed report left behind are removed by the next one.
+
+Only runs of one mirrorflow version are reported (default: the installed version, or the one
+version in the store when it holds no other); runs of other versions are counted and named in the
+notes, never averaged in (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from mirrorflow._core.figure import new_figure
-from mirrorflow._core.validation import MirrorflowError
+from mirrorflow._core.validation import MirrorflowError, check_writable_folder
 from mirrorflow.sweep.store import ResultStore, RunRecord
 
 __all__ = ["GroupStats", "ReportFiles", "group_runs", "metric_stats", "write_report"]
@@ -150,31 +157,81 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def write_report(db: str | Path | ResultStore, out: str | Path) -> ReportFiles:
-    """Write the report of every experiment in the results database ``db`` to folder ``out``."""
+def write_report(db: str | Path | ResultStore, out: str | Path,
+                 version: str | None = None) -> ReportFiles:
+    """Write the report of every experiment in the results database ``db`` to folder ``out``.
+
+    Only runs written by mirrorflow ``version`` enter it (default: this version, or the only
+    version in the store); the others are counted in the notes.
+    """
     out = Path(out)
     if not out.parent.is_dir():
         raise MirrorflowError(f"cannot write report to {out}: folder {out.parent} does not exist")
     if out.exists() and not out.is_dir():
         raise MirrorflowError(f"--out {out} is a file; pass a folder")
+    check_writable_folder(out if out.is_dir() else out.parent, what=f"report to {out}")
     if isinstance(db, ResultStore):
-        return _write(db, out)
+        return _write(db, out, version)
     with ResultStore(db, create=False) as store:
-        return _write(store, out)
+        return _write(store, out, version)
 
 
-def _write(store: ResultStore, out: Path) -> ReportFiles:
+def _one_version(records: list[RunRecord], version: str | None,
+                 path: Path) -> tuple[str, list[RunRecord], list[str]]:
+    """``(version, its records, notes)``: the runs of one mirrorflow version and a note on
+    the runs of other versions left out (``version=None``: this one, or the only one)."""
+    import mirrorflow
+
+    versions = Counter(r.version for r in records)
+    notes = []
+    if version is None:
+        version = mirrorflow.__version__
+        if version not in versions and len(versions) == 1:
+            (version,) = versions
+            notes.append(f"all runs were written by mirrorflow {version or '(unknown)'}, not "
+                         f"by this version ({mirrorflow.__version__})")
+
+    def listed(vs):
+        return ", ".join(f"{v or '(unknown)'}: {versions[v]}" for v in sorted(vs))
+
+    if version not in versions:
+        raise MirrorflowError(f"{path} holds no runs of mirrorflow {version} (runs by version: "
+                              f"{listed(versions)}); pass --version V to report one of those")
+    others = [v for v in versions if v != version]
+    if others:
+        notes.append(f"left out {sum(versions[v] for v in others)} runs of other mirrorflow "
+                     f"versions ({listed(others)}); results of different code are never "
+                     f"mixed: `mirrorflow report --version V` reports them")
+    return version, [r for r in records if r.version == version], notes
+
+
+def _stale_tmp(out: Path) -> None:
+    """Remove temporary folders of reports to ``out`` whose process is gone (killed)."""
+    for p in out.parent.glob(f".{out.name}.tmp-*"):
+        try:
+            pid = int(p.name.rsplit(".tmp-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
+
+
+def _write(store: ResultStore, out: Path, version: str | None) -> ReportFiles:
     records = store.records()
     if not records:
         raise MirrorflowError(f"{store.path} holds no runs; run a sweep into it first")
+    version, records, version_note = _one_version(records, version, store.path)
     by_exp: dict[str, list[RunRecord]] = {}
     for r in records:
         by_exp.setdefault(r.experiment, []).append(r)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    _stale_tmp(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
-        notes: list[str] = []
+        notes: list[str] = list(version_note)
         md = ["# mirrorflow report", "",
-              f"Results database: `{store.path.name}` — {len(records)} runs, "
+              f"Results database: `{store.path.name}` — {len(records)} runs of mirrorflow "
+              f"{version or '(unknown version)'}, "
               f"{len(by_exp)} experiment(s). Tables: mean ± sample sd over seeds of the "
               f"`done` runs (n = number of values); diverged and failed runs are counted, "
               f"not averaged.", ""]

@@ -21,7 +21,9 @@ A spec names one registered experiment and the values of its Config fields::
 
 Runs of one block are ``product(grid) × rows(zip)``. Every run is validated against the
 experiment's Config (pydantic) *before* anything runs, so an unknown field, a wrong type or an
-empty list fails at once with a one-line :class:`MirrorflowError` naming the key.
+empty list fails at once with a one-line :class:`MirrorflowError` naming the key. The number of
+runs is counted before the grid is expanded: above ``max_runs`` (default
+:attr:`mirrorflow._core.limits.Limits.max_runs`) the spec is refused.
 
 Each run has a stable id: a hash of the experiment name, the full validated config (defaults
 included) and the code version ``mirrorflow.__version__``; equal configs give equal ids, so a
@@ -41,6 +43,7 @@ from typing import Any
 import pydantic
 
 import mirrorflow
+from mirrorflow._core.limits import current_limits
 from mirrorflow._core.validation import MirrorflowError
 
 try:  # Python 3.11+
@@ -101,23 +104,38 @@ def run_id(experiment: str, config_dict: Mapping[str, Any], version: str | None 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_spec(path: str | Path, registry: Mapping[str, Any] | None = None) -> SweepSpec:
+def load_spec(path: str | Path, registry: Mapping[str, Any] | None = None,
+              max_runs: int | None = -1) -> SweepSpec:
     """Read a TOML spec file and expand it (see the module docstring for the format)."""
     path = Path(path)
     if not path.is_file():
         raise MirrorflowError(f"spec file {path} does not exist; pass the path of a .toml spec")
     try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MirrorflowError(f"spec {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+                              f"at offset {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise MirrorflowError(f"cannot read spec {path} ({exc.strerror or exc})") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise MirrorflowError(f"spec {path} is not valid TOML: {exc}") from None
+        raise MirrorflowError(f"spec {path} is not valid TOML: {' '.join(str(exc).split())}"
+                              ) from None
     raw.setdefault("name", path.stem)
-    return parse_spec(raw, source=str(path), registry=registry)
+    return parse_spec(raw, source=str(path), registry=registry, max_runs=max_runs)
 
 
 def parse_spec(raw: Mapping[str, Any], source: str = "spec",
-               registry: Mapping[str, Any] | None = None) -> SweepSpec:
-    """Validate a spec given as a dict (the parsed TOML) and expand it into runs."""
+               registry: Mapping[str, Any] | None = None,
+               max_runs: int | None = -1) -> SweepSpec:
+    """Validate a spec given as a dict (the parsed TOML) and expand it into runs.
+
+    ``max_runs``: refuse a spec of more runs (counted before expanding); ``-1``: the current
+    limit (:func:`mirrorflow._core.limits.current_limits`), ``None``: no limit.
+    """
+    if max_runs == -1:
+        max_runs = current_limits().max_runs
     if registry is None:
         from mirrorflow.experiments import REGISTRY as registry
     if not isinstance(raw, Mapping):
@@ -141,20 +159,36 @@ def parse_spec(raw: Mapping[str, Any], source: str = "spec",
     if not isinstance(cases, list) or not cases or not all(isinstance(c, dict) for c in cases):
         raise MirrorflowError(f"{source}: 'case' must be an array of tables ([[case]] ...)")
     top = _block(raw, source)
-    runs: list[RunSpec] = []
-    seen: set[str] = set()
+    blocks = []
     for i, case in enumerate(cases):
         where = source if len(cases) == 1 and not case else f"{source} case[{i}]"
         bad = sorted(set(case) - set(_BLOCK_KEYS))
         if bad:
             raise MirrorflowError(f"{where}: unknown key(s) {', '.join(bad)}; "
                                   f"a case holds only: {', '.join(_BLOCK_KEYS)}")
-        merged = {**top, **_block(case, where)}
+        blocks.append((where, {**top, **_block(case, where)}))
+    total = sum(_count(merged) for _, merged in blocks)
+    if max_runs is not None and total > max_runs:
+        raise MirrorflowError(f"{source}: the spec has {total:,} runs, more than the limit of "
+                              f"{max_runs:,}; split it, or raise the limit with --max-runs")
+    runs: list[RunSpec] = []
+    seen: set[str] = set()
+    for where, merged in blocks:
         for r in expand_spec(experiment, merged, where):
             if r.run_id not in seen:  # equal configs are one run
                 seen.add(r.run_id)
                 runs.append(r)
     return SweepSpec(name=name, experiment=exp_name, runs=tuple(runs))
+
+
+def _count(fields: Mapping[str, tuple[str, Any]]) -> int:
+    """Runs of one block before expansion: product of the grid lists × the zip rows."""
+    n = 1
+    for kind, value in fields.values():
+        if kind == "grid":
+            n *= len(value)
+    zips = [len(v) for kind, v in fields.values() if kind == "zip"]
+    return n * (max(zips) if zips else 1)
 
 
 def _block(table: Mapping[str, Any], where: str) -> dict[str, tuple[str, Any]]:

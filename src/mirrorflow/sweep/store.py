@@ -17,6 +17,10 @@ The curves of ``results.sqlite`` live in ``results.curves/<id>.npz``. A run is w
 SQLite transaction, after its curves file has been atomically renamed into place: a crash
 leaves either the whole row or no row (an orphan ``.npz`` at worst, overwritten on re-run).
 Only finished runs are written, so a killed sweep leaves no half-finished rows behind.
+
+A result is never lost to a later write (docs/reliability.md): inside the write transaction
+the stored row is read, and a ``done`` or ``diverged`` row is kept — whatever another sweep or
+process wrote since this one started. Only a missing row or a ``failed`` one is (re)written.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import json
 import os
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +39,13 @@ from typing import Any
 import numpy as np
 
 from mirrorflow._core.jsonable import jsonable
-from mirrorflow._core.validation import MirrorflowError
+from mirrorflow._core.validation import MirrorflowError, check_writable_folder
 
 __all__ = ["STATUSES", "ResultStore", "RunRecord", "jsonable"]
 
 STATUSES = ("done", "diverged", "failed")
+#: Statuses that are results: a row with one of them is never replaced.
+FINAL = ("done", "diverged")
 #: 1: mirrorflow 0.1 (attention teacher and ViT in one experiment, LoRA ``switch_at`` in steps);
 #: 2: configs of today's experiments (:meth:`ResultStore._migrate_v1`).
 _SCHEMA_VERSION = 2
@@ -91,6 +98,12 @@ class ResultStore:
     """
 
     def __init__(self, path: str | Path, *, create: bool = True):
+        """Open (``create=True``: for writing, created when missing) a results database.
+
+        Every problem is a one-line :class:`MirrorflowError` before anything is written: a
+        missing or unwritable folder, a file that is not a mirrorflow results database (an
+        empty file is not one, and is left as it is when ``create=False``), a damaged file.
+        """
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise MirrorflowError(f"cannot use {self.path}: folder {self.path.parent} does not "
@@ -100,29 +113,83 @@ class ResultStore:
                                   f"`mirrorflow sweep SPEC --db {self.path}` first")
         if self.path.is_dir():
             raise MirrorflowError(f"{self.path} is a folder; pass the path of a .sqlite file")
+        if self.path.exists() and not self.path.is_file():
+            raise MirrorflowError(f"{self.path} is not a regular file; pass a .sqlite file")
+        if not create and self.path.stat().st_size == 0:
+            raise MirrorflowError(f"{self.path} is an empty file, not a results database; run "
+                                  f"`mirrorflow sweep SPEC --db {self.path}` into it first")
         self.curves_dir = self.path.with_suffix(".curves")
+        if create:  # a sweep writes: find out now, not after the first run has been computed
+            check_writable_folder(self.path.parent, what=f"results database {self.path}")
+            if self.curves_dir.is_dir():
+                check_writable_folder(self.curves_dir, what=f"curves of {self.path}")
+            elif self.curves_dir.exists():
+                raise MirrorflowError(f"cannot write curves of {self.path}: {self.curves_dir} "
+                                      f"is a file, not a folder; move it away")
+        self._conn = None
         try:
             self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in self._conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'")}
+            check = self._conn.execute("PRAGMA quick_check(1)").fetchone()[0] if tables else "ok"
         except sqlite3.DatabaseError as exc:
+            self.close()
+            if "malformed" in str(exc):
+                raise MirrorflowError(self._damaged(exc)) from None
             raise MirrorflowError(f"{self.path} is not a SQLite database ({exc}); "
                                   f"pass a mirrorflow results file") from None
+        if check != "ok":
+            self.close()
+            raise MirrorflowError(self._damaged(check))
         if tables and "runs" not in tables:
-            self._conn.close()
+            self.close()
             raise MirrorflowError(f"{self.path} is a SQLite file but not a mirrorflow results "
                                   f"database (no 'runs' table)")
         if version > _SCHEMA_VERSION:
-            self._conn.close()
+            self.close()
             raise MirrorflowError(f"{self.path} was written by a newer mirrorflow (schema "
                                   f"{version}); upgrade mirrorflow")
-        if not tables:
+        if not tables and not create:
+            self.close()
+            raise MirrorflowError(f"{self.path} holds no results database (no tables); run "
+                                  f"`mirrorflow sweep SPEC --db {self.path}` into it first")
+        try:
+            if not tables:
+                with self._transaction():
+                    self._conn.execute(_SCHEMA)
+                    self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            elif version < 2:
+                self._add_missing_columns()
+                self._migrate_v1()
+        except sqlite3.OperationalError as exc:  # e.g. a read-only file or folder
+            self.close()
+            raise MirrorflowError(f"cannot write to {self.path} ({exc}); check its permissions"
+                                  ) from None
+
+    def _damaged(self, detail) -> str:
+        detail = " ".join(str(detail).split())
+        return (f"{self.path} is damaged ({detail}); restore it from a backup, or recover "
+                f"its rows with `sqlite3 {self.path.name} .recover` into a new file")
+
+    def _add_missing_columns(self) -> None:
+        """A store from before schema versioning may lack the optional (nullable) columns of
+        ``runs``: add them. Missing required columns make it unusable: a one-line error."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
+        required = ("id", "experiment", "version", "config", "status", "metrics")
+        lost = [c for c in required if c not in have]
+        if lost:
+            self.close()
+            raise MirrorflowError(f"{self.path} has a 'runs' table without column(s) "
+                                  f"{', '.join(lost)}: not a mirrorflow results database this "
+                                  f"version can read")
+        types = {"diverged_step": "INTEGER", "started_at": "REAL", "finished_at": "REAL",
+                 "runtime_s": "REAL"}
+        missing = [c for c in _COLUMNS if c not in have]
+        if missing:
             with self._transaction():
-                self._conn.execute(_SCHEMA)
-                self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
-        elif version < 2:
-            self._migrate_v1()
+                for c in missing:
+                    self._conn.execute(f"ALTER TABLE runs ADD COLUMN {c} {types.get(c, 'TEXT')}")
 
     def _migrate_v1(self) -> None:
         """Rewrite the rows of a schema-1 store for today's experiments, in one transaction.
@@ -170,7 +237,9 @@ class ResultStore:
 
     # -- context management ------------------------------------------------------------------
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def __enter__(self) -> ResultStore:
         return self
@@ -192,15 +261,21 @@ class ResultStore:
         return _Tx()
 
     # -- writing -----------------------------------------------------------------------------
-    def write(self, record: RunRecord, curves: Mapping[str, Any] | None = None) -> None:
-        """Store one finished run (and its curves) atomically; replaces an older row."""
+    def write(self, record: RunRecord, curves: Mapping[str, Any] | None = None) -> bool:
+        """Store one finished run (and its curves) atomically; ``True`` when written.
+
+        A stored ``done`` or ``diverged`` row of the same id is kept (``False``): the decision
+        is taken inside the write transaction, so it holds against concurrent writers. A
+        ``failed`` row is replaced. The curves file is renamed into place only when the row is
+        written, inside the transaction.
+        """
         if record.status not in STATUSES:
             raise MirrorflowError(f"status must be one of {', '.join(STATUSES)}, "
                                   f"got {record.status!r}")
-        curves_file = None
+        curves_file = tmp = None
         if curves:
             curves_file = f"{record.run_id}.npz"
-            self._write_npz(self.curves_dir / curves_file, curves)
+            tmp = self._write_npz(self.curves_dir / curves_file, curves, publish=False)
         row = (
             record.run_id, record.experiment, record.sweep, record.version,
             json.dumps(jsonable(record.config), sort_keys=True, allow_nan=False),
@@ -208,13 +283,27 @@ class ResultStore:
             json.dumps(jsonable(record.metrics), sort_keys=True, allow_nan=False),
             curves_file, record.started_at, record.finished_at, record.runtime_s, record.host,
         )
-        with self._transaction():
-            self._conn.execute(
-                f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_COLUMNS))})", row)
+        try:
+            with self._transaction():
+                old = self._conn.execute("SELECT status FROM runs WHERE id = ?",
+                                         (record.run_id,)).fetchone()
+                if old is not None and old[0] in FINAL:
+                    return False  # a result stays; nothing of it is touched
+                if tmp is not None:
+                    os.replace(tmp, self.curves_dir / curves_file)
+                    tmp = None
+                self._conn.execute(
+                    f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(_COLUMNS))})", row)
+            return True
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
 
     @staticmethod
-    def _write_npz(path: Path, curves: Mapping[str, Any]) -> None:
+    def _write_npz(path: Path, curves: Mapping[str, Any], publish: bool = True) -> Path:
+        """Write ``curves`` to a temporary file next to ``path``; rename it to ``path`` when
+        ``publish`` (else return the temporary path for the caller to rename)."""
         arrays = {}
         for k, v in curves.items():
             arr = np.asarray(v)
@@ -224,19 +313,41 @@ class ResultStore:
         path.parent.mkdir(exist_ok=True)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+        if publish:
+            os.replace(name, path)
+            return path
+        return Path(name)
 
     # -- reading -----------------------------------------------------------------------------
+    def _query(self, q: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return self._conn.execute(q, args).fetchall()
+        except sqlite3.OperationalError:  # locked, I/O: not a statement about the file
+            raise
+        except sqlite3.DatabaseError as exc:  # "database disk image is malformed", ...
+            raise MirrorflowError(self._damaged(exc)) from None
+
     def ids(self, statuses: Iterable[str] = STATUSES) -> set[str]:
         """Ids of the stored runs with one of ``statuses``."""
         statuses = tuple(statuses)
         q = f"SELECT id FROM runs WHERE status IN ({', '.join('?' * len(statuses))})"
-        return {r[0] for r in self._conn.execute(q, statuses)}
+        return {r[0] for r in self._query(q, statuses)}
+
+    def statuses(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """``{id: status}`` of those of ``run_ids`` that are stored."""
+        ids = list(run_ids)
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            part = tuple(ids[i:i + 500])
+            q = f"SELECT id, status FROM runs WHERE id IN ({', '.join('?' * len(part))})"
+            out.update(dict(self._query(q, part)))
+        return out
 
     def count(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        return self._query("SELECT COUNT(*) FROM runs")[0][0]
 
     def records(self, experiment: str | None = None) -> list[RunRecord]:
         """All rows (optionally of one experiment), in insertion order."""
@@ -246,7 +357,7 @@ class ResultStore:
             q += " WHERE experiment = ?"
             args = (experiment,)
         out = []
-        for row in self._conn.execute(q + " ORDER BY rowid", args):
+        for row in self._query(q + " ORDER BY rowid", args):
             d = dict(zip(_COLUMNS, row))
             out.append(RunRecord(
                 run_id=d["id"], experiment=d["experiment"], config=json.loads(d["config"]),
