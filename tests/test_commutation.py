@@ -232,12 +232,14 @@ def test_rotated_commuting_families_pass(name, d, seed):
 @example(d=1, seed=0)
 @example(d=2, seed=1)
 @example(d=3, seed=2)
+@example(d=1, seed=11940)  # a random pair that nearly commutes: relative bracket 3.6e-3
 def test_rotated_non_commuting_families_are_rejected(name, d, seed):
     g, h, m = _non_commuting(name, d, seed)
     g, h = _rotate(g, h, m, seed + 7)
     rep = check_commutation(g, h, dim=m, seed=seed)
     assert not rep.commutes
-    assert rep.worst.relative > 1e-2, rep.message()
+    # far above rounding (< 1e-14 for the commuting families) and the tolerance 1e-8
+    assert rep.worst.relative > 1e-5, rep.message()
     with pytest.raises(NonCommutingError):
         rep.require()
 
