@@ -136,7 +136,7 @@ class Arm:
         return True
 
     def describe(self) -> str:
-        return ", ".join(f"{k}{' ' if callable(v) else '='}{v!r}" if callable(v) else f"{k}={v}"
+        return ", ".join(f"{k} {v!r}" if callable(v) else f"{k}={v}"
                          for k, v in self.where.items())
 
 
@@ -297,8 +297,10 @@ def _transform(x: np.ndarray, scale: str) -> np.ndarray | None:
 
 
 def _pairing_problems(pairing: Pairing, arms: Sequence[Arm], experiment: str,
-                      rule: Rule, quick: bool) -> tuple[str | None, str | None, tuple[str, ...]]:
-    """``(verdict, reason, missing)`` when the pairs cannot decide; ``(None, None, ())`` else."""
+                      rule: Rule, quick: bool) -> tuple[str | None, str, tuple[str, ...]]:
+    """``(verdict, reason, missing)``: verdict ``not evaluated`` / ``inconclusive`` when there
+    is nothing to compute; else ``None`` and the notes (and why the pairs cannot decide, when
+    they are too few: the effect is still computed and shown)."""
     missing = tuple(f"{experiment} runs with {arm.describe()}" for arm in arms
                     if pairing.found[arm.label] == 0)
     if missing:
@@ -317,11 +319,19 @@ def _pairing_problems(pairing: Pairing, arms: Sequence[Arm], experiment: str,
         return INCONCLUSIVE, reason, ()
     if n < rule.min_pairs:
         why = "runs diverged" if pairing.excluded["diverged"] else "too few seeds"
-        reason = f"{why}: {n} pair(s) < {rule.min_pairs}" + (" (quick sweep)" if quick else "")
-        if notes:
-            reason += "; " + "; ".join(notes)
-        return INCONCLUSIVE, reason, ()
-    return None, "; ".join(notes) or None, ()
+        notes.insert(0, f"{why}: {n} pair(s) < {rule.min_pairs}" + _quick_suffix(quick))
+    return None, "; ".join(notes), ()
+
+
+def _too_few(n: int, rule: Rule) -> bool:
+    return n < rule.min_pairs
+
+
+def _finish(verdict: str, reason: str, note: str, n: int, rule: Rule) -> tuple[str, str]:
+    """Too few pairs override the statistic's verdict: the effect is shown, not decided."""
+    if _too_few(n, rule):
+        return INCONCLUSIVE, note
+    return verdict, reason + (f"; {note}" if note else "")
 
 
 def _is_quick(pairing: Pairing) -> bool:
@@ -378,7 +388,7 @@ class Compare:
                   and abs(p[self.better.label].metrics[m] - p[self.worse.label].metrics[m]) <= tol]
             dropped = len(pairs) - len(ok)
             pairs = ok
-            if len(pairs) < rule.min_pairs:
+            if len(pairs) < rule.min_pairs and dropped:
                 return Effect(self.label, INCONCLUSIVE,
                               f"{m} not matched within {tol:g} in {dropped} of "
                               f"{len(pairing.pairs)} pairs: {len(pairs)} left < {rule.min_pairs}"
@@ -398,8 +408,7 @@ class Compare:
                   + (f"; {dropped} pair(s) not matched in {self.match[0]} left out"
                      if dropped else ""))
         verdict, reason, est, lo, hi = _decide_positive(d, rule)
-        if note:
-            reason += f"; {note}"
+        verdict, reason = _finish(verdict, reason, note, len(d), rule)
         return Effect(self.label, verdict, reason, est, lo, hi, len(d), seeds, (0.0,), detail)
 
 
@@ -411,7 +420,7 @@ def _mean_sd(x: np.ndarray) -> str:
 def _decide_positive(d: np.ndarray, rule: Rule) -> tuple[str, str, float, float, float]:
     """The rule for a paired difference whose claimed sign is positive."""
     est = float(np.mean(d))
-    lo, hi = bootstrap_ci([d], _mean, rule)
+    lo, hi = bootstrap_ci([d], _mean, rule) if len(d) > 1 else (math.nan, math.nan)
     k, n, p_gt, p_lt = sign_test(d)
     ci = f"CI [{lo:.3g}, {hi:.3g}]"
     if lo > 0 and p_gt < rule.alpha:
@@ -470,7 +479,7 @@ class SameThroughA:
                           n=len(pairs), reference=ref)
         q, delta = tv[0] - tv[1], tv[2] - tv[3]
         seeds = tuple(pairing.seeds())
-        dlo, dhi = bootstrap_ci([delta], _mean, rule)
+        dlo, dhi = bootstrap_ci([delta], _mean, rule) if len(q) > 1 else (math.nan, math.nan)
         dmean = float(np.mean(delta))
         detail = ", ".join(f"{a.label}: {_mean_sd(v)}" for a, v in zip(self.arms, vals))
         detail += f"; unequal-a difference {dmean:.3g} CI [{dlo:.3g}, {dhi:.3g}]"
@@ -478,14 +487,18 @@ class SameThroughA:
         def ratio(q, delta, axis=-1):
             return np.mean(q, axis=axis) / np.abs(np.mean(delta, axis=axis))
 
+        est = float(ratio(q, delta)) if dmean != 0 else math.nan
+        if _too_few(len(q), rule):
+            lo, hi = (bootstrap_ci([q, delta], ratio, rule) if len(q) > 1 and dmean != 0
+                      else (math.nan, math.nan))
+            return Effect(self.label, INCONCLUSIVE, note, est, lo, hi, len(q), seeds, ref,
+                          detail)
         if dlo <= 0 <= dhi:
-            est = float(ratio(q, delta)) if dmean != 0 else math.nan
             return Effect(self.label, INCONCLUSIVE,
                           f"the metric does not detectably depend on a (unequal-a difference "
                           f"CI [{dlo:.3g}, {dhi:.3g}] crosses zero), so 'only through a' cannot "
                           f"be tested" + _quick_suffix(quick), est, n=len(q), seeds=seeds,
                           reference=ref, detail=detail)
-        est = float(ratio(q, delta))
         lo, hi = bootstrap_ci([q, delta], ratio, rule)
         ci = f"CI [{lo:.3g}, {hi:.3g}]"
         if -self.margin < lo and hi < self.margin:
@@ -539,13 +552,19 @@ class Nearer:
                           f"non-finite in some runs", n=len(pairs), reference=ref)
         gap, moved = u - d, u - s
         seeds = tuple(pairing.seeds())
-        glo, ghi = bootstrap_ci([gap], _mean, rule)
+        glo, ghi = bootstrap_ci([gap], _mean, rule) if len(u) > 1 else (math.nan, math.nan)
         detail = (f"{self.undecayed.label}: {_mean_sd(u)}, {self.decayed.label}: {_mean_sd(d)}, "
                   f"{self.switched.label}: {_mean_sd(s)}")
 
         def ratio(moved, gap, axis=-1):
             return np.mean(moved, axis=axis) / np.mean(gap, axis=axis)
 
+        if _too_few(len(u), rule):
+            est = float(ratio(moved, gap)) if np.mean(gap) != 0 else math.nan
+            lo, hi = (bootstrap_ci([moved, gap], ratio, rule) if len(u) > 1 and math.isfinite(est)
+                      else (math.nan, math.nan))
+            return Effect(self.label, INCONCLUSIVE, note, est, lo, hi, len(u), seeds, ref,
+                          detail)
         if glo <= 0 <= ghi:
             return Effect(self.label, INCONCLUSIVE,
                           f"decay does not detectably move {self.metric} (CI of "
@@ -603,7 +622,7 @@ class ClaimResult:
 
     @property
     def missing(self) -> tuple[str, ...]:
-        return tuple(m for e in self.effects for m in e.missing)
+        return tuple(dict.fromkeys(m for e in self.effects for m in e.missing))
 
     def to_json(self) -> dict[str, Any]:
         c = self.claim
@@ -690,7 +709,7 @@ def _type_check() -> Effect:
     if monotone and idx[0] < 0.5 < idx[-1]:
         return Effect(label, SUPPORTED, f"ι rises monotonically from {idx[0]:.2f} (L2-like) to "
                       f"{idx[-1]:.2f} (L1-like) over a ∈ [0, {_GEOMETRY_A[-1]:g}]", est,
-                      float(idx.min() - idx[0]), est, len(idx), reference=(0.0,), detail=detail)
+                      est, est, len(idx), reference=(0.0,), detail=detail)
     if est < 0:
         return Effect(label, CONTRADICTED, f"ι falls from {idx[0]:.2f} to {idx[-1]:.2f}", est,
                       est, est, len(idx), detail=detail)
