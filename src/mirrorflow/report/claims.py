@@ -34,6 +34,7 @@ name; diverged and failed runs never enter a statistic (they are counted and rep
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -272,6 +273,7 @@ class Effect:
     reference: tuple[float, ...] = (0.0,)  # the decision threshold(s) on the effect's axis
     detail: str = ""
     missing: tuple[str, ...] = ()
+    short: str = ""  # a short label for the forest plot (default: ``label``)
 
     def to_json(self) -> dict[str, Any]:
         def num(x):
@@ -460,6 +462,10 @@ class SameThroughA:
         return (f"{self.metric}: ({self.same[0].label} − {self.same[1].label}) / "
                 f"|{self.different[0].label} − {self.different[1].label}|")
 
+    @property
+    def short(self) -> str:
+        return f"{self.metric}: equal-a difference / unequal-a difference"
+
     def evaluate(self, records, experiment, free, rule: Rule = RULE) -> Effect:
         ref = (-self.margin, self.margin)
         pairing = pair_runs(records, self.arms, free)
@@ -536,6 +542,10 @@ class Nearer:
     def label(self) -> str:
         u, d, s = self.undecayed.label, self.decayed.label, self.switched.label
         return f"{self.metric}: ({u} − {s}) / ({u} − {d})"
+
+    @property
+    def short(self) -> str:
+        return f"{self.metric}: (none − switch-off) / (none − decayed)"
 
     def evaluate(self, records, experiment, free, rule: Rule = RULE) -> Effect:
         ref = (self.threshold,)
@@ -655,7 +665,8 @@ class Claim:
 
     def evaluate(self, records: Sequence[RunRecord], rule: Rule = RULE) -> ClaimResult:
         recs = [r for r in records if self.experiment is None or r.experiment == self.experiment]
-        effects = tuple(t.evaluate(recs, self.experiment or "", self.free, rule)
+        effects = tuple(dataclasses.replace(t.evaluate(recs, self.experiment or "", self.free,
+                                                       rule), short=getattr(t, "short", ""))
                         for t in self.tests)
         verdicts = [e.verdict for e in effects]
         if CONTRADICTED in verdicts:

@@ -110,7 +110,7 @@ def forest_plot(results: Sequence[ClaimResult], path: Path) -> bool:
     if not rows:
         return False
     n = len(rows)
-    fig, ax = new_figure(1, 1, figsize=(10, 0.42 * n + 1.6), squeeze=True)
+    fig, ax = new_figure(1, 1, figsize=(11, 0.42 * n + 1.8), squeeze=True)
     for i, (_r, e) in enumerate(rows):
         y = n - 1 - i
         col = _COLORS[e.verdict]
@@ -120,14 +120,14 @@ def forest_plot(results: Sequence[ClaimResult], path: Path) -> bool:
         ax.plot([e.estimate], [y], "o", color=col, ms=6)
         for ref in e.reference:
             ax.plot([ref, ref], [y - 0.35, y + 0.35], color="k", lw=1)
-    labels = [f"{r.claim.id}\n{e.label}" for r, e in rows]
+    labels = [f"{r.claim.id}\n{e.short or e.label}" for r, e in rows]
     ax.set_yticks(np.arange(n)[::-1], labels, fontsize=6.5)
     ax.set_ylim(-0.7, n - 0.3)
     ax.axvline(0.0, color="0.7", lw=0.8, ls=":")
-    ax.set_xlabel("effect (each row in its own unit: log ratio, relative difference, slope; "
-                  "black ticks = the decision thresholds)", fontsize=8)
+    ax.set_xlabel("effect, each row in its own unit (log ratio, relative difference, slope)\n"
+                  "black ticks: the row's decision threshold(s); colour: verdict", fontsize=8)
     handles = [ax.plot([], [], "o-", color=c, label=v)[0] for v, c in _COLORS.items()]
     ax.legend(handles=handles, fontsize=7, loc="lower right")
-    ax.set_title("claims: effect sizes with 95% bootstrap CIs")
+    ax.set_title("claims: effects with 95% bootstrap CIs", fontsize=10)
     fig.savefig(path, dpi=110)
     return True
