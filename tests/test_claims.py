@@ -18,9 +18,11 @@ from mirrorflow.report.claims import (
     RULE,
     SUPPORTED,
     Arm,
+    AtMost,
     Claim,
     Compare,
     Nearer,
+    OneOf,
     SameThroughA,
     evaluate_claims,
     pair_runs,
@@ -132,6 +134,12 @@ def test_pairing_by_config_fields_not_by_sweep():
     other = [_rec(400 + s, "none", s, {"err": 2.0}, wd=9.0) for s in range(5)]
     other += [_rec(500 + s, "switch-off", s, {"err": 1.0}) for s in range(5)]
     assert len(pair_runs(other, [SW, NONE], free=("t_max",)).pairs) == 5
+    # conditions: AtMost / OneOf select by value, and say so in 'missing'
+    short = Arm("short", {"schedule": "none", "t_max": AtMost(50.0)})
+    assert [r.config["t_max"] for r in recs if short.matches(r.config)] == [7.0] * 5
+    assert Arm("n", {"n": OneOf((40, 80))}).matches({"n": 80})
+    assert not Arm("n", {"n": OneOf((40,))}).matches({"n": 80})
+    assert short.describe() == "schedule=none, t_max ≤ 50"
 
 
 def test_matched_metric_drops_unmatched_pairs():
