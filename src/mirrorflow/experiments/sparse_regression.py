@@ -213,8 +213,9 @@ def plot(results: Sequence[Result], path: Path) -> None:
 # decay plain gradient descent converges by t ≈ 60, so 'none' uses tail = "gd" (the implicit-ODE
 # tail stalled on seed 3 of the 'none' schedule). The claim that the limit depends on the
 # schedule only through a (mirrorflow.report.claims) adds switch-off λ = 0.4 to t = 10 (a = 4,
-# another shape) and λ = 0.2 to t = 10 (a = 2); the full sweep also λ = 0.1 to t = 40 (a = 4)
-# and λ = 0.2 to t = 40 (a = 8).
+# another shape) and λ = 0.2 to t = 10 (a = 2); the full sweep also λ = 0.1 to t = 40 (a = 4).
+# (a = 8, λ = 0.2 to t = 40, was dropped: its runs took minutes each, the scale e^{−16} makes
+# the flow after the switch stiff.)
 SWEEPS = {
     "quick": {
         "grid": {"seed": [0, 1, 2, 3, 4]},
@@ -230,8 +231,8 @@ SWEEPS = {
         "case": [
             {"base": {"schedule": "none", "tail": "gd"}},
             {"base": {"schedule": "constant", "t_max": 2000.0}, "grid": {"wd": [0.1, 0.2, 0.4]}},
-            {"zip": {"schedule": ["switch-off"] * 5, "wd": [0.1, 0.2, 0.4, 0.2, 0.2],
-                     "switch_at": [40.0, 20.0, 10.0, 10.0, 40.0]}},
+            {"zip": {"schedule": ["switch-off"] * 4, "wd": [0.1, 0.2, 0.4, 0.2],
+                     "switch_at": [40.0, 20.0, 10.0, 10.0]}},
         ],
     },
 }
