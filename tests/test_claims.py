@@ -302,10 +302,12 @@ def test_end_to_end_on_tiny_real_runs(tmp_path):
     data = {c["id"]: c for c in json.loads((tmp_path / "out" / "claims.json").read_text())
             ["claims"]}
     exp = get_experiment("sparse-regression")
-    err = {}
-    for r in spec.runs:
+    err = {}  # computed again, directly, outside the store and the claims
+    main = [r for r in spec.runs if r.config.schedule != "switch-off"
+            or (r.config.wd, r.config.switch_at) == (0.2, 20.0)]
+    for r, res in zip(main, exp.run_many([r.config for r in main])):
         c = r.config
-        err[c.schedule, c.wd, c.switch_at, c.seed] = exp.run(c).recovery_error
+        err[c.schedule, c.wd, c.switch_at, c.seed] = res.recovery_error
     none = np.array([err["none", 0.2, 20.0, s] for s in range(5)])
     sw = np.array([err["switch-off", 0.2, 20.0, s] for s in range(5)])
     const = np.array([err["constant", 0.2, 20.0, s] for s in range(5)])
