@@ -6,7 +6,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 # property tests draw the same examples on every run (same seed, same numbers; no flaky CI)
-from hypothesis import settings  # noqa: E402
+from hypothesis import settings
 
 settings.register_profile("mirrorflow", derandomize=True, print_blob=True)
 settings.load_profile("mirrorflow")

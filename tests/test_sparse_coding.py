@@ -159,3 +159,33 @@ def test_cli_json_and_errors(tmp_path):
     assert fig.stat().st_size > 0
     bad = runner.invoke(app, ["run", "sparse-coding", "--set", "k=0"])
     assert bad.exit_code == 2 and "k" in bad.output and "Traceback" not in bad.output
+
+
+def test_setting_fields_authors_init_alpha_convention_and_raw_data():
+    """The authors' setting, checked against hand computations: raw digits are the pixel values
+    / 16; their init has u^{2k} = v^{2k} = ½; their α is twice ours for power codes (the
+    integrated decay halves) and equal for u ⊙ v codes."""
+    from sklearn.datasets import load_digits
+
+    raw = image_patches(20, 8, source="digits", seed=3, normalize=False)
+    data = load_digits().data / 16.0
+    idx = np.random.default_rng(3).permutation(len(data))[:20]
+    assert np.array_equal(raw, data[idx])
+    base = dict(source="digits", patch_size=8, n_train=40, n_test=10, atoms=8, iterations=5,
+                step=0.01, schedule="constant", wd=0.2, normalize="raw", log_every=5)
+    for k in (1, 2, 3):
+        c = Config(**base, codes="power", k=k, init="authors")
+        assert c.power_u0 ** (2 * k) == pytest.approx(0.5, rel=1e-12)
+        # matched speed: 8k² u0^{4k−2} = init_scale² at c = 0 (module docstring)
+        m = Config(**base, codes="power", k=k, init_scale=1.5)
+        assert 8 * k * k * m.power_u0 ** (4 * k - 2) == pytest.approx(1.5**2, rel=1e-12)
+    exp = get_experiment("sparse-coding")
+    ours = exp.run(exp.make_config({**base, "codes": "power", "k": 2}))
+    theirs = exp.run(exp.make_config({**base, "codes": "power", "k": 2,
+                                      "wd_convention": "authors"}))
+    assert ours.integrated_wd == pytest.approx(5 * 0.01 * 0.2, rel=1e-12)
+    assert theirs.integrated_wd == pytest.approx(ours.integrated_wd / 2, rel=1e-12)
+    uv = exp.run(exp.make_config({**base, "codes": "uv", "wd_convention": "authors"}))
+    assert uv.integrated_wd == pytest.approx(ours.integrated_wd, rel=1e-12)
+    with pytest.raises(MirrorflowError, match="init='authors'"):
+        exp.make_config({"codes": "uv", "init": "authors"})

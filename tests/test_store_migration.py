@@ -13,7 +13,10 @@ import sqlite3
 
 import numpy as np
 
+from mirrorflow.experiments import make_config
+from mirrorflow.experiments.lora import Config as LoraConfig
 from mirrorflow.sweep import ResultStore, builtin_spec, run_id
+from mirrorflow.sweep.spec import config_to_dict
 from mirrorflow.sweep.store import _SCHEMA
 
 OLD_ATTENTION = {"batch_size": 128, "budget": None, "compare": False, "dataset": "digits",
@@ -60,7 +63,9 @@ def test_v1_rows_get_todays_ids_and_curves_follow(tmp_path):
         assert att.run_id == _builtin_id("attention", seed=0, schedule="switch-off")
         assert att.config["wd"] == 0.05 and att.config["switch_at"] == 40.0
         assert "setting" not in att.config and "patch_size" not in att.config
-        assert lora.run_id == _builtin_id("lora", seed=0, schedule="switch-off")
+        # today's LoRA sweeps use another task: the id is that of today's Config of the run
+        lora_cfg = config_to_dict(make_config(LoraConfig, {**OLD_LORA, "switch_at": 0.16}))
+        assert lora.run_id == run_id("lora", lora_cfg, version="0.1.0")
         assert lora.config["switch_at"] == 0.16  # step 80 at lr 2e-3
         assert v.config["wd"] == 1.0 and v.config["switch_at"] == 0.6 and "teacher_rank" not in v.config
         assert recs["toy"].run_id == "bbbb"  # unknown experiments are left alone

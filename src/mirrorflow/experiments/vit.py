@@ -281,16 +281,30 @@ def plot(results: Sequence[Result], path: Path) -> None:
 
 
 # The ViT on scikit-learn's digits (offline): the three schedules at the defaults (λ = 1,
-# switched off at t = 0.6 = step 300 of 600, so a = 0.6 vs 1.2 for constant decay).
+# switched off at t = 0.6 = step 300 of 600, so a = 0.6 vs 1.2 for constant decay), plus what the
+# claims of mirrorflow.report.claims need: a decay sweep of constant λ (1e-4 … 2; the quick sweep
+# only 1e-4 and 1) and switch-off runs with equal a from another (λ, switch point) — λ = 2 to
+# t = 0.3 (a = 0.6) — and unequal a, λ = 2 to t = 0.6 (a = 1.2). The quick sweep runs the extra
+# settings for one seed: its claims are "inconclusive (quick)" by design.
+_VIT_EXTRA = {"zip": {"schedule": ["constant", "switch-off", "switch-off"],
+                      "wd": [1e-4, 2.0, 2.0], "switch_at": [0.6, 0.3, 0.6]}}
 SWEEPS = {
     "quick": {
         "base": {"compare": False},
-        "grid": {"seed": [0, 1]},
-        "zip": {"schedule": ["none", "constant", "switch-off"]},
+        "case": [
+            {"grid": {"seed": [0, 1]},
+             "zip": {"schedule": ["none", "constant", "switch-off"]}},
+            {"grid": {"seed": [0]}, **_VIT_EXTRA},
+        ],
     },
     "full": {
         "base": {"compare": False},
-        "grid": {"seed": list(range(5)), "schedule": ["none", "constant", "switch-off"]},
+        "grid": {"seed": list(range(5))},
+        "case": [
+            {"zip": {"schedule": ["none", "switch-off"]}},
+            {"base": {"schedule": "constant"}, "grid": {"wd": [1e-4, 0.1, 0.5, 1.0, 2.0]}},
+            {"base": {"schedule": "switch-off", "wd": 2.0}, "grid": {"switch_at": [0.3, 0.6]}},
+        ],
     },
 }
 

@@ -9,7 +9,10 @@ columns of the Markdown table.
 
 Files written to ``OUT``::
 
-    report.md                    all experiments: run counts, metric tables, figures, failures
+    report.md                    the claims table (verdicts, effects, CIs), then all experiments:
+                                 run counts, metric tables, figures, failures
+    claims.json                  every claim's verdict, reason, effects with CIs, missing runs
+    claims_forest.png            forest plot of the claims' effect sizes
     <experiment>.csv             tidy table: setting fields, metric, mean, sd, n, run counts
     runs.csv                     one row per run: id, experiment, status, seed, setting, metrics
     <experiment>_summary.png     per metric: mean ± sd per setting with the seeds as dots
@@ -235,6 +238,7 @@ def _write(store: ResultStore, out: Path, version: str | None) -> ReportFiles:
               f"{len(by_exp)} experiment(s). Tables: mean ± sample sd over seeds of the "
               f"`done` runs (n = number of values); diverged and failed runs are counted, "
               f"not averaged.", ""]
+        md += _claims(records, tmp, notes)
         run_rows = []
         for exp_name, recs in sorted(by_exp.items()):
             md += _experiment_section(store, exp_name, recs, tmp, notes, run_rows)
@@ -249,6 +253,15 @@ def _write(store: ResultStore, out: Path, version: str | None) -> ReportFiles:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ReportFiles(out=out, files=tuple(files), notes=tuple(notes))
+
+
+def _claims(records: list[RunRecord], tmp: Path, notes: list[str]) -> list[str]:
+    """The claims table, forest plot and claims.json (:mod:`mirrorflow.report.claims_report`)."""
+    from mirrorflow.report.claims_report import claims_section
+
+    md, claim_notes = claims_section(records, tmp)
+    notes.extend(claim_notes)
+    return [*md, "## Experiments", ""]
 
 
 def _experiment_section(store: ResultStore, exp_name: str, recs: list[RunRecord], tmp: Path,

@@ -1,0 +1,321 @@
+"""Claims and verdicts: stores with KNOWN effects (and a null effect) must give the verdicts the
+decision rule promises; the registry's claims find their runs in the built-in sweeps."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mirrorflow.report.claims import (
+    CLAIMS,
+    CONTRADICTED,
+    INCONCLUSIVE,
+    NOT_EVALUATED,
+    RULE,
+    SUPPORTED,
+    Arm,
+    AtMost,
+    Claim,
+    Compare,
+    Nearer,
+    OneOf,
+    SameThroughA,
+    evaluate_claims,
+    pair_runs,
+)
+from mirrorflow.sweep import ResultStore, RunRecord
+
+NONE = Arm("none", {"schedule": "none"})
+CONST = Arm("constant", {"schedule": "constant", "wd": 0.2})
+SW = Arm("switch-off", {"schedule": "switch-off", "wd": 0.2, "switch_at": 20.0})
+
+
+def _rec(i, schedule, seed, metrics, status="done", **cfg):
+    config = {"schedule": schedule, "seed": seed, "n": 40, "wd": 0.2, "switch_at": 20.0,
+              "t_max": 100.0, **cfg}
+    return RunRecord(run_id=f"r{i}", experiment="toy", config=config, status=status,
+                     metrics=metrics, version="1", sweep="toy-full")
+
+
+def _store(values: dict[str, list[float]], statuses: dict | None = None, **cfg):
+    """Records: one per (schedule, seed) with metric ``err`` = values[schedule][seed]."""
+    out = []
+    for sched, vals in values.items():
+        for seed, v in enumerate(vals):
+            status = (statuses or {}).get((sched, seed), "done")
+            m = {"err": v} if status == "done" else {"err": None}
+            out.append(_rec(len(out), sched, seed, m, status, **cfg))
+    return out
+
+
+def _claim(*tests, free=("t_max",)):
+    return Claim(id="toy/claim", statement="toy", source="test", experiment="toy", tests=tests,
+                 free=free)
+
+
+def _wins():
+    return _claim(Compare("err", SW, NONE), Compare("err", SW, CONST))
+
+
+def test_known_effect_is_supported_with_the_hand_computed_effect_and_sign_test():
+    rng = np.random.default_rng(1)
+    n = 7
+    none = np.exp(rng.normal(0.0, 0.1, n)) * 2.0
+    const = np.exp(rng.normal(0.0, 0.1, n)) * 0.8
+    sw = np.exp(rng.normal(0.0, 0.1, n)) * 0.2  # 4x better than constant, 10x than none
+    res = _wins().evaluate(_store({"none": none, "constant": const, "switch-off": sw}))
+    assert res.verdict == SUPPORTED
+    e_none, e_const = res.effects
+    d = np.log(none) - np.log(sw)
+    assert e_none.estimate == pytest.approx(d.mean(), rel=1e-12)
+    assert e_none.n == n and e_none.seeds == tuple(range(n))
+    assert e_none.lo > 0 and e_none.lo < d.mean() < e_none.hi
+    # the sign test p-value of n positive of n is 2^-n
+    assert f"p = {0.5 ** n:.3g}" in e_none.reason
+    assert e_const.estimate == pytest.approx((np.log(const) - np.log(sw)).mean(), rel=1e-12)
+
+
+def test_null_effect_is_inconclusive_and_reversed_effect_contradicted():
+    rng = np.random.default_rng(2)
+    n = 8
+    base = np.exp(rng.normal(0.0, 0.3, n))
+    noise = np.exp(rng.normal(0.0, 0.3, n))  # same distribution: no effect
+    null = _claim(Compare("err", SW, NONE)).evaluate(
+        _store({"none": base, "switch-off": noise * 1.0}))
+    assert null.verdict == INCONCLUSIVE
+    assert null.effects[0].lo < 0 < null.effects[0].hi and "crosses zero" in null.reason
+    worse = _claim(Compare("err", SW, NONE)).evaluate(
+        _store({"none": base, "switch-off": base * 3.0 * np.exp(rng.normal(0, 0.05, n))}))
+    assert worse.verdict == CONTRADICTED
+    assert worse.effects[0].hi < 0 and "negative" in worse.reason
+    # a claim of two tests is contradicted when one test is
+    both = _wins().evaluate(_store({"none": base * 5, "constant": base * 0.1,
+                                    "switch-off": base}))
+    assert [e.verdict for e in both.effects] == [SUPPORTED, CONTRADICTED]
+    assert both.verdict == CONTRADICTED
+
+
+def test_too_few_seeds_diverged_runs_and_missing_arms():
+    big = {"none": [10.0, 11, 12], "switch-off": [0.1, 0.11, 0.12]}
+    few = _claim(Compare("err", SW, NONE)).evaluate(_store(big))
+    assert few.verdict == INCONCLUSIVE and f"3 pair(s) < {RULE.min_pairs}" in few.reason
+    # quick sweeps are named as such
+    recs = [RunRecord(**{**r.__dict__, "sweep": "toy-quick"}) for r in _store(big)]
+    assert "(quick sweep)" in _claim(Compare("err", SW, NONE)).evaluate(recs).reason
+    # 6 seeds, 2 of them with a diverged switch-off run: 4 pairs left
+    six = {"none": [10.0] * 6, "switch-off": [0.1] * 6}
+    bad = _claim(Compare("err", SW, NONE)).evaluate(
+        _store(six, {("switch-off", 1): "diverged", ("switch-off", 4): "failed"}))
+    assert bad.verdict == INCONCLUSIVE and "runs diverged" in bad.reason
+    assert "1 pair(s) with diverged runs and 1 with failed runs left out" in bad.reason
+    missing = _wins().evaluate(_store({"none": [1.0] * 6, "switch-off": [0.5] * 6}))
+    assert missing.verdict == NOT_EVALUATED
+    assert missing.missing == ("toy runs with schedule=constant, wd=0.2",)
+
+
+def test_pairing_by_config_fields_not_by_sweep():
+    recs = _store({"none": [2.0] * 5, "switch-off": [1.0] * 5})
+    # free fields may differ inside a pair; the seed and every other field may not
+    recs += [_rec(100 + s, "none", s, {"err": 3.0}, n=80, t_max=7.0) for s in range(5)]
+    recs += [_rec(200 + s, "switch-off", s, {"err": 1.0}, n=80) for s in range(5)]
+    recs.append(_rec(300, "switch-off", 9, {"err": 1.0}))  # no partner
+    p = pair_runs(recs, [SW, NONE], free=("t_max",))
+    assert len(p.pairs) == 10 and p.incomplete == 1
+    assert all(a["none"].config["n"] == b["n"] for a, b in
+               ((q, q["switch-off"].config) for q in p.pairs))
+    assert all(q["none"].config["seed"] == q["switch-off"].config["seed"] for q in p.pairs)
+    # without t_max free, the n=80 'none' runs (t_max 7) find no partner
+    assert len(pair_runs(recs, [SW, NONE]).pairs) == 5
+    # irrelevant fields of a schedule do not split pairs: 'none' runs with another wd pair up
+    other = [_rec(400 + s, "none", s, {"err": 2.0}, wd=9.0) for s in range(5)]
+    other += [_rec(500 + s, "switch-off", s, {"err": 1.0}) for s in range(5)]
+    assert len(pair_runs(other, [SW, NONE], free=("t_max",)).pairs) == 5
+    # conditions: AtMost / OneOf select by value, and say so in 'missing'
+    short = Arm("short", {"schedule": "none", "t_max": AtMost(50.0)})
+    assert [r.config["t_max"] for r in recs if short.matches(r.config)] == [7.0] * 5
+    assert Arm("n", {"n": OneOf((40, 80))}).matches({"n": 80})
+    assert not Arm("n", {"n": OneOf((40,))}).matches({"n": 80})
+    assert short.describe() == "schedule=none, t_max ≤ 50"
+
+
+def test_matched_metric_drops_unmatched_pairs():
+    recs = []
+    for s in range(6):
+        recs.append(_rec(2 * s, "none", s, {"l1": 10.0 + s, "mse": 0.0}))
+        recs.append(_rec(2 * s + 1, "switch-off", s, {"l1": 8.0 + s,
+                                                      "mse": 0.5 if s == 0 else 1e-6}))
+    c = _claim(Compare("l1", SW, NONE, match=("mse", 1e-4)))
+    res = c.evaluate(recs)
+    assert res.verdict == SUPPORTED and res.effects[0].n == 5
+    assert "1 pair(s) not matched in mse left out" in res.effects[0].detail
+    recs2 = [RunRecord(**{**r.__dict__, "metrics": {**r.metrics, "mse": 0.5}})
+             if r.config["schedule"] == "switch-off" else r for r in recs]
+    assert "not matched" in c.evaluate(recs2).reason
+
+
+def _a_store(eq_shift: float, a_effect: float, n: int = 6, noise: float = 0.01):
+    """Four switch-off arms: A (λ 0.2 to 20) and B (λ 0.4 to 10) share a = 4, C has a = 2."""
+    rng = np.random.default_rng(3)
+    out = []
+    for s in range(n):
+        base = 1.0 + 0.3 * rng.normal()
+        vals = {(0.2, 20.0): base, (0.4, 10.0): base + eq_shift, (0.2, 10.0): base + a_effect}
+        for (wd, at), v in vals.items():
+            out.append(_rec(len(out), "switch-off", s, {"err": v + noise * rng.normal()},
+                            wd=wd, switch_at=at))
+    return out
+
+
+SAME = SameThroughA("err", (Arm("A", {"schedule": "switch-off", "wd": 0.2, "switch_at": 20.0}),
+                            Arm("B", {"schedule": "switch-off", "wd": 0.4, "switch_at": 10.0})),
+                    (Arm("C", {"schedule": "switch-off", "wd": 0.2, "switch_at": 10.0}),
+                     Arm("A", {"schedule": "switch-off", "wd": 0.2, "switch_at": 20.0})))
+
+
+def test_only_through_a_supported_contradicted_and_untestable():
+    ok = _claim(SAME).evaluate(_a_store(eq_shift=0.0, a_effect=0.5))
+    assert ok.verdict == SUPPORTED
+    e = ok.effects[0]
+    recs = _a_store(eq_shift=0.0, a_effect=0.5)
+    by = {(r.config["wd"], r.config["switch_at"], r.config["seed"]): r.metrics["err"] for r in recs}
+    q = np.mean([by[0.2, 20.0, s] - by[0.4, 10.0, s] for s in range(6)])
+    delta = np.mean([by[0.2, 10.0, s] - by[0.2, 20.0, s] for s in range(6)])
+    assert e.estimate == pytest.approx(q / abs(delta), rel=1e-12)
+    assert -SAME.margin < e.lo < e.hi < SAME.margin
+    bad = _claim(SAME).evaluate(_a_store(eq_shift=0.5, a_effect=0.5))
+    assert bad.verdict == CONTRADICTED and bad.effects[0].hi < -SAME.margin  # A − B = −0.5
+    flat = _claim(SAME).evaluate(_a_store(eq_shift=0.0, a_effect=0.0))
+    assert flat.verdict == INCONCLUSIVE and "does not detectably depend on a" in flat.reason
+
+
+def test_nearer_supported_and_contradicted():
+    def recs(frac):
+        out = []
+        for s in range(6):
+            u, d = 2.0 + 0.01 * s, 1.0 - 0.01 * s
+            for sched, v in (("none", u), ("constant", d), ("switch-off", u - frac * (u - d))):
+                out.append(_rec(len(out), sched, s, {"ratio": v + 0.001 * ((s * 7) % 3)}))
+        return out
+
+    test = Nearer("ratio", NONE, CONST, SW)
+    near = _claim(test).evaluate(recs(0.8))
+    assert near.verdict == SUPPORTED and near.effects[0].estimate == pytest.approx(0.8, abs=0.01)
+    far = _claim(test).evaluate(recs(0.2))
+    assert far.verdict == CONTRADICTED and far.effects[0].hi < 0.5
+
+
+def test_bootstrap_ci_matches_scipy_on_the_paired_differences():
+    rng = np.random.default_rng(4)
+    none, sw = np.exp(rng.normal(1, 0.2, 6)), np.exp(rng.normal(0, 0.2, 6))
+    res = _claim(Compare("err", SW, NONE)).evaluate(_store({"none": none, "switch-off": sw}))
+    d = np.log(none) - np.log(sw)
+    ref = stats.bootstrap((d,), np.mean, confidence_level=0.95, method="BCa",
+                          n_resamples=RULE.n_resamples, rng=np.random.default_rng(RULE.seed))
+    assert res.effects[0].lo == pytest.approx(ref.confidence_interval.low, rel=1e-12)
+    assert res.effects[0].hi == pytest.approx(ref.confidence_interval.high, rel=1e-12)
+
+
+def test_geometry_claims_follow_the_closed_form():
+    """The range claim's slope is −2 (β(a) = β0 e^{−2a}, theory §3): checked against the
+    closed-form reach of the hyperbolic entropy, x(±m) = β sinh(±m/c + arcsinh(x̄/β))."""
+    res = {r.claim.id: r for r in evaluate_claims([])}
+    rng_claim = res["geometry/reach-shrinks-e-2a"]
+    assert rng_claim.verdict == SUPPORTED
+    assert rng_claim.effects[0].estimate == pytest.approx(-2.0, abs=1e-6)
+    beta0, c = 0.5, 0.5  # u0 = 1, v0 = 0: |u0² − v0²|/2, x̄0 = 0
+    width = 2 * beta0 * math.exp(-2 * 3.0) * math.sinh(1.0 / c)
+    assert f"width(3) = {width:.3g}" in rng_claim.effects[0].detail
+    assert res["geometry/type-l2-to-l1"].verdict in (SUPPORTED, INCONCLUSIVE, CONTRADICTED)
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_every_claim_finds_its_runs_in_the_builtin_sweeps(quick):
+    """Synthetic 'done' records for every run of the built-in sweeps: no claim lacks runs."""
+    from mirrorflow.sweep.builtin import builtin_specs
+
+    specs, _ = builtin_specs(quick=quick)
+    rng = np.random.default_rng(5)
+    recs = [RunRecord(run_id=r.run_id, experiment=r.experiment, config=dict(r.config_dict),
+                      status="done", sweep=s.name, version="x",
+                      metrics={"train_mse": 1e-6,
+                               **{m: float(rng.uniform(0.5, 2.0)) for m in
+                                  ("recovery_error", "test_loss", "val_loss", "nuclear_over_fro",
+                                   "l1_norm")}})
+            for s in specs for r in s.runs]
+    names = {s.experiment for s in specs}
+    # the quick sweeps of these real networks are too short for a verdict, by design
+    quick_only = {"vit", "lora"}
+    for res in evaluate_claims(recs):
+        if res.claim.experiment is None or res.claim.experiment in names:
+            assert res.verdict != NOT_EVALUATED, (res.claim.id, res.reason)
+            if res.claim.experiment is None:
+                continue
+            need = 1 if quick and res.claim.experiment in quick_only else RULE.min_pairs
+            assert min(e.n for e in res.effects) >= need, (res.claim.id, res.reason)
+            if need == 1:
+                assert "(quick sweep)" in res.reason
+
+
+def test_claims_json_and_table_in_the_report(tmp_path):
+    from mirrorflow.report import write_report
+
+    rng = np.random.default_rng(6)
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        for r in _store({"none": np.exp(rng.normal(1, 0.1, 6)),
+                         "constant": np.exp(rng.normal(0.5, 0.1, 6)),
+                         "switch-off": np.exp(rng.normal(0, 0.1, 6))}):
+            store.write(r)
+    files = write_report(tmp_path / "r.sqlite", tmp_path / "out")
+    assert {"claims.json", "claims_forest.png"} <= set(files.files)
+    data = json.loads((tmp_path / "out" / "claims.json").read_text())
+    ids = [c["id"] for c in data["claims"]]
+    assert ids == [c.id for c in CLAIMS]
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert md.index("## Claims") < md.index("## toy")
+    assert "| claim | verdict | effect [95% CI] | pairs | figure | why |" in md
+    assert "not evaluated" in md and any("not evaluated" in n for n in files.notes)
+
+
+def test_end_to_end_on_tiny_real_runs(tmp_path):
+    """Tiny sparse-regression runs through the real sweep runner and store: the claims'
+    effects equal the mean log ratios computed from direct ``run`` calls, and the theory's
+    'only through a' holds (equal a: the same limit up to the step-size error)."""
+    from mirrorflow.experiments import get_experiment
+    from mirrorflow.report import write_report
+    from mirrorflow.sweep import LocalExecutor, parse_spec, run_sweep
+
+    tiny = {"n": 10, "d": 20, "sparsity": 2, "step": 0.05, "gd_after_settle": 5.0, "tol": 1e-8}
+    spec = parse_spec({"experiment": "sparse-regression", "name": "tiny",
+                       "base": tiny, "grid": {"seed": [0, 1, 2, 3, 4]},
+                       "case": [{"zip": {"schedule": ["none", "constant", "switch-off"],
+                                         "t_max": [500.0, 200.0, 500.0],
+                                         "tail": ["gd", "ode", "ode"]}},
+                                {"base": {"schedule": "switch-off"},
+                                 "zip": {"wd": [0.4, 0.2], "switch_at": [10.0, 10.0]}}]})
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        run_sweep(spec, store, LocalExecutor(workers=1))
+        files = write_report(store, tmp_path / "out")
+    data = {c["id"]: c for c in json.loads((tmp_path / "out" / "claims.json").read_text())
+            ["claims"]}
+    exp = get_experiment("sparse-regression")
+    err = {}  # computed again, directly, outside the store and the claims
+    main = [r for r in spec.runs if r.config.schedule != "switch-off"
+            or (r.config.wd, r.config.switch_at) == (0.2, 20.0)]
+    for r, res in zip(main, exp.run_many([r.config for r in main])):
+        c = r.config
+        err[c.schedule, c.wd, c.switch_at, c.seed] = res.recovery_error
+    none = np.array([err["none", 0.2, 20.0, s] for s in range(5)])
+    sw = np.array([err["switch-off", 0.2, 20.0, s] for s in range(5)])
+    const = np.array([err["constant", 0.2, 20.0, s] for s in range(5)])
+    wins = data["sparse-regression/switch-off-wins"]
+    assert wins["effects"][0]["estimate"] == pytest.approx(np.mean(np.log(none / sw)), rel=1e-9)
+    assert wins["effects"][1]["estimate"] == pytest.approx(np.mean(np.log(const / sw)), rel=1e-9)
+    assert wins["effects"][0]["n"] == 5 and wins["verdict"] != NOT_EVALUATED
+    a_only = data["sparse-regression/only-through-a"]
+    assert a_only["verdict"] == SUPPORTED, a_only["reason"]
+    assert "claims_forest.png" in files.files
+    assert data["vit/switch-off-wins"]["verdict"] == NOT_EVALUATED
