@@ -15,5 +15,5 @@ experiments  one module per experiment: ``Config -> run() -> Result``.
 
 from mirrorflow._core.validation import MirrorflowError
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place: pyproject.toml reads it; run ids include it
 __all__ = ["MirrorflowError", "__version__"]
