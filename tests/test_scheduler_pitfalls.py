@@ -421,3 +421,28 @@ def test_misuse_of_the_new_options_is_one_line():
         with pytest.raises(MirrorflowError, match=msg) as exc:
             make()
         assert "\n" not in str(exc.value)
+
+
+def test_mirrorflow_checkpoint_loaded_after_building_continues_silently_and_schedule_change_warns():
+    m = _model()
+    opt = torch.optim.SGD(_groups(m, 0.5), lr=0.1)
+    first = WeightDecayScheduler(opt, training.switch_off(at=4))
+    for _ in range(2):
+        _zero_grad_step(list(m.parameters()), opt)
+    ckpt = copy.deepcopy(opt.state_dict())
+    first.remove()
+    # torch's order, same schedule: exact and silent
+    m2 = _model()
+    o2 = torch.optim.SGD(_groups(m2, 0.5), lr=0.1)
+    s2 = WeightDecayScheduler(o2, training.switch_off(at=4))
+    o2.load_state_dict(ckpt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MirrorflowWarning)
+        _zero_grad_step(list(m2.parameters()), o2)
+    assert s2.steps_taken == 3 and s2.integrated == pytest.approx(3 * 0.1 * 0.5, rel=1e-13)
+    # another schedule on the restored state: continues from its step and a, and says so
+    o3 = torch.optim.SGD(_groups(_model(), 0.5), lr=0.1)
+    o3.load_state_dict(ckpt)
+    with pytest.warns(MirrorflowWarning, match=r"switch_off\(at=4\); continuing with budget"):
+        s3 = WeightDecayScheduler(o3, training.budget(0.15))
+    assert s3.steps_taken == 2 and s3.integrated == pytest.approx(0.1, rel=1e-13)

@@ -62,6 +62,7 @@ __all__ = [
     "MirrorflowWarning",
     "StepRecord",
     "WeightDecayScheduler",
+    "clear_scheduler_state",
     "decay_coupling",
     "decay_semantics",
     "has_scheduler_state",
@@ -103,6 +104,22 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
 def has_scheduler_state(optimizer: Any) -> bool:
     """Whether the optimizer's param groups carry mirrorflow scheduler state (``mf_*`` keys)."""
     return any(_BASE in g for g in unwrap_optimizer(optimizer).param_groups)
+
+
+def clear_scheduler_state(optimizer: Any) -> None:
+    """Remove the ``mf_*`` scheduler state from the param groups, so that the next scheduler
+    starts the schedule afresh (at step 0, ``a = 0``) with the groups' current ``weight_decay`` as
+    base decays. Refused while a live scheduler is attached (``remove()`` it first)."""
+    opt = unwrap_optimizer(optimizer)
+    owner = WeightDecayScheduler.active(opt)
+    if owner is not None:
+        raise MirrorflowError(f"{owner!r} is attached to this optimizer; call .remove() on it "
+                              "before clearing its state")
+    for g in opt.param_groups:
+        if _BASE in g:
+            g["weight_decay"] = g[_BASE]
+        for k in (_BASE, _INT, _STEP, _FROM, _SCHED):
+            g.pop(k, None)
 
 
 # -------------------------------------------------------------------------- decay semantics

@@ -32,13 +32,18 @@ callbacks get the values.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from transformers import TrainerCallback
 
 from mirrorflow._core.validation import MirrorflowError, check_choice
 from mirrorflow.schedules.diagnostics import attention_pairs, diagnose, lora_pairs, summarize
-from mirrorflow.schedules.scheduler import WeightDecayScheduler, has_scheduler_state
+from mirrorflow.schedules.scheduler import (
+    MirrorflowWarning,
+    WeightDecayScheduler,
+    has_scheduler_state,
+)
 from mirrorflow.schedules.training import as_schedule
 
 __all__ = ["WeightDecayCallback"]
@@ -111,6 +116,13 @@ class WeightDecayCallback(TrainerCallback):
         start = None if has_scheduler_state(optimizer) else int(state.global_step or 0)
         self.scheduler = WeightDecayScheduler(optimizer, self.schedule, total_steps=total,
                                               start_step=start)
+        if start is None and self.scheduler.steps_taken > (state.global_step or 0):
+            warnings.warn(
+                f"the optimizer's weight-decay schedule is at step {self.scheduler.steps_taken} "
+                f"but the Trainer starts at global_step {state.global_step} (train() called again "
+                "on the same Trainer?): the schedule continues from its step; to restart it, call "
+                "mirrorflow.schedules.scheduler.clear_scheduler_state(trainer.optimizer) first",
+                MirrorflowWarning, stacklevel=2)
         self._pairs = []
         if self.diagnostics_every and model is not None:
             lora = lora_pairs(model) if self.pairs in ("auto", "lora") else []
