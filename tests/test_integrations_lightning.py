@@ -160,3 +160,4 @@ def test_resume_from_a_checkpoint_written_without_mirrorflow(tmp_path):
     assert cb.scheduler.integrated_is_lower_bound and cb.scheduler.counted_from == 2
     assert a_hand == pytest.approx(LR * WD * 2 + lr2 * WD, rel=1e-12)
     assert float(trainer.callback_metrics["wd_factor"]) == 0.0
+    assert float(trainer.callback_metrics["integrated_wd_counted_from"]) == 2.0

@@ -11,7 +11,8 @@ unless given). Only groups with nonzero decay are touched. The scheduler state l
 optimizer's param groups, so Lightning checkpoints carry it and ``fit(ckpt_path=...)`` continues
 the schedule exactly. A checkpoint written *without* mirrorflow starts the schedule at
 ``trainer.global_step``; the decay applied before is unknown, so ``integrated_wd`` is then a lower
-bound (a :class:`~mirrorflow.schedules.scheduler.MirrorflowWarning` says so). After each training
+bound (a :class:`~mirrorflow.schedules.scheduler.MirrorflowWarning` says so, and
+``integrated_wd_counted_from`` is logged). After each training
 batch the callback logs, for the last optimizer step taken, ``weight_decay`` and ``wd_factor`` it
 used and ``integrated_wd`` (``a = Σ η_k λ_k``, docs/theory.md §1) right after it, through
 ``pl_module.log`` (suffixed ``_1``, ``_2``, ... for further optimizers). One
@@ -76,6 +77,9 @@ class WeightDecayCallback(Callback):
             pl_module.log(f"weight_decay{suffix}", last.weight_decay, on_step=True, on_epoch=False)
             pl_module.log(f"wd_factor{suffix}", last.factor, on_step=True, on_epoch=False)
             pl_module.log(f"integrated_wd{suffix}", last.integrated, on_step=True, on_epoch=False)
+            if s.integrated_is_lower_bound:
+                pl_module.log(f"integrated_wd_counted_from{suffix}", float(s.counted_from),
+                              on_step=True, on_epoch=False)
 
     def on_train_end(self, trainer, pl_module) -> None:
         for s in self.schedulers:
