@@ -155,53 +155,6 @@ def _diag_rows(quick: bool) -> list[dict]:
     return rows
 
 
-_CG_SCRIPT = """
-import sys, torch
-from mirrorflow.bench.bench_scheduler import _mlp_setup, _loop
-from mirrorflow.schedules import WeightDecayScheduler, training
-torch.set_num_threads(1)
-mode, steps, width = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-net, opt, x, y = _mlp_setup(width)
-if mode == "mf":
-    WeightDecayScheduler(opt, training.cosine(), total_steps=10**9)
-_loop(net, opt, x, y, steps)
-"""
-
-
-def callgrind_overhead(width: int = 64, steps: tuple[int, int] = (5, 25)) -> dict:
-    """Instructions per training step with and without the scheduler, counted by valgrind's
-    callgrind (load-independent, unlike timings on a shared machine). Four runs of a child
-    process — ``(plain, scheduled) × steps`` — so the one-time costs (imports, construction)
-    cancel: ``per_step = (I(n₂) − I(n₁)) / (n₂ − n₁)``. Takes ~30 min (torch under valgrind).
-    ``python -m mirrorflow.bench.bench_scheduler callgrind``."""
-    import os
-    import re
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-
-    if shutil.which("valgrind") is None:
-        raise RuntimeError("valgrind is not installed")
-    counts = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        script = os.path.join(tmp, "loop.py")
-        with open(script, "w") as fh:
-            fh.write(_CG_SCRIPT)
-        for mode in ("base", "mf"):
-            for n in steps:
-                out = subprocess.run(
-                    ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg.out",
-                     sys.executable, script, mode, str(n), str(width)],
-                    capture_output=True, text=True, check=True)
-                counts[(mode, n)] = int(re.search(r"Collected : (\d+)", out.stderr).group(1))
-    n1, n2 = steps
-    per = {m: (counts[(m, n2)] - counts[(m, n1)]) / (n2 - n1) for m in ("base", "mf")}
-    return {"width": width, "instructions_per_step_plain": per["base"],
-            "instructions_per_step_scheduled": per["mf"],
-            "overhead_pct": 100.0 * (per["mf"] / per["base"] - 1.0)}
-
-
 def run(quick: bool = False) -> list[dict]:
     """Scheduler overhead per step and diagnostics cost per call (single-threaded torch)."""
     with torch_threads(1):
@@ -210,10 +163,6 @@ def run(quick: bool = False) -> list[dict]:
 
 if __name__ == "__main__":  # pragma: no cover
     import json
-    import sys
 
-    if sys.argv[1:] == ["callgrind"]:
-        print(json.dumps(callgrind_overhead()))
-    else:
-        for r in run(quick=False):
-            print(json.dumps(r))
+    for r in run(quick=False):
+        print(json.dumps(r))
