@@ -185,3 +185,37 @@ def test_factor_norm_equals_twice_nuclear_iff_balanced():
     d2 = factor_diagnostics(U @ T, V @ np.linalg.inv(T))
     assert d2.nuclear == pytest.approx(s.sum(), rel=1e-10)
     assert d2.factor_norm_sq > 2 * s.sum() * 1.01
+
+
+def test_summarize_skips_zero_products_of_a_fresh_lora_model():
+    """Issue 13 (8): a fresh LoRA pair (B = 0) has no direction; the logged means must skip it,
+    not count it as 0 — checked on real MiniLM + PEFT LoRA against numpy's SVD."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    from mirrorflow.experiments.data import minilm_path
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(minilm_path()), num_labels=2)
+    model.bert.encoder.layer = model.bert.encoder.layer[:1]
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"],
+                                             task_type="SEQ_CLS"))
+    pairs = lora_pairs(model)
+    assert len(pairs) == 2
+    fresh = summarize(diagnose(pairs))
+    assert fresh["diag/pairs"] == 2 and fresh["diag/pairs_defined"] == 0
+    assert "diag/nuclear_over_fro_mean" not in fresh and "diag/effective_rank_mean" not in fresh
+    with torch.no_grad():  # one pair has started to learn, the other is still fresh
+        pairs[0].U.copy_(torch.randn(pairs[0].U.shape, generator=torch.Generator().manual_seed(1)))
+    got = summarize(diagnose(lora_pairs(model)))
+    B = pairs[0].U.detach().double().numpy()
+    A = pairs[0].V.detach().double().numpy().T
+    s = np.linalg.svd(pairs[0].scale * B @ A, compute_uv=False)
+    p = s[s > 1e-12 * s.max()] / s.sum()
+    assert got["diag/pairs_defined"] == 1
+    assert got["diag/nuclear_over_fro_mean"] == pytest.approx(s.sum() / np.sqrt((s**2).sum()), rel=1e-9)
+    assert got["diag/effective_rank_mean"] == pytest.approx(float(np.exp(-(p * np.log(p)).sum())), rel=1e-6)
+    bal = [np.linalg.norm(B.T @ B - A @ A.T)]
+    A2 = pairs[1].V.detach().double().numpy().T
+    bal.append(np.linalg.norm(A2 @ A2.T))  # B = 0: ‖0 − A Aᵀ‖
+    assert got["diag/balancedness_mean"] == pytest.approx(np.mean(bal), rel=1e-9)  # defined for both

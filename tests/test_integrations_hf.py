@@ -127,3 +127,21 @@ def test_bad_input_rejected_at_construction():
         WeightDecayCallback(3.0)
     with pytest.raises(MirrorflowError, match="pairs"):
         WeightDecayCallback(training.constant(), pairs="mlp")
+
+
+def test_train_called_twice_warns_and_clear_state_restarts(tmp_path):
+    """A second trainer.train() on the same Trainer keeps the optimizer (and its schedule
+    state) but restarts global_step: say so, and offer a clean restart."""
+    from mirrorflow.schedules.scheduler import MirrorflowWarning, clear_scheduler_state
+
+    rec, cb = _Recorder(), WeightDecayCallback(training.switch_off(at=SWITCH))
+    tr = _trainer(tmp_path, rec, cb)
+    tr.train()
+    with pytest.warns(MirrorflowWarning, match="at step 8 but the Trainer starts at global_step 0"):
+        tr.train()
+    assert rec.wd[STEPS:] == [[0.0, 0.0]] * STEPS  # continued: the switch was long past
+    cb.scheduler.remove()
+    clear_scheduler_state(tr.optimizer)
+    rec.wd.clear()
+    tr.train()
+    assert [w[0] for w in rec.wd] == [WD] * SWITCH + [0.0] * (STEPS - SWITCH)

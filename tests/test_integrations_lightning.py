@@ -105,3 +105,59 @@ def test_bad_input_rejected_at_construction():
         WeightDecayCallback(training.switch_off(at=10), total_steps=5)
     with pytest.raises(MirrorflowError, match="budget"):
         WeightDecayCallback(training.budget(0))
+
+
+# -- issue 13: one callback per trainer; resuming a checkpoint written without mirrorflow ------
+
+class _UsedDecay(L.Callback):
+    """Registers a step pre-hook after the scheduler's: the decay each step really uses."""
+
+    def __init__(self):
+        self.used = []
+
+    def on_train_start(self, trainer, pl_module):
+        opt = trainer.optimizers[0]
+        opt.register_step_pre_hook(lambda o, a, k: self.used.append(o.param_groups[0]["weight_decay"]))
+
+
+def _fit_with(module, loader, steps, callbacks, ckpt_path=None):
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=callbacks)
+    trainer.fit(module, loader, ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_two_callbacks_are_refused_before_training():
+    X, Y = _data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=4)
+    module = _Module()
+    w0 = module.net.weight.detach().clone()
+    cbs = [WeightDecayCallback(training.switch_off(at=SWITCH)), WeightDecayCallback(training.constant())]
+    with pytest.raises(MirrorflowError, match="2 WeightDecayCallbacks; one per trainer"):
+        _fit_with(module, loader, STEPS, cbs)
+    torch.testing.assert_close(module.net.weight, w0, rtol=0, atol=0)
+
+
+def test_resume_from_a_checkpoint_written_without_mirrorflow(tmp_path):
+    from mirrorflow.schedules.scheduler import MirrorflowWarning
+
+    X, Y = _data()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, Y), batch_size=4)
+    first = _fit_with(_Module(), loader, 2, [])  # plain Lightning: constant decay, no mirrorflow
+    first.save_checkpoint(tmp_path / "plain.ckpt")
+    module, used = _Module(), _UsedDecay()
+    cb = WeightDecayCallback(training.switch_off(at=SWITCH))
+    with pytest.warns(MirrorflowWarning, match=r"step 2 is unknown.*lower bound"):
+        trainer = _fit_with(module, loader, STEPS, [cb, used], ckpt_path=tmp_path / "plain.ckpt")
+    # global steps 2..5: decay on for step 2 only (switch at 3), not for 3 more steps
+    assert used.used == [WD, 0.0, 0.0, 0.0]
+    # against the hand loop, whose first two steps also had constant decay
+    net, a_hand = _hand_loop(loader)
+    torch.testing.assert_close(module.net.weight, net.weight)
+    lr2 = LR * 0.5  # StepLR(step_size=2, gamma=0.5) at step 2
+    assert cb.scheduler.integrated == pytest.approx(lr2 * WD, rel=1e-12)  # steps >= 2 only
+    assert cb.scheduler.integrated_is_lower_bound and cb.scheduler.counted_from == 2
+    assert a_hand == pytest.approx(LR * WD * 2 + lr2 * WD, rel=1e-12)
+    assert float(trainer.callback_metrics["wd_factor"]) == 0.0
+    assert float(trainer.callback_metrics["integrated_wd_counted_from"]) == 2.0

@@ -90,3 +90,44 @@ def test_schedules_are_frozen_and_bind_is_pure():
     assert b.at_step == 5 and s.at_step is None
     with pytest.raises(AttributeError):
         b.at = 3
+
+
+# -- composition (issue 13) -----------------------------------------------------------------------
+
+def test_warmup_hand_values_like_torch_linear_lr():
+    s = training.warmup(4, start=0.2)
+    assert [s.factor(k) for k in range(6)] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    assert [training.warmup(0.5).bind(4).factor(k) for k in range(3)] == [0.0, 0.5, 1.0]
+
+
+def test_sequential_fractions_bind_each_segment_to_its_length():
+    s = training.sequential([training.warmup(1.0), training.linear(), training.constant(0.0)],
+                            milestones=[0.2, 0.6]).bind(10)
+    # warm-up over steps 0-1, linear 1 -> 0 over steps 2-5 (segment length 4), then off
+    assert [s.factor(k) for k in range(10)] == pytest.approx(
+        [0.0, 0.5, 1.0, 0.75, 0.5, 0.25, 0.0, 0.0, 0.0, 0.0])
+    assert s.describe().startswith("sequential([warmup(")
+    assert not s.needs_integrated
+    assert training.sequential([training.constant(), training.budget(0.1)], [3]).needs_integrated
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (lambda: training.sequential([training.constant()], milestones=[3]), "one milestone fewer"),
+    (lambda: training.sequential([training.constant()] * 3, milestones=[5, 5]), "strictly increasing"),
+    (lambda: training.sequential([training.constant()] * 2, milestones=[0]), "> 0"),
+    (lambda: training.sequential([training.constant()] * 2, milestones=[0.5]).bind(None), "total_steps"),
+    (lambda: training.sequential([training.constant()] * 2, milestones=[12], total_steps=10),
+     "beyond the training length"),
+    (lambda: training.sequential([training.constant()] * 2, milestones=[10], total_steps=10),
+     "at or after the end"),
+    (lambda: training.sequential([training.switch_off(8), training.constant()], [5]),
+     "segment 0.*beyond"),
+    (lambda: training.sequential(training.constant(), [5]), "list of schedules"),
+    (lambda: training.sequential(["cosine", training.constant()], [5]), "callable"),
+    (lambda: training.warmup(0), "steps must be >= 1"),
+    (lambda: training.warmup(5, start=1.5), "start"),
+])
+def test_composition_bad_input_is_one_line(bad, msg):
+    with pytest.raises(MirrorflowError, match=msg) as exc:
+        bad()
+    assert "\n" not in str(exc.value)

@@ -16,17 +16,24 @@ from mirrorflow.schedules.continuous import (
     SwitchOffDecay,
     make_schedule,
 )
-from mirrorflow.schedules.scheduler import WeightDecayScheduler, decay_coupling
+from mirrorflow.schedules.scheduler import (
+    MirrorflowWarning,
+    WeightDecayScheduler,
+    decay_coupling,
+    decay_semantics,
+)
 
 __all__ = [
     "SCHEDULE_NAMES",
     "BudgetDecay",
     "ConstantDecay",
+    "MirrorflowWarning",
     "NoDecay",
     "Schedule",
     "SwitchOffDecay",
     "WeightDecayScheduler",
     "decay_coupling",
+    "decay_semantics",
     "make_schedule",
     "training",
 ]

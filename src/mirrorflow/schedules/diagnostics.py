@@ -150,14 +150,27 @@ def diagnose(pairs: Iterable[FactorPair], top_k: int = 5) -> dict[str, FactorDia
 
 def summarize(diags: dict[str, FactorDiagnostics] | Sequence[FactorDiagnostics],
               prefix: str = "diag/") -> dict[str, float]:
-    """Mean of each scalar diagnostic over pairs (for logging), plus the max balancedness."""
+    """Mean of each scalar diagnostic over the pairs where it is defined (for logging).
+
+    ``nuclear_over_fro`` and ``effective_rank`` are NaN for a zero product (a fresh LoRA pair,
+    ``B = 0``): such pairs are skipped, not counted as 0, so they do not pull the means down;
+    ``<prefix>pairs`` is the number of pairs and ``<prefix>pairs_defined`` the number with a
+    nonzero product. A mean over no defined pair is left out (not logged as NaN). Also
+    ``<prefix>balancedness_max``.
+    """
     items = list(diags.values()) if isinstance(diags, dict) else list(diags)
     if not items:
         return {}
-    out = {}
-    for key in items[0].as_dict():
-        out[f"{prefix}{key}_mean"] = float(np.mean([d.as_dict()[key] for d in items]))
+    rows = [d.as_dict() for d in items]
+    out: dict[str, float] = {}
+    for key in rows[0]:
+        vals = np.array([r[key] for r in rows], dtype=np.float64)
+        ok = ~np.isnan(vals)
+        if ok.any():
+            out[f"{prefix}{key}_mean"] = float(vals[ok].mean())
     out[f"{prefix}balancedness_max"] = float(max(d.balancedness for d in items))
+    out[f"{prefix}pairs"] = float(len(items))
+    out[f"{prefix}pairs_defined"] = float(sum(1 for d in items if d.frobenius > 0))
     return out
 
 

@@ -1,13 +1,13 @@
 """``WeightDecayScheduler``: a weight-decay schedule for any ``torch.optim.Optimizer``.
 
-Mirrors ``torch.optim.lr_scheduler`` (``step()``, ``state_dict()``, ``load_state_dict()``) and
-tracks the integrated decay of docs/theory.md §1,
+Mirrors ``torch.optim.lr_scheduler`` (``step()``, ``state_dict()``, ``load_state_dict()``, a way
+to start at step N) and tracks the integrated decay of docs/theory.md §1,
 
     a = Σ_k η_k λ_k,
 
 summed over the optimizer steps actually taken, with ``η_k`` and ``λ_k`` read from the param group
-at the moment of the step. See docs/training.md for what ``a`` means for SGD (coupled L2), Adam
-(coupled) and AdamW (decoupled).
+at the moment of the step. What ``a`` means depends on the optimizer: :func:`decay_semantics`
+(docs/training.md, "What `a` is").
 
 How it works
 ------------
@@ -20,28 +20,70 @@ evaluated with the learning rate the step is about to use; right after the step 
 ``optimizer.step``) add nothing, and ``step()`` itself only refreshes the value shown in the param
 group for the coming step (calling it is optional and harmless).
 
-The scheduler's state (base decay, integrated decay, step count) is stored in each param group
-under the ``mf_*`` keys, so it travels with ``optimizer.state_dict()``: restoring an optimizer
-checkpoint (plain torch, Hugging Face Trainer, Lightning) and building a new scheduler on it
-continues the schedule exactly. ``state_dict()`` / ``load_state_dict()`` give the same state
-explicitly.
+The state (base decay, integrated decay, step count, the step from which ``a`` is counted, the
+schedule's name) is stored in each param group under the ``mf_*`` keys, so it travels with
+``optimizer.state_dict()``: restoring an optimizer checkpoint (plain torch, Hugging Face Trainer,
+Lightning) and building a new scheduler on it continues the schedule exactly.
+
+Never silently wrong (docs/training.md, "Common pitfalls"):
+
+* one scheduler per optimizer: a second refuses, or takes over with ``replace=True``;
+* ``start_step=N`` starts the schedule at step N on an optimizer without mirrorflow state (a
+  checkpoint written without it); ``a`` then counts only steps ``≥ N`` — a lower bound — and a
+  warning says so, unless ``integrated=`` gives the decay applied before;
+* param groups added later (``add_param_group``) are adopted with their own base decay; groups
+  replaced by ``optimizer.load_state_dict()`` are adopted (a mirrorflow checkpoint continues
+  exactly, a plain one keeps this scheduler's state, with a warning);
+* a ``weight_decay`` written by anything else (user code, another scheduler) is refused with one
+  line before the step (``on_external="error"``, default) or adopted as the group's new base
+  decay (``on_external="adopt"``, with a warning); :meth:`WeightDecayScheduler.set_base_decay`
+  is the sanctioned way to change it;
+* :meth:`~WeightDecayScheduler.load_state_dict` checks everything, including that the state was
+  written by the same schedule, before it changes anything.
 """
 
 from __future__ import annotations
 
 import math
+import operator
+import warnings
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from mirrorflow._core.validation import MirrorflowError
+from mirrorflow._core.validation import MirrorflowError, check_choice
 from mirrorflow.schedules.training import TrainingSchedule, as_schedule
 
-__all__ = ["WeightDecayScheduler", "decay_coupling", "unwrap_optimizer"]
+__all__ = [
+    "DecaySemantics",
+    "MirrorflowWarning",
+    "StepRecord",
+    "WeightDecayScheduler",
+    "clear_scheduler_state",
+    "decay_coupling",
+    "decay_semantics",
+    "has_scheduler_state",
+    "unwrap_optimizer",
+]
 
 _BASE = "mf_base_weight_decay"
 _INT = "mf_integrated_wd"
 _STEP = "mf_wd_step"
+_FROM = "mf_wd_counted_from"
+_SCHED = "mf_wd_schedule"
+_OWNER = "_mirrorflow_wd_scheduler"
+_STATE_VERSION = 2
+
+
+class MirrorflowWarning(UserWarning):
+    """Something mirrorflow did that changes what a number means (e.g. ``a`` is a lower bound)."""
+
+
+def _warn(msg: str) -> None:
+    warnings.warn(msg, MirrorflowWarning, stacklevel=3)
 
 
 def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
@@ -59,23 +101,211 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     return opt
 
 
-def decay_coupling(optimizer: Any) -> str:
-    """``"decoupled"`` (AdamW-style ``w ← w − η λ w``) or ``"coupled"`` (``λ w`` added to the gradient).
+def has_scheduler_state(optimizer: Any) -> bool:
+    """Whether the optimizer's param groups carry mirrorflow scheduler state (``mf_*`` keys)."""
+    return any(_BASE in g for g in unwrap_optimizer(optimizer).param_groups)
 
-    Decoupled: ``torch.optim.AdamW``, or ``Adam``/``NAdam``/``RAdam`` with
-    ``decoupled_weight_decay=True``. Everything else is treated as coupled L2.
+
+def clear_scheduler_state(optimizer: Any) -> None:
+    """Remove the ``mf_*`` scheduler state from the param groups, so that the next scheduler
+    starts the schedule afresh (at step 0, ``a = 0``) with the groups' current ``weight_decay`` as
+    base decays. Refused while a live scheduler is attached (``remove()`` it first)."""
+    opt = unwrap_optimizer(optimizer)
+    owner = WeightDecayScheduler.active(opt)
+    if owner is not None:
+        raise MirrorflowError(f"{owner!r} is attached to this optimizer; call .remove() on it "
+                              "before clearing its state")
+    for g in opt.param_groups:
+        if _BASE in g:
+            g["weight_decay"] = g[_BASE]
+        for k in (_BASE, _INT, _STEP, _FROM, _SCHED):
+            g.pop(k, None)
+
+
+# -------------------------------------------------------------------------- decay semantics
+
+def _is_adafactor(opt: torch.optim.Optimizer) -> bool:
+    g = opt.param_groups[0] if opt.param_groups else {}
+    return type(opt).__name__ == "Adafactor" or ("relative_step" in g and "scale_parameter" in g)
+
+
+def decay_coupling(optimizer: Any) -> str:
+    """``"decoupled"`` (``w ← w − η λ w`` apart from the gradient step) or ``"coupled"`` (``λ w``
+    added to the gradient, i.e. L2).
+
+    Decoupled: ``torch.optim.AdamW``; ``Adam``/``NAdam``/``RAdam`` with
+    ``decoupled_weight_decay=True``; Hugging Face ``Adafactor`` (its code applies
+    ``p ← p − λ·lr·p`` before and apart from the update; ``lr`` is its own relative step size
+    when ``lr=None``). Everything else is treated as coupled L2. Checked against the optimizers'
+    updates in ``tests/test_decay_semantics.py``.
     """
     opt = unwrap_optimizer(optimizer)
-    if isinstance(opt, torch.optim.AdamW):
+    if isinstance(opt, torch.optim.AdamW) or _is_adafactor(opt):
         return "decoupled"
     if any(g.get("decoupled_weight_decay", False) for g in opt.param_groups):
         return "decoupled"
     return "coupled"
 
 
-def _lr(group) -> float:
-    lr = group["lr"]
-    return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+@dataclass(frozen=True)
+class DecaySemantics:
+    """What the integrated decay ``a = Σ η_k λ_k`` means for an optimizer (docs/training.md).
+
+    ``kind``: ``sgd``, ``sgd-momentum``, ``adam-coupled``, ``decoupled``, ``adafactor`` or
+    ``coupled-other``; ``shrinkage``: what the decay does to the weights; ``balancedness``: whether
+    ``‖UᵀU − VᵀV‖`` of a factorization follows ``e^{−2a}`` (theory §6); ``a``: how to read ``a``.
+    Each statement is checked in ``tests/test_decay_semantics.py``.
+    """
+
+    kind: str
+    coupling: str
+    shrinkage: str
+    balancedness: str
+    a: str
+
+
+def decay_semantics(optimizer: Any) -> DecaySemantics:
+    """What holds for this optimizer's decay (docs/training.md, "What `a` is")."""
+    opt = unwrap_optimizer(optimizer)
+    coupling = decay_coupling(opt)
+    if _is_adafactor(opt):
+        scaled = any(g.get("scale_parameter", False) for g in opt.param_groups)
+        return DecaySemantics(
+            "adafactor", coupling,
+            "p ← (1 − λ·lr_p) p per step, apart from the update (decoupled); lr_p is the "
+            "relative step size min(1e-2, 1/√k) when lr=None"
+            + (", times the parameter's RMS (scale_parameter=True)" if scaled else ""),
+            "does not follow e^{−2a} (adaptive update, as AdamW)",
+            "per-parameter, not one number (scale_parameter=True): integrated is NaN" if scaled
+            else "exact Σ lr_k λ_k with the step size Adafactor really uses",
+        )
+    if coupling == "decoupled":
+        return DecaySemantics(
+            "decoupled", coupling,
+            "exactly ∏(1 − η_k λ_k) ≈ e^{−a} per weight, apart from the Adam update",
+            "does not follow e^{−2a}: Adam's per-coordinate scaling breaks the conservation law; "
+            "the measured ratio stays far above e^{−2a}",
+            "exact shrinkage exponent; not the theory's geometric a (no mirror-flow geometry)",
+        )
+    if isinstance(opt, torch.optim.SGD):
+        beta = max(float(g.get("momentum", 0.0) or 0.0) for g in opt.param_groups)
+        if beta > 0:
+            return DecaySemantics(
+                "sgd-momentum", coupling,
+                f"through the momentum buffer: effective integrated decay a/(1−β) = {1 / (1 - beta):g}·a "
+                "(slowly varying regime)",
+                "follows e^{−2a/(1−β)} up to O(η) discretization",
+                "multiply by 1/(1−β) to get the theory's a",
+            )
+        return DecaySemantics(
+            "sgd", coupling, "exactly ∏(1 − η_k λ_k) ≈ e^{−a} per step's decay part",
+            "follows e^{−2a} up to O(η) discretization (gradient flow, theory §6)",
+            "the theory's a = ∫α dt with t = Σ η",
+        )
+    if isinstance(opt, (torch.optim.Adam, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax,
+                        torch.optim.Adagrad, torch.optim.RMSprop)):
+        return DecaySemantics(
+            "adam-coupled", coupling,
+            "λw enters the gradient before the adaptive rescaling: with no data gradient each "
+            "coordinate moves by ≈ η per step towards 0 (not a multiplicative shrink)",
+            "does not follow e^{−2a}",
+            "nominal: comparable between runs of the same optimizer settings only",
+        )
+    return DecaySemantics(
+        "coupled-other", coupling, "λw added to the gradient (assumed; unknown optimizer)",
+        "unknown", "nominal",
+    )
+
+
+# -------------------------------------------------------------------------- helpers
+
+def _number(x) -> float:
+    return float(x.item() if isinstance(x, torch.Tensor) else x)
+
+
+def _lr(opt: torch.optim.Optimizer, group: dict) -> float | None:
+    """The learning rate the coming step of ``group`` uses for the decay, or ``None`` if it is not
+    one number (Hugging Face ``Adafactor`` with ``scale_parameter=True`` scales it per parameter).
+
+    ``Adafactor(lr=None, relative_step=True)``: ``min(1e-2, 1/√k)`` (``1e-6·k`` with
+    ``warmup_init``), ``k`` the coming step of the group's first parameter.
+    """
+    if "relative_step" in group and "scale_parameter" in group:
+        if group["scale_parameter"]:
+            return None
+        if group["relative_step"]:
+            k = 1
+            for p in group["params"]:
+                st = opt.state.get(p)
+                if st and "step" in st:
+                    k = int(_number(st["step"])) + 1
+                    break
+            min_step = 1e-6 * k if group.get("warmup_init") else 1e-2
+            return min(min_step, 1.0 / math.sqrt(k))
+    lr = group.get("lr")
+    if lr is None:
+        return None
+    try:
+        return _number(lr)
+    except (TypeError, ValueError):
+        return None
+
+
+def _optimizer_state_steps(opt: torch.optim.Optimizer) -> int | None:
+    """The largest per-parameter ``step`` in the optimizer state (Adam, AdamW, Adafactor, ...)."""
+    n = None
+    for st in opt.state.values():
+        if isinstance(st, dict) and "step" in st:
+            try:
+                v = int(_number(st["step"]))
+            except (TypeError, ValueError):
+                continue
+            n = v if n is None else max(n, v)
+    return n
+
+
+def _check_decay(value, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise MirrorflowError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise MirrorflowError(f"{what} is {v!r}; weight decay must be finite and >= 0")
+    return v
+
+
+def _check_step(value, what: str) -> int:
+    if isinstance(value, bool) or (not isinstance(value, int) and not hasattr(value, "__index__")):
+        raise MirrorflowError(f"{what} must be an int >= 0 (optimizer steps), got {value!r}")
+    v = int(value)
+    if v < 0:
+        raise MirrorflowError(f"{what} must be >= 0 (optimizer steps), got {v}")
+    return v
+
+
+def _check_a(value, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise MirrorflowError(f"{what} must be a number (integrated decay a), got {value!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise MirrorflowError(f"{what} is {v!r}; the integrated decay a must be finite and >= 0")
+    return v
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """The last optimizer step taken under the schedule (reference group).
+
+    ``step``: its 0-based index (so ``step + 1`` steps have been taken); ``lr``, ``weight_decay``
+    and ``factor``: what that step used; ``integrated``: ``a`` right after it.
+    """
+
+    step: int
+    lr: float | None
+    weight_decay: float
+    factor: float
+    integrated: float
 
 
 class WeightDecayScheduler:
@@ -93,53 +323,182 @@ class WeightDecayScheduler:
     total_steps:
         training length in optimizer steps; needed by schedules given as fractions of training
         (``switch_off(at=0.5)``, ``linear()``, ``cosine()``) and used to reject ``at`` beyond it.
+    start_step:
+        optimizer steps already taken (``lr_scheduler``'s ``last_epoch + 1``), for an optimizer
+        *without* mirrorflow state — typically one restored from a checkpoint written without
+        mirrorflow. The schedule starts at this step. Ignored, with a warning if it disagrees,
+        when the groups carry state (that state is exact).
+    integrated:
+        the integrated decay ``a`` already applied before ``start_step`` (a number for the
+        reference group — other groups get it scaled by their base decay — or one per group).
+        Without it, ``a`` counts only the steps from ``start_step`` on: a **lower bound**
+        (:attr:`integrated_is_lower_bound`), and a :class:`MirrorflowWarning` says so.
+    replace:
+        take over an optimizer that another live ``WeightDecayScheduler`` schedules (that one is
+        removed). Without it, a second scheduler on one optimizer is refused.
+    on_external:
+        what to do when something else wrote ``group["weight_decay"]`` since this scheduler last
+        set it: ``"error"`` (default: refuse before the step, one line) or ``"adopt"`` (the
+        written value becomes the group's new base decay; the schedule's factor still applies;
+        a warning the first time).
 
     The *reference group* (for :attr:`integrated` and :func:`budget`) is the first group with a
     nonzero base decay.
     """
 
     def __init__(self, optimizer: Any, schedule: TrainingSchedule | Any,
-                 total_steps: int | None = None):
-        self.optimizer = unwrap_optimizer(optimizer)
+                 total_steps: int | None = None, *, start_step: int | None = None,
+                 integrated: float | Sequence[float] | None = None, replace: bool = False,
+                 on_external: str = "error"):
+        opt = unwrap_optimizer(optimizer)
         self.schedule = as_schedule(schedule).bind(total_steps)
         self.total_steps = total_steps
-        groups = self.optimizer.param_groups
+        self.on_external = check_choice("on_external", on_external, ("error", "adopt"))
+        if start_step is not None:
+            start_step = _check_step(start_step, "start_step")
+            if total_steps is not None and start_step > total_steps:
+                raise MirrorflowError(f"start_step={start_step} is beyond the training length "
+                                      f"total_steps={total_steps}; pass the step the checkpoint "
+                                      "was taken at, <= total_steps")
+        groups = opt.param_groups
         for i, g in enumerate(groups):
             if "weight_decay" not in g:
                 raise MirrorflowError(
-                    f"param group {i} of {type(self.optimizer).__name__} has no 'weight_decay'; "
+                    f"param group {i} of {type(opt).__name__} has no 'weight_decay'; "
                     "use an optimizer with a weight_decay option (SGD, Adam, AdamW, ...)"
                 )
-            if _BASE not in g:
-                wd = float(g["weight_decay"])
-                if not math.isfinite(wd) or wd < 0:
-                    raise MirrorflowError(
-                        f"param group {i} has weight_decay={wd!r}; decay must be finite and >= 0"
-                    )
-                g[_BASE] = wd
-                g[_INT] = 0.0
-                g[_STEP] = 0
-        self._index_groups()
-        if self._ref is None:
+        owner = self.active(opt)
+        if owner is not None and not replace:
             raise MirrorflowError(
-                "no param group has a nonzero weight_decay, so there is nothing to schedule; "
-                "set weight_decay > 0 on the optimizer (or on its decay group)"
+                f"this optimizer is already scheduled by {owner!r}; one WeightDecayScheduler per "
+                "optimizer (two would both advance the step count): call .remove() on the old one "
+                "(HF/Lightning: drop its callback), or pass replace=True to take over"
             )
+        carried = any(_BASE in g for g in groups)
+        # -- everything validated and computed first; the optimizer is changed only at the end
+        if carried:
+            state = self._read_carried(groups)
+            if start_step is not None and start_step != state["step"]:
+                _warn(f"start_step={start_step} ignored: the optimizer carries mirrorflow state at "
+                      f"step {state['step']} (exact), which the schedule continues from")
+            if integrated is not None:
+                _warn("integrated= ignored: the optimizer carries mirrorflow state with its own "
+                      "integrated decay (exact)")
+            prev = state["schedule"]
+            if prev is not None and prev != self.schedule.describe() and owner is None:
+                _warn(f"the optimizer's state was written by schedule {prev}; continuing with "
+                      f"{self.schedule.describe()} from step {state['step']} (a = {state['a'][state['ref']]:.6g})")
+        else:
+            bases = [_check_decay(g["weight_decay"], f"param group {i}'s weight_decay")
+                     for i, g in enumerate(groups)]
+            ref = next((i for i, b in enumerate(bases) if b > 0), None)
+            if ref is None:
+                raise MirrorflowError(
+                    "no param group has a nonzero weight_decay, so there is nothing to schedule; "
+                    "set weight_decay > 0 on the optimizer (or on its decay group)"
+                )
+            step = start_step or 0
+            a = self._initial_a(integrated, bases, ref)
+            counted_from = step if (step > 0 and integrated is None) else 0
+            state = {"base": bases, "a": a, "step": step, "from": counted_from, "ref": ref,
+                     "schedule": None}
+        lrs = [_lr(opt, g) for g in groups]
+        if lrs[state["ref"]] is None and self.schedule.needs_integrated:
+            raise MirrorflowError(
+                f"{self.schedule.describe()} needs the integrated decay a, but {type(opt).__name__} "
+                "gives every parameter its own step size (Adafactor scale_parameter=True), so a is "
+                "not one number; use scale_parameter=False, or a step-based schedule (switch_off, "
+                "cosine, ...)"
+            )
+        # -- commit
+        self.optimizer = opt
+        if owner is not None:
+            owner.remove()
+        for g, b, a in zip(groups, state["base"], state["a"]):
+            g[_BASE], g[_INT], g[_STEP], g[_FROM] = b, a, state["step"], state["from"]
+            g[_SCHED] = self.schedule.describe()
+        self._groups: list[dict] = []
+        self._written: list[float] = []
+        self._index()
         self._pending: list[float] | None = None
+        self._adopt_warned = False
         self.last_factor = 0.0
-        #: ``(lr, weight_decay)`` of the reference group at the last optimizer step taken.
-        self.last_step_lr_wd: tuple[float, float] | None = None
+        self._last: tuple | None = None
         self._handles = [
-            self.optimizer.register_step_pre_hook(self._before_step),
-            self.optimizer.register_step_post_hook(self._after_step),
+            opt.register_step_pre_hook(self._before_step),
+            opt.register_step_post_hook(self._after_step),
         ]
+        setattr(opt, _OWNER, weakref.ref(self))
+        if lrs[self._ref] is None:
+            _warn(f"{type(opt).__name__} scales each parameter's step size (Adafactor "
+                  "scale_parameter=True): the integrated decay a is not one number and is reported "
+                  "as NaN; the schedule itself applies as usual")
+        if carried and state["from"] > 0:
+            _warn(f"the optimizer's mirrorflow state counts the integrated decay from step "
+                  f"{state['from']} on (the run was started from a checkpoint without it): "
+                  "integrated is a lower bound")
+        elif state["from"] > 0:
+            _warn(f"starting the schedule at step {state['from']} on an optimizer without "
+                  "mirrorflow state (a checkpoint written without it?): the decay applied before "
+                  f"step {state['from']} is unknown, so integrated counts only steps >= "
+                  f"{state['from']} (a lower bound); pass integrated=<a before step "
+                  f"{state['from']}> if you know it")
         self._apply()
+
+    # -- construction helpers ---------------------------------------------------------------
+    @staticmethod
+    def active(optimizer: Any) -> WeightDecayScheduler | None:
+        """The live scheduler attached to ``optimizer``, if any (a notebook's lost reference)."""
+        opt = unwrap_optimizer(optimizer)
+        ref = getattr(opt, _OWNER, None)
+        owner = ref() if ref is not None else None
+        if owner is None or not owner._handles or owner.optimizer is not opt:
+            return None  # removed, or a deep copy of a scheduled optimizer
+        return owner
+
+    @staticmethod
+    def _read_carried(groups) -> dict:
+        """Validated state from param groups that carry ``mf_*`` keys (a restored checkpoint)."""
+        missing = [i for i, g in enumerate(groups) if _BASE not in g]
+        steps = {int(g[_STEP]) for g in groups if _BASE in g}
+        step = max(steps)
+        base, a = [], []
+        for i, g in enumerate(groups):
+            if i in missing:  # a group added after the checkpoint was written
+                base.append(_check_decay(g["weight_decay"], f"param group {i}'s weight_decay"))
+                a.append(0.0)
+                continue
+            base.append(_check_decay(g[_BASE], f"param group {i}'s stored base decay"))
+            v = float(g[_INT])
+            if not (math.isnan(v) or (math.isfinite(v) and v >= 0)):
+                raise MirrorflowError(f"param group {i}'s stored integrated decay is {v!r}; the "
+                                      "checkpoint is corrupt")
+            a.append(v)
+        ref = next((i for i, b in enumerate(base) if b > 0), None)
+        if ref is None:
+            raise MirrorflowError("the optimizer's stored scheduler state has no group with nonzero "
+                                  "base decay; nothing to schedule")
+        counted = max(int(g.get(_FROM, 0)) for g in groups if _BASE in g)
+        sched = next((g.get(_SCHED) for g in groups if _BASE in g), None)
+        return {"base": base, "a": a, "step": step, "from": counted, "ref": ref, "schedule": sched}
+
+    @staticmethod
+    def _initial_a(integrated, bases: list[float], ref: int) -> list[float]:
+        if integrated is None:
+            return [0.0] * len(bases)
+        if isinstance(integrated, Sequence) and not isinstance(integrated, str):
+            if len(integrated) != len(bases):
+                raise MirrorflowError(f"integrated has {len(integrated)} values, the optimizer has "
+                                      f"{len(bases)} param groups; give one per group or one number")
+            return [_check_a(x, f"integrated[{i}]") for i, x in enumerate(integrated)]
+        a = _check_a(integrated, "integrated")
+        return [a * b / bases[ref] for b in bases]
 
     # -- state ------------------------------------------------------------------------------
     @property
     def steps_taken(self) -> int:
         """Optimizer steps taken under this schedule (the index of the next step)."""
-        return int(self.optimizer.param_groups[self._ref][_STEP])
+        return int(self._ref_group[_STEP])
 
     @property
     def reference_group(self) -> int:
@@ -152,12 +511,27 @@ class WeightDecayScheduler:
 
     @property
     def integrated(self) -> float:
-        """Integrated decay ``a = Σ η_k λ_k`` of the reference group so far (theory §1)."""
-        return float(self.optimizer.param_groups[self._ref][_INT])
+        """Integrated decay ``a = Σ η_k λ_k`` of the reference group so far (theory §1).
+
+        A lower bound when :attr:`integrated_is_lower_bound`; NaN when the optimizer's step size
+        is not one number (Adafactor with ``scale_parameter=True``).
+        """
+        return float(self._ref_group[_INT])
 
     @property
     def integrated_per_group(self) -> list[float]:
         return [float(g[_INT]) for g in self.optimizer.param_groups]
+
+    @property
+    def counted_from(self) -> int:
+        """The step from which :attr:`integrated` counts the decay (0: from the start, exact)."""
+        return int(self._ref_group.get(_FROM, 0))
+
+    @property
+    def integrated_is_lower_bound(self) -> bool:
+        """``True`` after a start at step N > 0 without the earlier decay (``integrated`` = the
+        decay of steps ≥ N only)."""
+        return self.counted_from > 0
 
     @property
     def last_wd(self) -> list[float]:
@@ -172,76 +546,250 @@ class WeightDecayScheduler:
         return self.last_wd
 
     # -- mechanics --------------------------------------------------------------------------
-    def _apply(self) -> None:
-        if self.optimizer.param_groups[self._ref] is not self._ref_group:
-            self._index_groups()  # optimizer.load_state_dict() replaced the group dicts
-        ref = self._ref_group
-        base = ref[_BASE]
-        f = self.schedule.factor(ref[_STEP], ref[_INT], _lr(ref) * base)
+    def _index(self) -> None:
+        groups = self.optimizer.param_groups
+        self._groups = list(groups)
+        self._written = [g["weight_decay"] for g in groups]
+        self._ref = next(i for i, g in enumerate(groups) if g[_BASE] > 0)
+        self._ref_group = groups[self._ref]
+        self._decay = [g for g in groups if g[_BASE] > 0]
+
+    def _sync(self) -> None:
+        """Adopt param groups added or replaced since the last step, refuse or adopt external
+        writes to ``weight_decay``."""
+        groups = self.optimizer.param_groups
+        old = self._groups
+        if len(groups) != len(old) or not all(map(operator.is_, groups, old)):
+            self._adopt_groups(groups, old)
+        # list equality compares identical float objects by identity first: cheap per step
+        if [g["weight_decay"] for g in groups] != self._written:
+            for i, g in enumerate(groups):
+                if g["weight_decay"] != self._written[i]:
+                    self._external(i, g)
+
+    def _adopt_groups(self, groups, old) -> None:
+        known = {id(g) for g in old}
+        replaced = len(groups) == len(old) and not any(id(g) in known for g in groups)
+        step, a_ref, counted = self.steps_taken, self.integrated, self.counted_from
+        plain = []
+        for i, g in enumerate(groups):
+            if id(g) in known:
+                continue
+            if _BASE in g:  # a mirrorflow checkpoint: its state is exact
+                _check_decay(g[_BASE], f"param group {i}'s stored base decay")
+                g.setdefault(_FROM, 0)
+                prev = g.get(_SCHED)
+                if prev is not None and prev != self.schedule.describe():
+                    _warn(f"optimizer.load_state_dict() restored the state of schedule {prev}; "
+                          f"continuing with {self.schedule.describe()} from step {int(g[_STEP])}")
+                g[_SCHED] = self.schedule.describe()
+                continue
+            if replaced:  # a plain checkpoint loaded after the scheduler was built
+                src = old[i]
+                g[_BASE], g[_INT], g[_STEP], g[_FROM] = src[_BASE], src[_INT], step, counted
+                plain.append(i)
+            else:  # add_param_group: a new group with its own base decay, no decay so far
+                g[_BASE] = _check_decay(g["weight_decay"], f"new param group {i}'s weight_decay")
+                g[_INT], g[_STEP], g[_FROM] = 0.0, step, 0
+            g[_SCHED] = self.schedule.describe()
+        if not any(g[_BASE] > 0 for g in groups):
+            raise MirrorflowError("after the change of param groups no group has a nonzero base "
+                                  "decay; nothing to schedule")
+        self._index()
+        if plain:
+            n = _optimizer_state_steps(self.optimizer)
+            said = f" (its optimizer state has taken {n} steps)" if n is not None else ""
+            _warn(f"optimizer.load_state_dict() loaded param groups without mirrorflow state (a "
+                  f"checkpoint written without the scheduler){said}; the schedule continues at "
+                  f"step {step} with a = {a_ref:.6g}; if the checkpoint was taken at step N > "
+                  "0, build the scheduler after loading it with start_step=N")
+
+    def _external(self, i: int, g: dict) -> None:
+        old, new = self._written[i], g["weight_decay"]
+        k = self.steps_taken
+        if self.on_external == "error":
+            raise MirrorflowError(
+                f"param group {i}'s weight_decay was changed outside the WeightDecayScheduler "
+                f"({old!r} -> {new!r}) before step {k}; another scheduler (e.g. timm's "
+                "param_group_field='weight_decay') or your code writes it, and this scheduler "
+                "would overwrite it: keep one writer, change the base with "
+                "wd.set_base_decay(...), or build the scheduler with on_external='adopt'"
+            )
+        base = _check_decay(new, f"the weight_decay written to param group {i}")
+        g[_BASE] = base
+        if not any(h[_BASE] > 0 for h in self.optimizer.param_groups):
+            raise MirrorflowError("every param group's weight_decay was set to 0 outside the "
+                                  "scheduler; nothing left to schedule — call wd.remove() instead")
+        if not self._adopt_warned:
+            self._adopt_warned = True
+            _warn(f"param group {i}'s weight_decay was set to {new!r} outside the scheduler before "
+                  f"step {k}; adopted as its new base decay (the schedule's factor still applies)")
+        self._written[i] = new
+        self._ref = next(j for j, h in enumerate(self._groups) if h[_BASE] > 0)
+        self._ref_group = self._groups[self._ref]
+        self._decay = [h for h in self._groups if h[_BASE] > 0]
+
+    def _factor(self, ref: dict, lr: float | None) -> float:
+        inc = float("nan") if lr is None else lr * ref[_BASE]
+        f = self.schedule.factor(int(ref[_STEP]), float(ref[_INT]), inc)
         if not (f >= 0.0 and f < math.inf):
             raise MirrorflowError(f"schedule returned decay factor {f!r} at step "
-                                  f"{self.steps_taken}; factors must be finite and >= 0")
+                                  f"{int(ref[_STEP])}; factors must be finite and >= 0")
+        return f
+
+    def _apply(self) -> float | None:
+        """Set every decay group's ``weight_decay`` for the coming step; returns the reference
+        group's learning rate (``None`` if not one number)."""
+        ref = self._ref_group
+        lr = _lr(self.optimizer, ref)
+        f = self._factor(ref, lr)
         self.last_factor = f
-        for g in self._decay_groups:
+        for g in self._decay:
             g["weight_decay"] = f * g[_BASE]
+        self._written = [g["weight_decay"] for g in self._groups]
+        return lr
 
     def _before_step(self, optimizer, args, kwargs) -> None:
-        self._apply()
-        self._pending = [_lr(g) * g["weight_decay"] for g in self._decay_groups]
-        self.last_step_lr_wd = (_lr(self._ref_group), float(self._ref_group["weight_decay"]))
+        self._sync()
+        lr_ref = self._apply()
+        opt, ref = self.optimizer, self._ref_group
+        pending = []
+        for g in self._decay:
+            lr = lr_ref if g is ref else _lr(opt, g)
+            pending.append(float("nan") if lr is None else lr * g["weight_decay"])
+        self._pending = pending
+        self._step_used = (int(ref[_STEP]), lr_ref, ref["weight_decay"], self.last_factor)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
-        pending = self._pending or [0.0] * len(self._decay_groups)
-        for g, inc in zip(self._decay_groups, pending):
-            g[_INT] = g[_INT] + inc
-        for g in self.optimizer.param_groups:
-            g[_STEP] = g[_STEP] + 1
+        if self._pending is None:  # the pre-hook did not run (hooks removed in between)
+            return
+        for g, inc in zip(self._decay, self._pending):
+            g[_INT] += inc
+        for g in self._groups:
+            g[_STEP] += 1
         self._pending = None
+        self._last = (*self._step_used, self._ref_group[_INT])
         self._apply()
 
-    def _index_groups(self) -> None:
-        groups = self.optimizer.param_groups
-        self._ref = next((i for i, g in enumerate(groups) if g[_BASE] > 0), None)
-        self._decay_groups = [g for g in groups if g[_BASE] > 0]
-        self._ref_group = groups[self._ref] if self._ref is not None else None
+    @property
+    def last_step(self) -> StepRecord | None:
+        """The last optimizer step taken under this scheduler (``None`` before the first)."""
+        if self._last is None:
+            return None
+        step, lr, wd, f, a = self._last
+        return StepRecord(step, lr, float(wd), f, float(a))
 
     def step(self) -> None:
         """Refresh the decay shown in the param groups for the coming step (optional).
 
         The decay is applied and ``a`` accumulated automatically at each ``optimizer.step()``.
         """
+        self._sync()
+        self._apply()
+
+    def set_base_decay(self, value: float | Sequence[float], group: int | None = None) -> None:
+        """Change the base decay (the sanctioned way; writing ``weight_decay`` directly is refused).
+
+        ``value``: one number for ``group`` (an index), or — without ``group`` — for every group
+        whose base is nonzero, or a list with one value per group.
+        """
+        groups = self.optimizer.param_groups
+        self._sync()
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            if group is not None or len(value) != len(groups):
+                raise MirrorflowError(f"give one base decay per param group ({len(groups)}), or "
+                                      "one number")
+            new = [_check_decay(v, f"base decay of group {i}") for i, v in enumerate(value)]
+        else:
+            v = _check_decay(value, "base decay")
+            if group is not None:
+                if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < len(groups):
+                    raise MirrorflowError(f"group must be an index in [0, {len(groups)}), got {group!r}")
+                new = [v if i == group else float(g[_BASE]) for i, g in enumerate(groups)]
+            else:
+                new = [v if g[_BASE] > 0 else 0.0 for g in groups]
+        if not any(b > 0 for b in new):
+            raise MirrorflowError("that leaves no group with nonzero base decay; call wd.remove() "
+                                  "to stop scheduling")
+        for g, b in zip(groups, new):
+            g[_BASE] = b
+        self._index()
         self._apply()
 
     def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state: schedule name, step, base and integrated decay per group.
+
+        ``integrated_wd`` entries are ``None`` where ``a`` is not one number (NaN in the groups).
+        """
         return {
-            "steps_taken": self.steps_taken,
-            "base_weight_decay": self.base_decays,
-            "integrated_wd": self.integrated_per_group,
+            "version": _STATE_VERSION,
             "schedule": self.schedule.describe(),
+            "total_steps": self.total_steps,
+            "steps_taken": self.steps_taken,
+            "counted_from": self.counted_from,
+            "base_weight_decay": self.base_decays,
+            "integrated_wd": [None if math.isnan(a) else a for a in self.integrated_per_group],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`. Everything is checked before anything changes: a state of
+        another schedule, another group layout, or a non-finite / negative base decay, integrated
+        decay or step count is refused with one line and the optimizer is left as it was."""
         groups = self.optimizer.param_groups
+        if not isinstance(state, dict):
+            raise MirrorflowError(f"load_state_dict needs the dict from WeightDecayScheduler."
+                                  f"state_dict(), got {type(state).__name__}")
         try:
             base, integ, step = state["base_weight_decay"], state["integrated_wd"], state["steps_taken"]
-        except (KeyError, TypeError):
+        except KeyError:
             raise MirrorflowError("not a WeightDecayScheduler state_dict (missing keys); pass the "
                                   "dict returned by WeightDecayScheduler.state_dict()") from None
+        sched = state.get("schedule")
+        if sched is not None and sched != self.schedule.describe():
+            raise MirrorflowError(f"the state_dict was written by schedule {sched}, this scheduler "
+                                  f"runs {self.schedule.describe()}; build the scheduler with the "
+                                  "same schedule to resume (to change schedules mid-run, build the "
+                                  "new one with start_step= and integrated= from the old state)")
+        total = state.get("total_steps", self.total_steps)
+        if total != self.total_steps:
+            raise MirrorflowError(f"the state_dict was written with total_steps={total}, this "
+                                  f"scheduler has total_steps={self.total_steps}; use the same "
+                                  "training length to resume")
+        if not isinstance(base, (list, tuple)) or not isinstance(integ, (list, tuple)):
+            raise MirrorflowError("state_dict base_weight_decay and integrated_wd must be lists "
+                                  "(one value per param group)")
         if len(base) != len(groups) or len(integ) != len(groups):
             raise MirrorflowError(f"state_dict has {len(base)} param groups, the optimizer has "
                                   f"{len(groups)}; load it into the same optimizer layout")
-        for g, b, a in zip(groups, base, integ):
-            g[_BASE], g[_INT], g[_STEP] = float(b), float(a), int(step)
-        self._index_groups()
-        if self._ref is None:
-            raise MirrorflowError("state_dict has no group with nonzero base decay")
+        step = _check_step(step, "state_dict steps_taken")
+        counted = _check_step(state.get("counted_from", 0), "state_dict counted_from")
+        if counted > step:
+            raise MirrorflowError(f"state_dict counted_from={counted} is after steps_taken={step}")
+        new_base = [_check_decay(b, f"state_dict base_weight_decay[{i}]") for i, b in enumerate(base)]
+        new_a = [float("nan") if a is None else _check_a(a, f"state_dict integrated_wd[{i}]")
+                 for i, a in enumerate(integ)]
+        ref = next((i for i, b in enumerate(new_base) if b > 0), None)
+        if ref is None:
+            raise MirrorflowError("state_dict has no group with nonzero base decay; nothing to "
+                                  "schedule")
+        # the factor for the coming step must be valid before anything is written
+        probe = {**groups[ref], _BASE: new_base[ref], _INT: new_a[ref], _STEP: step}
+        self._factor(probe, _lr(self.optimizer, groups[ref]))
+        for g, b, a in zip(groups, new_base, new_a):
+            g[_BASE], g[_INT], g[_STEP], g[_FROM] = b, a, step, counted
+            g[_SCHED] = self.schedule.describe()
+        self._index()
         self._apply()
 
     def remove(self) -> None:
-        """Detach the hooks (the param groups keep their current decay and the state keys)."""
+        """Detach the hooks (the param groups keep their current decay and the state keys, so a
+        new scheduler built on this optimizer continues the schedule)."""
         for h in self._handles:
             h.remove()
         self._handles = []
+        ref = getattr(self.optimizer, _OWNER, None)
+        if ref is not None and ref() is self:
+            delattr(self.optimizer, _OWNER)
 
     def __repr__(self) -> str:
         return (f"WeightDecayScheduler({self.schedule.describe()}, step={self.steps_taken}, "

@@ -20,6 +20,13 @@ construction of the scheduler, with a one-line :class:`~mirrorflow.MirrorflowErr
 
 ``factor(step, integrated, increment)`` receives the step index, the integrated decay ``a`` so far
 (before this step) and ``increment = η_k · λ_base`` (what a full-strength step would add to ``a``).
+
+Schedules compose like ``torch.optim.lr_scheduler.SequentialLR`` / optax ``join_schedules``:
+:func:`sequential` runs one schedule per segment between milestones, each seeing the step count
+from the start of its segment (and bound to the segment's length), e.g. warm-up, then cosine,
+then off::
+
+    sequential([warmup(100), cosine(), constant(0.0)], milestones=[100, 900])
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ __all__ = [
     "FromCallable",
     "Linear",
     "Piecewise",
+    "Sequential",
     "SwitchOff",
     "TrainingSchedule",
+    "Warmup",
     "as_schedule",
     "budget",
     "constant",
@@ -47,7 +56,9 @@ __all__ = [
     "from_continuous",
     "linear",
     "piecewise",
+    "sequential",
     "switch_off",
+    "warmup",
 ]
 
 
@@ -102,6 +113,9 @@ def _check_total(total_steps) -> int | None:
 @dataclass(frozen=True)
 class TrainingSchedule:
     """Base class. Subclasses implement :meth:`factor`; :meth:`bind` resolves lengths."""
+
+    #: whether :meth:`factor` reads the integrated decay ``a`` (then ``a`` must be known)
+    needs_integrated = False
 
     def factor(self, step: int, integrated: float = 0.0, increment: float = 0.0) -> float:
         raise NotImplementedError  # pragma: no cover - abstract
@@ -183,6 +197,7 @@ class Budget(TrainingSchedule):
 
     target_a: float
     exact: bool = True
+    needs_integrated = True
 
     def __post_init__(self):
         object.__setattr__(self, "target_a", check_finite_scalar(
@@ -341,6 +356,135 @@ class FromCallable(TrainingSchedule):
         return f"callable({getattr(self.fn, '__name__', repr(self.fn))})"
 
 
+@dataclass(frozen=True)
+class Warmup(TrainingSchedule):
+    """``factor`` rises linearly from ``start`` (step 0) to 1 (step ``steps``), then stays 1 —
+    as ``torch.optim.lr_scheduler.LinearLR(start_factor=start, end_factor=1, total_iters=steps)``.
+
+    ``steps`` is an int step count or a float fraction of ``total_steps``.
+    """
+
+    steps: int | float
+    start: float = 0.0
+    total_steps: int | None = None
+    steps_resolved: int | None = field(default=None, init=False)
+
+    def __post_init__(self):
+        total = _check_total(self.total_steps)
+        object.__setattr__(self, "total_steps", total)
+        object.__setattr__(self, "start", check_finite_scalar("warmup start", self.start,
+                                                              minimum=0.0, maximum=1.0))
+        if isinstance(self.steps, float) and total is None:
+            check_finite_scalar("warmup steps", self.steps, minimum=0.0, maximum=1.0, strict=True)
+            return
+        n = _resolve_step("steps", self.steps, total, "warmup")
+        if n < 1:
+            raise MirrorflowError(f"warmup: steps must be >= 1, got {self.steps!r}")
+        object.__setattr__(self, "steps_resolved", n)
+
+    def bind(self, total_steps):
+        total = _check_total(total_steps)
+        if total is None or total == self.total_steps:
+            if self.steps_resolved is None:
+                _resolve_step("steps", self.steps, None, "warmup")
+            return self
+        return Warmup(self.steps, self.start, total)
+
+    def factor(self, step, integrated=0.0, increment=0.0):
+        if self.steps_resolved is None:
+            raise MirrorflowError("warmup with a fractional length needs total_steps; call bind(N)")
+        if step >= self.steps_resolved:
+            return 1.0
+        return self.start + (1.0 - self.start) * step / self.steps_resolved
+
+    def describe(self):
+        return f"warmup(steps={self.steps!r}, start={self.start:g})"
+
+
+@dataclass(frozen=True)
+class Sequential(TrainingSchedule):
+    """One schedule per segment: ``schedules[i]`` on ``[milestones[i-1], milestones[i])``
+    (``torch.optim.lr_scheduler.SequentialLR``, optax ``join_schedules``).
+
+    Each schedule sees the step count from the start of its segment and is bound to the
+    segment's length (the last segment: up to ``total_steps``), so ``cosine()`` inside a segment
+    ramps over that segment. Milestones are int steps or float fractions of training (all of one
+    kind), strictly increasing and ``> 0``. A :func:`budget` inside counts the integrated decay
+    ``a`` of the whole run (``a`` is never reset).
+    """
+
+    schedules: tuple = ()
+    milestones: tuple = ()
+    total_steps: int | None = None
+    steps: tuple | None = field(default=None, init=False)
+    bound: tuple | None = field(default=None, init=False)
+
+    def __post_init__(self):
+        total = _check_total(self.total_steps)
+        object.__setattr__(self, "total_steps", total)
+        if isinstance(self.schedules, (str, bytes)) or not isinstance(self.schedules, Sequence):
+            raise MirrorflowError("sequential needs a list of schedules, e.g. "
+                                  "sequential([warmup(100), cosine()], milestones=[100])")
+        scheds = tuple(as_schedule(x) for x in self.schedules)
+        ms = tuple(self.milestones) if isinstance(self.milestones, Sequence) else (self.milestones,)
+        if len(scheds) != len(ms) + 1:
+            raise MirrorflowError(f"sequential needs one milestone fewer than schedules; got "
+                                  f"{len(scheds)} schedules and {len(ms)} milestones")
+        object.__setattr__(self, "schedules", scheds)
+        object.__setattr__(self, "milestones", ms)
+        if any(isinstance(x, float) for x in ms) and total is None:
+            for x in ms:
+                check_finite_scalar("sequential milestone", x, minimum=0.0, maximum=1.0, strict=True)
+            return
+        steps = tuple(_resolve_step("milestone", x, total, "sequential") for x in ms)
+        if (steps and steps[0] <= 0) or any(a >= b for a, b in zip(steps, steps[1:])):
+            raise MirrorflowError(f"sequential milestones must be > 0 and strictly increasing, "
+                                  f"got {list(steps)}")
+        starts = (0, *steps)
+        bound = []
+        for i, sch in enumerate(scheds):
+            end = steps[i] if i < len(steps) else total
+            length = None if end is None else end - starts[i]
+            if length is not None and length < 1:
+                raise MirrorflowError(f"sequential: the last segment starts at step {starts[i]}, "
+                                      f"at or after the end of training ({total}); drop it or "
+                                      f"move the milestone")
+            try:
+                bound.append(sch.bind(length))
+            except MirrorflowError as exc:
+                raise MirrorflowError(f"sequential segment {i} (steps {starts[i]}–"
+                                      f"{'end' if end is None else end}, length "
+                                      f"{'unknown' if length is None else length}): {exc}") from None
+        object.__setattr__(self, "steps", steps)
+        object.__setattr__(self, "bound", tuple(bound))
+
+    @property
+    def needs_integrated(self) -> bool:  # type: ignore[override]
+        return any(s.needs_integrated for s in self.schedules)
+
+    def bind(self, total_steps):
+        total = _check_total(total_steps)
+        if total is None or total == self.total_steps:
+            if self.steps is None:
+                _resolve_step("milestone", 0.5, None, "sequential")
+            return self
+        return Sequential(self.schedules, self.milestones, total)
+
+    def factor(self, step, integrated=0.0, increment=0.0):
+        if self.steps is None:
+            raise MirrorflowError("sequential with fractional milestones needs total_steps; "
+                                  "call bind(N)")
+        i = 0
+        while i < len(self.steps) and step >= self.steps[i]:
+            i += 1
+        start = self.steps[i - 1] if i else 0
+        return self.bound[i].factor(step - start, integrated, increment)
+
+    def describe(self):
+        inner = ", ".join(s.describe() for s in self.schedules)
+        return f"sequential([{inner}], milestones={list(self.milestones)})"
+
+
 # -- lowercase constructors (the public spelling) ------------------------------------------------
 
 def constant(scale: float = 1.0) -> Constant:
@@ -372,6 +516,27 @@ def piecewise(boundaries: Sequence, values: Sequence[float],
               total_steps: int | None = None) -> Piecewise:
     """Piecewise-constant factors: ``values[i]`` between consecutive ``boundaries``."""
     return Piecewise(tuple(boundaries), tuple(values), total_steps)
+
+
+def warmup(steps: int | float, start: float = 0.0, total_steps: int | None = None) -> Warmup:
+    """Linear warm-up of the decay factor from ``start`` to 1 over ``steps`` (then 1)."""
+    return Warmup(steps, start, total_steps)
+
+
+def sequential(schedules: Sequence, milestones: Sequence, total_steps: int | None = None) -> Sequential:
+    """``schedules[i]`` between consecutive ``milestones`` (steps counted from each segment's start).
+
+    >>> s = sequential([warmup(2), constant(), constant(0.0)], milestones=[2, 4])
+    >>> [s.factor(k) for k in range(6)]
+    [0.0, 0.5, 1.0, 1.0, 0.0, 0.0]
+    """
+    if isinstance(schedules, (str, bytes)) or not isinstance(schedules, Sequence):
+        raise MirrorflowError("sequential needs a list of schedules, e.g. "
+                              "sequential([warmup(100), cosine()], milestones=[100])")
+    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Sequence):
+        raise MirrorflowError(f"sequential milestones must be a list of steps or fractions, got "
+                              f"{milestones!r}")
+    return Sequential(tuple(schedules), tuple(milestones), total_steps)
 
 
 def from_callable(fn: Callable[[int], float]) -> FromCallable:
