@@ -314,7 +314,7 @@ def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
     import torch
 
     from mirrorflow.schedules import training
-    from mirrorflow.schedules.diagnostics import diagnose, lora_pairs
+    from mirrorflow.schedules.diagnostics import diagnose, lora_pairs, summarize
     from mirrorflow.schedules.scheduler import WeightDecayScheduler
 
     t0 = time.perf_counter()
@@ -363,9 +363,10 @@ def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
         curves["val_loss"].append(float(np.average(losses, weights=ns)))
         curves["val_accuracy"].append(float(np.average(accs, weights=ns)))
         curves["a"].append(sched.integrated if sched is not None else 0.0)
-        curves["ratio"].append(float(np.mean([x.nuclear_over_fro for x in d.values()])))
-        curves["effective_rank"].append(float(np.mean([x.effective_rank for x in d.values()])))
-        curves["balancedness"].append(float(np.mean([x.balancedness for x in d.values()])))
+        means = summarize(d, prefix="")  # pairs with B = 0 (step 0) are undefined, not 0
+        for key, name in (("ratio", "nuclear_over_fro"), ("effective_rank", "effective_rank"),
+                          ("balancedness", "balancedness")):
+            curves[key].append(means.get(f"{name}_mean", float("nan")))
         for name, x in d.items():
             curves[f"ratio/{name}"].append(x.nuclear_over_fro)
 
@@ -398,8 +399,10 @@ def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
     nan = float("nan")
     final = diagnose(pairs) if diverged_step is None else {}
 
+    final_means = summarize(final, prefix="") if final else {}
+
     def mean_of(key: str) -> float:
-        return float(np.mean([getattr(x, key) for x in final.values()])) if final else nan
+        return final_means.get(f"{key}_mean", nan)
 
     result = Result(
         config=cfg,
