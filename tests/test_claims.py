@@ -229,7 +229,25 @@ def test_geometry_claims_follow_the_closed_form():
     beta0, c = 0.5, 0.5  # u0 = 1, v0 = 0: |u0² − v0²|/2, x̄0 = 0
     width = 2 * beta0 * math.exp(-2 * 3.0) * math.sinh(1.0 / c)
     assert f"width(3) = {width:.3g}" in rng_claim.effects[0].detail
-    assert res["geometry/type-l2-to-l1"].verdict in (SUPPORTED, INCONCLUSIVE, CONTRADICTED)
+    # type: ι = 2 − log2(κ(2t)/κ(t)) with κ(x) = x² R_a''(x), R_a'' = 1/sqrt(δ² + 4x²) for
+    # u ⊙ v (theory §3), δ(a) = e^{−2a}, t = 0.1: computed here from the closed form
+    type_claim = res["geometry/type-l2-to-l1"]
+    assert type_claim.verdict == SUPPORTED, type_claim.effects[0].reason
+    for a in (0.0, 0.5, 1.0, 2.0):
+        d, t = math.exp(-2 * a), 0.1
+        iota = 2 - math.log2(4 * math.sqrt(d**2 + 4 * t**2) / math.sqrt(d**2 + 16 * t**2))
+        assert f"ι({a:g}) = {iota:.3f}" in type_claim.effects[0].detail
+
+
+def test_type_claim_refuses_a_measure_that_mixes_in_position(monkeypatch):
+    """The control: a 'type' read off values around the moving reference point x̄(a) changes
+    for u², whose type does not change (theory §4), so the claim cannot be decided with it."""
+    import mirrorflow.report.claims as claims
+
+    monkeypatch.setattr(claims, "type_index",
+                        lambda rep: np.tanh(np.abs(np.asarray(rep.reference)[:, 0]) + rep.a))
+    verdict = {r.claim.id: r for r in evaluate_claims([])}["geometry/type-l2-to-l1"]
+    assert verdict.verdict == INCONCLUSIVE and "mixes in position" in verdict.effects[0].reason
 
 
 @pytest.mark.parametrize("quick", [True, False])

@@ -696,10 +696,10 @@ def evaluate_claims(records: Sequence[RunRecord], claims: Sequence[Claim] | None
 _GEOMETRY_A = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0)
 
 
-def _uv_effects():
+def _uv_effects(name: str = "uv"):
     from mirrorflow.geometry.effects import family_from_name, measure_effects
 
-    return measure_effects(family_from_name("uv", 1.0, 0.0), list(_GEOMETRY_A))
+    return measure_effects(family_from_name(name, 1.0, 0.0), list(_GEOMETRY_A))
 
 
 def type_index(report) -> np.ndarray:
@@ -707,7 +707,7 @@ def type_index(report) -> np.ndarray:
 
     Kept in this one function: the field name follows :mod:`mirrorflow.geometry.effects`.
     """
-    return np.asarray(report.l1_index, dtype=np.float64)
+    return np.asarray(report.type_index, dtype=np.float64)
 
 
 def _type_check() -> Effect:
@@ -717,9 +717,17 @@ def _type_check() -> Effect:
     est = float(idx[-1] - idx[0])
     detail = ", ".join(f"ι({a:g}) = {i:.3f}" for a, i in zip(_GEOMETRY_A, idx))
     monotone = bool(np.all(np.diff(idx) >= -1e-9))
+    # control: x = u² is the pure positional case (R_a = R_0 + (a/2)·x, theory §3); a type
+    # measure that moves there mixes in position and cannot decide the claim
+    control = type_index(_uv_effects("u2"))
+    if np.ptp(control) > 1e-6:
+        return Effect(label, INCONCLUSIVE, f"the type measure moves by {np.ptp(control):.2g} for "
+                      f"u², whose type does not change: it mixes in position", est, est, est,
+                      len(idx), detail=detail)
     if monotone and idx[0] < 0.5 < idx[-1]:
         return Effect(label, SUPPORTED, f"ι rises monotonically from {idx[0]:.2f} (L2-like) to "
-                      f"{idx[-1]:.2f} (L1-like) over a ∈ [0, {_GEOMETRY_A[-1]:g}]", est,
+                      f"{idx[-1]:.2f} (L1-like) over a ∈ [0, {_GEOMETRY_A[-1]:g}]; control u²: "
+                      f"ι = {control[0]:.3f} at every a", est,
                       est, est, len(idx), reference=(0.0,), detail=detail)
     if est < 0:
         return Effect(label, CONTRADICTED, f"ι falls from {idx[0]:.2f} to {idx[-1]:.2f}", est,
