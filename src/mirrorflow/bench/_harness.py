@@ -1,14 +1,19 @@
 """Shared timing helpers for the benchmark modules.
 
 Timing rule: mirrorflow and its baseline run in the same process, interleaved
-(baseline, mirrorflow, baseline, mirrorflow, ...), several repeats; we report medians. Before any
-timing, :func:`check_close` compares the two on the benchmarked problem and raises
+(baseline, mirrorflow, baseline, mirrorflow, ...), several repeats, with Python's garbage
+collector paused (as ``timeit`` does: a full collection walks torch's whole object graph and
+lands in whichever call happens to trigger it); we report medians, and every row records the
+load average (``os.getloadavg()``) before and after its timing. Before any timing,
+:func:`check_close` compares the two on the benchmarked problem and raises
 :class:`BenchmarkMismatch` if they disagree, so a fast wrong answer never gets a number.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
+import os
 import resource
 import statistics
 import sys
@@ -48,14 +53,30 @@ def check_close(name: str, got, want, *, rtol: float, atol: float = 0.0) -> floa
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each callable, calling them in turn ``repeats`` times."""
+    """Median wall time of each callable, calling them in turn ``repeats`` times (garbage
+    collector paused; one collection before)."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+    finally:
+        if was_enabled:
+            gc.enable()
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def loadavg() -> list[float] | None:
+    """``os.getloadavg()`` rounded (1, 5, 15 minutes), or ``None`` where unavailable."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def peak_rss_mb() -> float:
@@ -109,5 +130,6 @@ def row(name: str, baseline_s: float, mirrorflow_s: float, **extras) -> dict:
         "mirrorflow_s": float(mirrorflow_s),
         "ratio": float(baseline_s / mirrorflow_s) if mirrorflow_s > 0 else float("inf"),
         "peak_rss_mb": peak_rss_mb(),
+        "loadavg": loadavg(),
         **extras,
     }

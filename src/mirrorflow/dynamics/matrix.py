@@ -31,7 +31,8 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
     check_positive_int,
 )
-from mirrorflow.dynamics._native import row_parallel, use_native
+from mirrorflow.dynamics._native import check_threads, row_parallel, use_native
+from mirrorflow.dynamics.simulate import distinct_schedules
 from mirrorflow.schedules.continuous import Schedule
 
 __all__ = ["MatrixGDResult", "effective_rank", "simulate_matrix_gd"]
@@ -50,6 +51,7 @@ class MatrixGDResult:
     residual : (S, B) ``‖A(X) − y‖ / ‖y‖``.
     U, V : (B, d, k) final factors (``V is U`` for the symmetric model).
     diverged : (B,) True where the run blew up (its numbers are NaN from then on).
+    threads_used : CPU threads of each chunk (see ``threads`` of :func:`simulate_matrix_gd`).
     """
 
     times: np.ndarray
@@ -62,6 +64,7 @@ class MatrixGDResult:
     diverged: np.ndarray
     step: float
     symmetric: bool
+    threads_used: tuple[int, ...] = ()
 
 
 def _prepare(A, y, U0, V0, symmetric):
@@ -108,7 +111,7 @@ def simulate_matrix_gd(
     snapshot_times: Sequence[float] | None = None,
     chunk: int = 500,
     device: str | torch.device = "cpu",
-    threads: int | None = 1,
+    threads: int | str | None = "auto",
     progress: bool = False,
     backend: str = "auto",
 ) -> MatrixGDResult:
@@ -125,16 +128,16 @@ def simulate_matrix_gd(
     step : step size ``η``; time advances by ``η`` per step. ``t_max``: final time.
     snapshot_times : times at which ``X`` is recorded (rounded to the step grid; 0 and
         ``t_max`` are always included).
-    threads : CPU threads (restored afterwards): the C kernel splits the runs into ``threads``
-        ranges run in parallel; the torch path sets torch's thread count. One thread is
-        fastest for small batches on a shared machine; ``None`` keeps torch's setting (and one
-        thread for the kernel).
+    threads : CPU threads (restored afterwards), as in :func:`~mirrorflow.dynamics.simulate_gd`:
+        ``"auto"`` (default) lets the C kernel pick chunk by chunk from the work and the free
+        cores (the torch path runs on one); an integer splits the runs into up to that many
+        parts (kernel) or sets torch's thread count; ``None`` keeps torch's setting (and one
+        thread for the kernel). The results do not depend on the thread count.
     backend : ``"auto"`` (the C kernel on the CPU when built, else torch), ``"native"`` (the
         kernel, or an error saying why not) or ``"torch"``. Both compute the same steps.
     """
-    if threads is not None:
-        threads = check_positive_int("threads", threads)
-    with torch_threads(threads):
+    threads = check_threads(threads)
+    with torch_threads(1 if threads == "auto" else threads):
         return _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, chunk,
                          device, progress, backend, threads)
 
@@ -209,6 +212,8 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
         record(0, U, V, a_acc)
         ptr = 1
     it = 0
+    distinct, which = distinct_schedules(schedules)
+    threads_used: list[int] = []
     with progress_bar(total, "matrix sensing", progress) as advance, \
             (row_parallel(threads) if native else nullcontext()) as run_parts:
         while it < total:
@@ -216,11 +221,12 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
             if ptr < S:
                 it_end = min(it_end, int(snaps[ptr]))
             mid = (np.arange(it, it_end) + 0.5) * step
-            alphas_np = np.stack([s.rate(mid) for s in schedules], axis=1)  # (K, B)
+            alphas_np = np.stack([s.rate(mid) for s in distinct], axis=1)[:, which]  # (K, B)
             alphas = torch.as_tensor(alphas_np, **f64)
+            used = torch.get_num_threads()
             if native:
                 Un = U.numpy()
-                native.matrix_steps(Un, Un if symmetric else V.numpy(), Af_np, y_np, R, step,
+                used = native.matrix_steps(Un, Un if symmetric else V.numpy(), Af_np, y_np, R, step,
                                     1.0 - step * alphas_np, it_end - it, run_parts)
             else:
                 for j in range(it_end - it):
@@ -232,6 +238,7 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
                     else:
                         U, V = (shrink * U - step * (G @ V),
                                 shrink * V - step * (G.transpose(1, 2) @ U))
+            threads_used.append(used)
             a_acc = a_acc + step * alphas.sum(0)
             advance(it_end - it)
             it = it_end
@@ -251,4 +258,5 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
         diverged=diverged,
         step=step,
         symmetric=symmetric,
+        threads_used=tuple(threads_used),
     )

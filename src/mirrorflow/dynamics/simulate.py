@@ -42,7 +42,7 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
     check_positive_int,
 )
-from mirrorflow.dynamics._native import row_parallel, use_native
+from mirrorflow.dynamics._native import check_threads, row_parallel, use_native
 from mirrorflow.geometry.parameterizations import (
     PARAMETERIZATIONS,
     Parameterization,
@@ -68,6 +68,8 @@ class GDResult:
     status : tuple of ``"converged" | "max-time" | "diverged"`` per run.
     residual : (B,) final ``‖Ax − y‖ / ‖y‖``.
     a_final : (B,) integrated decay at the end of each run.
+    threads_used : CPU threads of each chunk (the C kernel's choice for ``threads="auto"``;
+        torch's thread count on the torch path).
     """
 
     times: np.ndarray
@@ -81,6 +83,7 @@ class GDResult:
     residual: np.ndarray
     a_final: np.ndarray
     step: float
+    threads_used: tuple[int, ...] = ()
 
 
 def _prepare(A, y, u0, v0):
@@ -121,7 +124,7 @@ def simulate_gd(
     tol: float | None = None,
     chunk: int = 500,
     device: str | torch.device = "cpu",
-    threads: int | None = 1,
+    threads: int | str | None = "auto",
     progress: bool = False,
     backend: str = "auto",
 ) -> GDResult:
@@ -143,20 +146,45 @@ def simulate_gd(
         ``‖Δx‖/Δt`` over the chunk is ``≤ tol`` (a stationary point of the regularized
         problem). ``None`` runs to ``t_max``.
     chunk : steps per chunk (convergence is checked once per chunk).
-    threads : CPU threads (restored afterwards). The C kernel splits the runs into ``threads``
-        row ranges run in parallel; the torch path sets torch's thread count. One thread is
-        fastest for small batches on a shared machine; ``None`` keeps torch's setting (and
-        one thread for the kernel).
+    threads : CPU threads (restored afterwards). ``"auto"`` (default): the C kernel picks, chunk
+        by chunk, as many threads as the work per thread and the cores that other processes
+        leave free allow (``mirrorflow.dynamics._native.choose_threads``; one on a busy
+        machine), and the torch path runs on one. An integer: the kernel splits the runs into
+        up to that many parts run in parallel; the torch path sets torch's thread count.
+        ``None`` keeps torch's setting (and one thread for the kernel). The results do not
+        depend on the thread count.
     progress : show a progress bar.
     backend : ``"auto"`` (the C kernel where it applies: built-in parameterization, shared
         ``A``, CPU; else torch), ``"native"`` (the kernel, or an error saying why not) or
         ``"torch"``. Both compute the same steps, to rounding.
     """
-    if threads is not None:
-        threads = check_positive_int("threads", threads)
-    with torch_threads(threads):
+    threads = check_threads(threads)
+    with torch_threads(1 if threads == "auto" else threads):
         return _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_times,
                          tol, chunk, device, progress, backend, threads)
+
+
+def distinct_schedules(schedules: Sequence[Schedule]) -> tuple[list[Schedule], np.ndarray]:
+    """The distinct schedules among ``schedules`` and, per run, the index of its schedule.
+
+    Equal schedules (same class and parameters) have equal rates, so each distinct one is
+    evaluated once per chunk: a seeds × decays grid of ``B`` runs has only as many as decays.
+    Unhashable schedules count as distinct.
+    """
+    index: dict = {}
+    distinct: list[Schedule] = []
+    which = np.empty(len(schedules), dtype=np.intp)
+    for i, s in enumerate(schedules):
+        try:
+            key = ("schedule", s, hash(s))
+        except TypeError:
+            key = ("id", id(s))
+        j = index.get(key)
+        if j is None:
+            j = index[key] = len(distinct)
+            distinct.append(s)
+        which[i] = j
+    return distinct, which
 
 
 def kernel_gradient_form(n: int, d: int) -> str:
@@ -289,8 +317,10 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
         r = x @ At.T - yt if shared else torch.einsum("bnd,bd->bn", At, x) - yt
         return r
 
-    settle = np.array([s.settle_time for s in schedules])
-    decay_ends = np.array([s.final_rate == 0 for s in schedules])
+    distinct, which = distinct_schedules(schedules)
+    settle = np.array([s.settle_time for s in distinct])[which]
+    decay_ends = np.array([s.final_rate == 0 for s in distinct])[which]
+    threads_used: list[int] = []
     active = torch.ones(B, 1, **f64)  # 1 while a run is still being updated
     steps_taken = np.zeros(B, dtype=np.int64)
     status = np.array(["max-time"] * B, dtype=object)
@@ -315,16 +345,17 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
                 k_end = min(k_end, int(snaps[snap_ptr]))
             ks = np.arange(k, k_end)
             mid = (ks + 0.5) * step
-            alphas = np.stack([s.rate(mid) for s in schedules], axis=1)  # (K, B)
+            alphas = np.stack([s.rate(mid) for s in distinct], axis=1)[:, which]  # (K, B)
             alpha_t = torch.as_tensor(alphas, **f64) * active.T  # frozen runs get no decay
+            used = torch.get_num_threads()
             eta = step * active
             if fast:
                 p, q = _to_pq(param.name, u, v)
                 if native:
                     eta_np = eta.squeeze(1).numpy()
-                    native.mult_steps(p.numpy(), q.numpy() if has_q else None, grad_np,
-                                      1.0 - eta_np * alphas * (eta_np > 0),  # frozen runs: c = 1
-                                      gamma * eta_np, len(ks), run_parts)
+                    used = native.mult_steps(p.numpy(), q.numpy() if has_q else None, grad_np,
+                                             1.0 - eta_np * alphas * (eta_np > 0),  # frozen: c = 1
+                                             gamma * eta_np, len(ks), run_parts)
                 else:
                     _multiplicative_chunk(p, q if has_q else None, grad_into, alphas, alpha_t,
                                           eta, gamma, bufs)
@@ -337,6 +368,7 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
                     gu, gv = param.pullback(u, v, g)
                     al = alpha_t[j].unsqueeze(1)
                     u, v = u - eta * (gu + al * u), v - eta * (gv + al * v)
+            threads_used.append(used)
             a_acc += step * alpha_t.sum(0)
             steps_taken += (k_end - k) * active.squeeze(1).cpu().numpy().astype(np.int64)
             k = k_end
@@ -382,4 +414,5 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
         residual=res,
         a_final=a_acc.cpu().numpy(),
         step=step,
+        threads_used=tuple(threads_used),
     )
