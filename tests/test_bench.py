@@ -129,6 +129,18 @@ def test_simulate_rows_report_the_thread_choice(monkeypatch):
         assert r["max_abs_diff"] < 1e-12
 
 
+def test_variant_rows_time_every_variant_after_checking_it(monkeypatch):
+    import os
+
+    from mirrorflow.dynamics import _native
+
+    monkeypatch.delenv("MIRRORFLOW_KERNEL", raising=False)
+    rows = bench_simulate.bench_variants(12, 20, repeats=1, check_steps=20)
+    assert [r["kernel"] for r in rows] == list(_native.kernels().available[1:])
+    assert all(r["max_abs_diff"] < 1e-12 and r["baseline_s"] > 0 for r in rows)
+    assert "MIRRORFLOW_KERNEL" not in os.environ  # restored
+
+
 def test_gpu_rows_run_where_cuda_is_and_say_so_elsewhere(monkeypatch):
     # the row's code path, with the CPU standing in for the device
     r = bench_gpu.bench_device(16, 5, repeats=1, device="cpu", check_steps=10, peak_size=64)

@@ -54,21 +54,26 @@ def check_close(name: str, got, want, *, rtol: float, atol: float = 0.0) -> floa
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median wall time of each callable, calling them in turn ``repeats`` times (garbage
-    collector paused; one collection before)."""
+    collector paused; one collection before). Key ``f"{name}_cpu"``: the median CPU time of
+    this process during the call (all its threads), which waiting for a busy core does not
+    inflate."""
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     gc.collect()
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(repeats):
             for k, fn in fns.items():
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
     finally:
         if was_enabled:
             gc.enable()
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {**{k: statistics.median(v) for k, v in times.items()},
+            **{f"{k}_cpu": statistics.median(v) for k, v in cpu.items()}}
 
 
 def loadavg() -> list[float] | None:

@@ -16,6 +16,8 @@ Rows (``threads``: 1, the cores of this process's CPU set, and ``"auto"``, the d
   without the kernel). ``threads_chosen``: the thread counts the timed runs used (for
   ``"auto"``, what it picked), ``free_cores``: :func:`~mirrorflow.dynamics._native.free_cores`
   just before the timing.
+- ``simulate kernel=V vs generic``: each kernel variant this CPU runs (``avx2``, ``avx512``)
+  against the portable one, one thread, same process.
 - ``simulate memory``: peak RSS of a fresh process above its RSS before the run, for growing
   ``B`` (each size in its own subprocess), in MiB per 1000 runs. Sizes are large so that the
   working set stands above the transient memory of importing torch.
@@ -118,7 +120,8 @@ def _timed(A, y, u0, decays, steps, threads, base_runs, repeats):
         "mirrorflow": mf,
     }, repeats)
     extras = dict(threads_chosen=sorted(out["used"]), free_cores=round(free, 2),
-                  loadavg_before=load, kernel=kernel_variant())
+                  loadavg_before=load, kernel=kernel_variant(),
+                  mirrorflow_cpu_s=t["mirrorflow_cpu"])
     return t, out, extras
 
 
@@ -166,6 +169,52 @@ def bench_peak(runs: int, steps: int, threads: int | str, repeats: int,
     )
 
 
+def bench_variants(runs: int, steps: int, repeats: int, check_steps: int = 300) -> list[dict]:
+    """Each kernel variant this CPU runs against the portable one (``generic``), one thread.
+
+    ``baseline_s`` is the ``generic`` variant, ``mirrorflow_s`` the row's variant, timed
+    interleaved; each is first checked against the per-run loop on two runs.
+    """
+    import os
+
+    k = kernels()
+    if k is None:
+        return []
+    A, y, u0, decays = make_problem(runs)
+    want = baseline_run(A, y, u0, decays, check_steps, 2)
+    old = os.environ.get("MIRRORFLOW_KERNEL")
+    fns, diffs = {}, {}
+    try:
+        for v in k.available:
+            os.environ["MIRRORFLOW_KERNEL"] = v
+            diffs[v] = check_close(f"simulate B={runs} kernel={v} (pre-check)",
+                                   mirrorflow_run(A, y, u0, decays, check_steps, 1)[:2], want,
+                                   rtol=1e-10)
+
+            def fn(v=v):
+                os.environ["MIRRORFLOW_KERNEL"] = v
+                simulate(A, y, u0, decays, steps, 1)
+
+            fns[v] = fn
+        load = loadavg()
+        t = time_interleaved(fns, repeats)
+    finally:
+        if old is None:
+            os.environ.pop("MIRRORFLOW_KERNEL", None)
+        else:
+            os.environ["MIRRORFLOW_KERNEL"] = old
+    peak = matmul_peak_gflops(1)
+    rows = []
+    for v in k.available[1:]:
+        gf = step_flops(runs) * steps / t[v] / 1e9
+        rows.append(row(f"simulate kernel={v} vs generic B={runs} threads=1", t["generic"], t[v],
+                        steps=steps, runs=runs, threads=1, kernel=v, max_abs_diff=diffs[v],
+                        gflops=gf, peak_gflops=peak, peak_fraction=gf / peak,
+                        generic_gflops=step_flops(runs) * steps / t["generic"] / 1e9,
+                        loadavg_before=load))
+    return rows
+
+
 def bench_memory(sizes, steps: int = 5) -> dict:
     """Peak-RSS increase of a fresh process per batch size (linear in runs, no trajectories)."""
     mem = {b: _memory_probe(b, steps) for b in sizes}
@@ -189,10 +238,12 @@ def run(quick: bool = False) -> list[dict]:
     if quick:
         rows = [bench_speedup(64, 2_000, base_runs=4, repeats=5, threads=th) for th in settings]
         rows += [bench_peak(256, 200, th, repeats=7) for th in fixed]
+        rows += bench_variants(256, 200, repeats=5)
         rows.append(bench_memory((4096, 16384)))
     else:
         rows = [bench_speedup(64, 20_000, base_runs=8, repeats=5, threads=th) for th in settings]
         rows += [bench_peak(1024, 2_000, th, repeats=3) for th in fixed]
+        rows += bench_variants(1024, 500, repeats=3)
         rows.append(bench_memory((4096, 16384, 65536)))
     return rows
 
