@@ -52,11 +52,12 @@ def check_close(name: str, got, want, *, rtol: float, atol: float = 0.0) -> floa
     return diff
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int,
+                     samples: dict[str, list[float]] | None = None) -> dict[str, float]:
     """Median wall time of each callable, calling them in turn ``repeats`` times (garbage
     collector paused; one collection before). Key ``f"{name}_cpu"``: the median CPU time of
     this process during the call (all its threads), which waiting for a busy core does not
-    inflate."""
+    inflate. ``samples``, if given, receives every repeat's wall times per name."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     cpu: dict[str, list[float]] = {k: [] for k in fns}
     gc.collect()
@@ -72,6 +73,8 @@ def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict
     finally:
         if was_enabled:
             gc.enable()
+    if samples is not None:
+        samples.update(times)
     return {**{k: statistics.median(v) for k, v in times.items()},
             **{f"{k}_cpu": statistics.median(v) for k, v in cpu.items()}}
 
@@ -124,6 +127,36 @@ def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 8) -> floa
                 t0 = time.perf_counter()
                 mm()
                 best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best / 1e9
+
+
+@functools.cache
+def _gemm_operands(size: int):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, dtype=torch.float64, generator=g)
+    b = torch.randn(size, size, dtype=torch.float64, generator=g)
+    return a, b, torch.empty_like(a)
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def gemm_rate(threads: int, size: int = 1024) -> float:
+    """One ``size``³ float64 GEMM in torch (MKL) and one in numpy (OpenBLAS) with ``threads``
+    threads; the faster rate in GFLOP/s. Cheap enough (~40 ms on one core) to run between the
+    timed calls, so that a fraction of peak compares rates measured at the same time."""
+    a, b, out = _gemm_operands(size)
+    an, bn, on = a.numpy(), b.numpy(), out.numpy()
+    best = float("inf")
+    with torch_threads(threads), _blas_controller().limit(limits=threads, user_api="blas"):
+        for mm in (lambda: torch.mm(a, b, out=out), lambda: np.matmul(an, bn, out=on)):
+            t0 = time.perf_counter()
+            mm()
+            best = min(best, time.perf_counter() - t0)
     return 2.0 * size**3 / best / 1e9
 
 

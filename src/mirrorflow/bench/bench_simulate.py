@@ -9,7 +9,11 @@ Rows (``threads``: 1, the cores of this process's CPU set, and ``"auto"``, the d
   is linear in the number of runs, so it is timed on ``baseline_runs`` of the runs and scaled
   to all of them (``baseline_s`` is that scaled time; ``baseline_runs`` says how many ran).
 - ``simulate uv B=256`` (quick) / ``B=1024``: achieved GFLOP/s against this machine's float64
-  GEMM peak measured in the same process with the same thread count.
+  GEMM peak measured in the same process with the same thread count. The peak is measured
+  between the timed calls (one 1024³ GEMM per repeat, the faster of MKL and OpenBLAS), and
+  ``peak_fraction`` is the median over repeats of GFLOP/s over that repeat's peak;
+  ``peak_fraction_best`` compares with the best of 8 GEMMs before the rows instead (the
+  measure of earlier rounds). Every speed row carries both.
 - ``ratio_at_peak`` (every speed row): the speed-up mirrorflow would show if its step ran at
   100 % of that peak; the measured ratio cannot exceed it without doing fewer flops.
 - ``kernel``: the C kernel variant that ran (``generic``, ``avx2``, ``avx512``; ``torch``
@@ -26,6 +30,7 @@ Rows (``threads``: 1, the cores of this process's CPU set, and ``"auto"``, the d
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -34,6 +39,7 @@ import numpy as np
 from mirrorflow.bench import baselines
 from mirrorflow.bench._harness import (
     check_close,
+    gemm_rate,
     loadavg,
     matmul_peak_gflops,
     peak_rss_mb,
@@ -105,23 +111,36 @@ def _memory_probe(runs: int, steps: int) -> float:
 
 
 def _timed(A, y, u0, decays, steps, threads, base_runs, repeats):
-    """Interleaved timing of the loop on ``base_runs`` runs and mirrorflow on all; the last
-    results of both, the thread counts mirrorflow used, and the free cores before."""
-    out: dict = {"used": set()}
+    """Interleaved timing of the loop on ``base_runs`` runs, mirrorflow on all, and the GEMM
+    peak (:func:`gemm_rate` with the thread count mirrorflow just used); the last results of
+    both, and row fields: the thread counts used, the free cores before, and the fraction of
+    peak as the median over repeats of each repeat's GFLOP/s over that repeat's peak
+    (``peak_fraction``: load that comes and goes hits both sides of a repeat alike)."""
+    out: dict = {"used": set(), "last": 1, "peaks": []}
 
     def mf():
         res = simulate(A, y, u0, decays, steps, threads)
         out["m"] = res.x_final
         out["used"].update(res.threads_used)
+        out["last"] = max(res.threads_used)
 
     free, load = free_cores(), loadavg()
+    samples: dict = {}
     t = time_interleaved({
         "baseline": lambda: out.__setitem__("b", baseline_run(A, y, u0, decays, steps, base_runs)),
         "mirrorflow": mf,
-    }, repeats)
+        "peak": lambda: out["peaks"].append(gemm_rate(out["last"])),
+    }, repeats, samples)
+    flops = step_flops(len(u0)) * steps
+    fractions = [flops / s / 1e9 / pk for s, pk in zip(samples["mirrorflow"], out["peaks"])]
+    best = matmul_peak_gflops(max(out["used"]))
+    gf = flops / t["mirrorflow"] / 1e9
     extras = dict(threads_chosen=sorted(out["used"]), free_cores=round(free, 2),
                   loadavg_before=load, kernel=kernel_variant(),
-                  mirrorflow_cpu_s=t["mirrorflow_cpu"])
+                  mirrorflow_cpu_s=t["mirrorflow_cpu"], gflops=gf,
+                  peak_gflops=statistics.median(out["peaks"]),
+                  peak_fraction=statistics.median(fractions),
+                  peak_gflops_best=best, peak_fraction_best=gf / best)
     return t, out, extras
 
 
@@ -137,15 +156,12 @@ def bench_speedup(runs: int, steps: int, base_runs: int, repeats: int,
     diff = max(diff, check_close(f"simulate B={runs} (timed runs)", out["m"][:base_runs], out["b"],
                                  rtol=1e-8))
     base_s = t["baseline"] * runs / base_runs
-    peak = matmul_peak_gflops(max(extras["threads_chosen"]))
-    gf = step_flops(runs) * steps / t["mirrorflow"] / 1e9
     return row(
         f"simulate uv B={runs} threads={threads}", base_s, t["mirrorflow"], steps=steps,
         runs=runs, baseline_runs=base_runs, threads=threads, max_abs_diff=diff,
         mf_run_steps_per_s=runs * steps / t["mirrorflow"],
         baseline_run_steps_per_s=runs * steps / base_s,
-        gflops=gf, peak_gflops=peak, peak_fraction=gf / peak,
-        ratio_at_peak=base_s * peak * 1e9 / (step_flops(runs) * steps), **extras,
+        ratio_at_peak=base_s * extras["peak_gflops"] * 1e9 / (step_flops(runs) * steps), **extras,
     )
 
 
@@ -159,12 +175,9 @@ def bench_peak(runs: int, steps: int, threads: int | str, repeats: int,
     t, out, extras = _timed(A, y, u0, decays, steps, threads, 2, repeats)
     diff = max(diff, check_close(f"simulate B={runs} (timed runs)", out["m"][:2], out["b"],
                                  rtol=1e-8))
-    peak = matmul_peak_gflops(max(extras["threads_chosen"]))
-    gf = step_flops(runs) * steps / t["mirrorflow"] / 1e9
     return row(
         f"simulate uv B={runs} threads={threads}", t["baseline"] * runs / 2, t["mirrorflow"],
-        steps=steps, runs=runs, baseline_runs=2, threads=threads, max_abs_diff=diff, gflops=gf,
-        peak_gflops=peak, peak_fraction=gf / peak,
+        steps=steps, runs=runs, baseline_runs=2, threads=threads, max_abs_diff=diff,
         mf_run_steps_per_s=runs * steps / t["mirrorflow"], **extras,
     )
 

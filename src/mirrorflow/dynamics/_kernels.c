@@ -67,6 +67,9 @@ static void rm_gemm(dgemm_t gemm, char ta, char tb, int M, int N, int K, double 
     gemm(&tb, &ta, &N, &M, &K, &alpha, B, &ldb, A, &lda, &beta, C, &ldc);
 }
 
+/* Version of the exported signatures: the bindings refuse a stale build (another value). */
+MF_EXPORT int mf_kernel_abi(void) { return 2; }
+
 /* Bit 0: generic (always), bit 1: AVX2+FMA, bit 2: AVX-512F (CPU and OS support, checked by
  * the compiler's CPU-feature runtime). */
 MF_EXPORT int mf_variants(void)
@@ -176,33 +179,60 @@ typedef struct {
     size_t ld;
 } mf_epi;
 
-MF_INLINE MF_AVX512 void mf_epi1(const mf_epi *e, size_t row, int col, __mmask8 m, __m512d acc)
+/* What the epilogue needs of one row, read once per row of a tile (not once per vector: after
+ * a store to p the compiler must assume c and ge changed, both being double). */
+typedef struct {
+    __m512d k, c, g;
+    const double *y, *nb;
+    double *out, *p, *q, *xo;
+} mf_rowptr;
+
+MF_INLINE MF_AVX512 mf_rowptr mf_row_of(const mf_epi *e, size_t row)
+{
+    mf_rowptr r = {0};
+    if (e->kind == 0) {
+        r.k = _mm512_set1_pd(e->kappa);
+        r.y = e->y + row * e->ys;
+        r.out = e->out + row * e->ldo;
+    } else {
+        const size_t o = row * e->ld;
+        r.c = _mm512_set1_pd(e->c[row * e->ci]);
+        r.g = _mm512_set1_pd(e->ge[row]);
+        r.nb = e->nb ? e->nb + row * e->nbs : NULL;
+        r.p = e->p + o;
+        r.q = e->q ? e->q + o : NULL;
+        r.xo = e->xo + o;
+    }
+    return r;
+}
+
+MF_INLINE MF_AVX512 void mf_epi1(const mf_epi *e, const mf_rowptr *r, int col, __mmask8 m,
+                                 __m512d acc)
 {
     if (e->kind == 0) {
-        const __m512d yv = _mm512_maskz_loadu_pd(m, e->y + row * e->ys + col);
-        _mm512_mask_storeu_pd(e->out + row * e->ldo + col, m,
-                              _mm512_fmsub_pd(_mm512_set1_pd(e->kappa), acc, yv));
+        const __m512d yv = _mm512_maskz_loadu_pd(m, r->y + col);
+        _mm512_mask_storeu_pd(r->out + col, m, _mm512_fmsub_pd(r->k, acc, yv));
         return;
     }
-    const size_t o = row * e->ld + col;
-    const __m512d ci = _mm512_set1_pd(e->c[row * e->ci]);
     __m512d h = acc;
-    if (e->nb)
-        h = _mm512_add_pd(h, _mm512_maskz_loadu_pd(m, e->nb + row * e->nbs + col));
-    const __m512d t = _mm512_mul_pd(_mm512_set1_pd(e->ge[row]), h);
-    const __m512d pp = _mm512_mul_pd(_mm512_maskz_loadu_pd(m, e->p + o), _mm512_sub_pd(ci, t));
-    _mm512_mask_storeu_pd(e->p + o, m, pp);
+    if (r->nb)
+        h = _mm512_add_pd(h, _mm512_maskz_loadu_pd(m, r->nb + col));
+    const __m512d t = _mm512_mul_pd(r->g, h);
+    const __m512d pp = _mm512_mul_pd(_mm512_maskz_loadu_pd(m, r->p + col), _mm512_sub_pd(r->c, t));
+    _mm512_mask_storeu_pd(r->p + col, m, pp);
     __m512d xv = _mm512_mul_pd(pp, pp);
-    if (e->q) {
-        const __m512d qq = _mm512_mul_pd(_mm512_maskz_loadu_pd(m, e->q + o), _mm512_add_pd(ci, t));
-        _mm512_mask_storeu_pd(e->q + o, m, qq);
+    if (r->q) {
+        const __m512d qq = _mm512_mul_pd(_mm512_maskz_loadu_pd(m, r->q + col), _mm512_add_pd(r->c, t));
+        _mm512_mask_storeu_pd(r->q + col, m, qq);
         xv = _mm512_fnmadd_pd(qq, qq, xv);
     }
-    _mm512_mask_storeu_pd(e->xo + o, m, xv);
+    _mm512_mask_storeu_pd(r->xo + col, m, xv);
 }
 
 /* Named accumulators (not an array) so that the compiler keeps all 16 in registers; MR and NV
- * are compile-time constants in every call (mf_gemm_epi's switch), so dead ones vanish. */
+ * are compile-time constants in every call (mf_gemm_epi's switch), so dead ones vanish. The
+ * operand Bm is zero-padded to whole vectors (its row stride ldb ≥ the columns rounded up to 8),
+ * so the loads in the K loop need no mask; only the epilogue masks the last vector. */
 #define MF_ROW(i)                                                                   \
     if (MR > i) {                                                                   \
         const __m512d xb = _mm512_set1_pd(xk[(size_t)(i) * ldx]);                   \
@@ -212,9 +242,13 @@ MF_INLINE MF_AVX512 void mf_epi1(const mf_epi *e, size_t row, int col, __mmask8 
         if (NV > 3) a##i##3 = _mm512_fmadd_pd(xb, b3, a##i##3);                     \
     }
 #define MF_EPI(i, v)                                                                \
-    if (MR > i && NV > v)                                                           \
-        mf_epi1(e, (size_t)(row0 + i), col0 + 8 * v, NV == v + 1 ? last : 0xFF, a##i##v);
-#define MF_EPIROW(i) MF_EPI(i, 0) MF_EPI(i, 1) MF_EPI(i, 2) MF_EPI(i, 3)
+    if (NV > v)                                                                     \
+        mf_epi1(e, &r, col0 + 8 * v, NV == v + 1 ? last : 0xFF, a##i##v);
+#define MF_EPIROW(i)                                                                \
+    if (MR > i) {                                                                   \
+        const mf_rowptr r = mf_row_of(e, (size_t)(row0 + i));                       \
+        MF_EPI(i, 0) MF_EPI(i, 1) MF_EPI(i, 2) MF_EPI(i, 3)                         \
+    }
 #define MF_DECL(i) __m512d a##i##0 = z, a##i##1 = z, a##i##2 = z, a##i##3 = z;
 
 MF_INLINE MF_AVX512 void mf_tile(const int MR, const int NV, int K, const double *X, size_t ldx,
@@ -225,12 +259,10 @@ MF_INLINE MF_AVX512 void mf_tile(const int MR, const int NV, int K, const double
     MF_DECL(0) MF_DECL(1) MF_DECL(2) MF_DECL(3)
     const double *bk = Bm + col0, *xk = X;
     for (int k = 0; k < K; ++k, bk += ldb, ++xk) {
-        const __m512d b0 = NV == 1 ? _mm512_maskz_loadu_pd(last, bk) : _mm512_loadu_pd(bk);
-        const __m512d b1 = NV < 2 ? z : NV == 2 ? _mm512_maskz_loadu_pd(last, bk + 8)
-                                                : _mm512_loadu_pd(bk + 8);
-        const __m512d b2 = NV < 3 ? z : NV == 3 ? _mm512_maskz_loadu_pd(last, bk + 16)
-                                                : _mm512_loadu_pd(bk + 16);
-        const __m512d b3 = NV < 4 ? z : _mm512_maskz_loadu_pd(last, bk + 24);
+        const __m512d b0 = _mm512_loadu_pd(bk);
+        const __m512d b1 = NV < 2 ? z : _mm512_loadu_pd(bk + 8);
+        const __m512d b2 = NV < 3 ? z : _mm512_loadu_pd(bk + 16);
+        const __m512d b3 = NV < 4 ? z : _mm512_loadu_pd(bk + 24);
         MF_ROW(0) MF_ROW(1) MF_ROW(2) MF_ROW(3)
     }
     MF_EPIROW(0) MF_EPIROW(1) MF_EPIROW(2) MF_EPIROW(3)
@@ -264,9 +296,11 @@ MF_AVX512 static void mf_gemm_epi(int nr, int ncols, int K, const double *X, siz
 /* K steps on one block of nr rows, all fused (arguments as mf_mult_steps, offset to the
  * block). Low-rank form: r = κ x Aᵀ − y with At = Aᵀ (d × n), then h = r A fused with the
  * update (x overwritten in place: this step's r is complete). G form: h = x G fused with the
- * update, which writes the new x into x2 (the old x is still being read), then x ↔ x2. */
+ * update, which writes the new x into x2 (the old x is still being read), then x ↔ x2.
+ * G and A have row stride lda, At has ldat (both zero-padded to whole vectors). */
 MF_AVX512 static void mf_block_avx512(int nr, int d, int K, const double *G, const double *A,
-                                      const double *At, int n, const double *y, size_t ys,
+                                      size_t lda, const double *At, size_t ldat, int n,
+                                      const double *y, size_t ys,
                                       double kappa, double *R, const double *nb, size_t nbs,
                                       const double *c, size_t ck, size_t ci, const double *ge,
                                       double *P, double *Q, double *X, double *X2)
@@ -291,11 +325,11 @@ MF_AVX512 static void mf_block_avx512(int nr, int d, int K, const double *G, con
     for (int k = 0; k < K; ++k) {
         mul.c = c + (size_t)k * ck;
         if (A) {
-            mf_gemm_epi(nr, n, d, X, (size_t)d, At, (size_t)n, &res);
-            mf_gemm_epi(nr, d, n, R, (size_t)n, A, (size_t)d, &mul);
+            mf_gemm_epi(nr, n, d, X, (size_t)d, At, ldat, &res);
+            mf_gemm_epi(nr, d, n, R, (size_t)n, A, lda, &mul);
         } else {
             mul.xo = X2;
-            mf_gemm_epi(nr, d, d, X, (size_t)d, G, (size_t)d, &mul);
+            mf_gemm_epi(nr, d, d, X, (size_t)d, G, lda, &mul);
             double *tmp = X;
             X = X2;
             X2 = tmp;
@@ -311,13 +345,16 @@ MF_AVX512 static void mf_block_avx512(int nr, int d, int K, const double *G, con
  *   G form   (A == NULL): h = x̂ G with G = κ AᵀA (d × d, symmetric), nb = −Aᵀy;
  *   low-rank (A != NULL): r = κ x̂ Aᵀ − y (n per run), h = r A, nb = NULL (0);
  *                         4nd instead of 2d² flops; At = Aᵀ (d × n, variant 2 only).
+ * G and A have row stride lda, At has ldat. Variant 2 needs them zero-padded to whole vectors
+ * (lda ≥ d and ldat ≥ n rounded up to 8, the padding 0); variants 0 and 1 take any lda ≥ d.
  * nb row i at nb + i * nbs, y row i at y + i * ys (stride 0: shared by the runs); ge = γη per run.
  * Shrink factor of run i at step k is c[k * ck + i * ci] (ck = 0: constant over the chunk).
  * x, h: (B × d) and r: (B × n) workspace. Runs go ``block`` rows at a time, all K steps per block.
  * variant: 0 generic, 1 avx2, 2 avx512 (see the top of the file; must be in mf_variants()).
  */
 MF_EXPORT void mf_mult_steps(int variant, void *gemm_ptr, int B, int d, int K, int block,
-                             const double *G, const double *A, const double *At, int n,
+                             const double *G, const double *A, long lda, const double *At,
+                             long ldat, int n,
                              const double *y, long ys, double kappa, double *r, const double *nb,
                              long nbs, const double *c, long ck, long ci, const double *ge,
                              double *p, double *q, double *x, double *h)
@@ -337,8 +374,9 @@ MF_EXPORT void mf_mult_steps(int variant, void *gemm_ptr, int B, int d, int K, i
         const double *C = c + (size_t)r0 * ci;
 #ifdef MF_X86
         if (variant == 2) {
-            mf_block_avx512(nr, d, K, G, A, At, n, Y, (size_t)ys, kappa, Rr, NB, (size_t)nbs, C,
-                            (size_t)ck, (size_t)ci, ge + r0, P, Q, X, H);
+            mf_block_avx512(nr, d, K, G, A, (size_t)lda, At, (size_t)ldat, n, Y, (size_t)ys,
+                            kappa, Rr, NB, (size_t)nbs, C, (size_t)ck, (size_t)ci, ge + r0, P, Q,
+                            X, H);
             continue;
         }
 #endif
@@ -346,11 +384,11 @@ MF_EXPORT void mf_mult_steps(int variant, void *gemm_ptr, int B, int d, int K, i
             X[j] = Q ? P[j] * P[j] - Q[j] * Q[j] : P[j] * P[j];
         for (int k = 0; k < K; ++k) {
             if (A) {
-                rm_gemm(gemm, 'N', 'T', nr, n, d, kappa, X, d, A, d, 0.0, Rr, n);
+                rm_gemm(gemm, 'N', 'T', nr, n, d, kappa, X, d, A, (int)lda, 0.0, Rr, n);
                 sub_rows(nr, n, Rr, Y, (size_t)ys);
-                rm_gemm(gemm, 'N', 'N', nr, d, n, 1.0, Rr, n, A, d, 0.0, H, d);
+                rm_gemm(gemm, 'N', 'N', nr, d, n, 1.0, Rr, n, A, (int)lda, 0.0, H, d);
             } else {
-                rm_gemm(gemm, 'N', 'N', nr, d, d, 1.0, X, d, G, d, 0.0, H, d);
+                rm_gemm(gemm, 'N', 'N', nr, d, d, 1.0, X, d, G, (int)lda, 0.0, H, d);
             }
             mult_rows(nr, d, C + (size_t)k * ck, (size_t)ci, ge + r0, NB, (size_t)nbs, H, P, Q, X);
         }

@@ -41,6 +41,7 @@ BACKENDS = ("auto", "native", "torch")
 VARIANTS = ("generic", "avx2", "avx512")
 
 _c_int, _c_long, _c_double, _ptr = ctypes.c_int, ctypes.c_long, ctypes.c_double, ctypes.c_void_p
+_ABI = 2  # mf_kernel_abi() of the _kernels.c these bindings match
 
 
 def _shrink(c: np.ndarray) -> tuple[np.ndarray, int]:
@@ -233,6 +234,14 @@ def check_threads(threads) -> int | str | None:
     return int(threads)
 
 
+def _padded(a: np.ndarray) -> np.ndarray:
+    """``a`` (2-D) with its rows zero-padded to a multiple of 8 entries, C-contiguous."""
+    rows, cols = a.shape
+    out = np.zeros((rows, -(-cols // 8) * 8))
+    out[:, :cols] = a
+    return out
+
+
 def _block_starts(B: int, block: int) -> list[int]:
     return [*range(0, B, block), B]
 
@@ -269,8 +278,11 @@ class Kernels:
         variant = self.variant()
         x, h = np.empty_like(p), np.empty_like(p)
         c, ck = _shrink(c)
+        # avx512 reads its operands in whole 8-wide vectors: zero-pad their rows
+        pad = _padded if variant == "avx512" else (lambda a: a)
         if grad[0] == "G":
             _, G, nb = grad
+            G = pad(G)
             A = At = yv = None
             n, ys, kappa, r = 0, 0, 1.0, None
             flops = 2.0 * d * d
@@ -278,10 +290,12 @@ class Kernels:
             _, A, yv, kappa = grad
             G = nb = None
             n = A.shape[0]
-            At = np.ascontiguousarray(A.T)
+            A, At = pad(A), pad(np.ascontiguousarray(A.T))
             ys = 0 if yv.ndim == 1 else n
             r = np.empty((B, n))
             flops = 4.0 * n * d
+        lda = (A if G is None else G).shape[1]
+        ldat = 0 if At is None else At.shape[1]
         nbs = 0 if nb is None or nb.ndim == 1 else d
         row = d * 8
         block = kernel_block(variant, B, d, n, G is None, len(cpu_set()))
@@ -292,7 +306,7 @@ class Kernels:
 
         def part(lo: int, hi: int) -> None:
             self.lib.mf_mult_steps(
-                code, self.dgemm, hi - lo, d, steps, block, ptr(G), ptr(A), ptr(At), n,
+                code, self.dgemm, hi - lo, d, steps, block, ptr(G), ptr(A), lda, ptr(At), ldat, n,
                 ptr(yv, 8 * ys * lo), ys, kappa, ptr(r, 8 * n * lo), ptr(nb, 8 * nbs * lo), nbs,
                 c.ctypes.data + 8 * lo, ck, 1, ge.ctypes.data + 8 * lo,
                 p.ctypes.data + row * lo, None if q is None else q.ctypes.data + row * lo,
@@ -351,13 +365,14 @@ def _load() -> Kernels | None:
         dgemm = _scipy_dgemm()
     except (OSError, AttributeError, KeyError, ImportError):
         return None
-    if not hasattr(lib, "mf_variants"):  # a stale build of an older _kernels.c
+    if not hasattr(lib, "mf_kernel_abi") or lib.mf_kernel_abi() != _ABI:  # a stale build
         return None
     lib.mf_variants.restype, lib.mf_variants.argtypes = _c_int, []
     lib.mf_mult_steps.restype = None
-    lib.mf_mult_steps.argtypes = [_c_int, _ptr, _c_int, _c_int, _c_int, _c_int, _ptr, _ptr, _ptr,
-                                  _c_int, _ptr, _c_long, _c_double, _ptr, _ptr, _c_long, _ptr,
-                                  _c_long, _c_long, _ptr, _ptr, _ptr, _ptr, _ptr]
+    lib.mf_mult_steps.argtypes = [_c_int, _ptr, _c_int, _c_int, _c_int, _c_int, _ptr, _ptr,
+                                  _c_long, _ptr, _c_long, _c_int, _ptr, _c_long, _c_double, _ptr,
+                                  _ptr, _c_long, _ptr, _c_long, _c_long, _ptr, _ptr, _ptr, _ptr,
+                                  _ptr]
     lib.mf_matrix_steps.restype = None
     lib.mf_matrix_steps.argtypes = [_ptr, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int, _c_int,
                                     _c_int, _ptr, _ptr, _c_double, _ptr, _c_long, _c_long, _ptr,
@@ -387,7 +402,8 @@ def use_native(backend: str, applicable: bool, why_not: str = "") -> Kernels | N
         if k is None:
             raise MirrorflowError(
                 "backend='native' but the C kernels are not available (built without a C "
-                "compiler, or MIRRORFLOW_NATIVE=0); reinstall with a compiler or use backend='torch'")
+                "compiler, a build older than this code, or MIRRORFLOW_NATIVE=0); reinstall with "
+                "a compiler (pip install -e .) or use backend='torch'")
         if not applicable:
             raise MirrorflowError(f"backend='native' does not cover {why_not}; use backend='auto' or 'torch'")
         return k

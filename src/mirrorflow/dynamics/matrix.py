@@ -173,6 +173,10 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
 
     f64 = dict(dtype=torch.float64, device=torch.device(device))
     native = use_native(backend, f64["device"].type == "cpu", "non-CPU devices")
+    if native and torch.get_num_threads() != 1:
+        # the kernel's own threads do the work; torch's would only spin between the small
+        # bookkeeping ops (simulate_matrix_gd restores torch's thread count on return)
+        torch.set_num_threads(1)
     if native:
         Af_np = np.ascontiguousarray(A.reshape(P, m, d * d))
         y_np = np.ascontiguousarray(y)

@@ -280,16 +280,26 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
 
     dev = torch.device(device)
     f64 = dict(dtype=torch.float64, device=dev)
+    shared = A.ndim == 2
+    fast = param is PARAMETERIZATIONS.get(param.name)
+    native = use_native(backend, fast and shared and dev.type == "cpu",
+                        "custom parameterizations, per-run A or non-CPU devices")
+    if native and torch.get_num_threads() != 1:
+        # the kernel's own threads do the work; torch's would only spin between the small
+        # bookkeeping ops (simulate_gd restores torch's thread count on return)
+        torch.set_num_threads(1)
+    lowrank = bool(native) and kernel_gradient_form(n, d) == "lowrank"
     At = torch.as_tensor(A, **f64)
     yt = torch.as_tensor(y, **f64)
     if yt.ndim == 1:
         yt = yt.expand(B, n)
     u = torch.as_tensor(np.broadcast_to(u0, (B, d)).copy(), **f64)
     v = torch.as_tensor(np.broadcast_to(v0, (B, d)).copy(), **f64)
-    shared = At.ndim == 2
     ynorm = torch.linalg.vector_norm(yt, dim=1).clamp_min(1e-300)
 
-    if shared:
+    if lowrank:  # the kernel forms the gradient from A itself
+        G = b = None
+    elif shared:
         G, b = At.T @ At, yt @ At  # ∇f = x Aᵀ A − Aᵀ y, one matmul per step
     else:
         G, b = At.transpose(1, 2) @ At, torch.einsum("bn,bnd->bd", yt, At)
@@ -297,13 +307,10 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
     def grad_of(x):
         return torch.addmm(-b, x, G) if shared else torch.baddbmm(-b.unsqueeze(1), x.unsqueeze(1), G).squeeze(1)
 
-    fast = param is PARAMETERIZATIONS.get(param.name)
-    native = use_native(backend, fast and shared and dev.type == "cpu",
-                        "custom parameterizations, per-run A or non-CPU devices")
     if fast:
         kappa, gamma, has_q = _MULTIPLICATIVE[param.name]
     if native:
-        if kernel_gradient_form(n, d) == "lowrank":
+        if lowrank:
             grad_np = ("lowrank", np.ascontiguousarray(A), np.ascontiguousarray(y), kappa)
         else:
             grad_np = ("G", np.ascontiguousarray(kappa * G.numpy()),
