@@ -141,6 +141,15 @@ def test_variant_rows_time_every_variant_after_checking_it(monkeypatch):
     assert "MIRRORFLOW_KERNEL" not in os.environ  # restored
 
 
+def test_busy_core_measurement_runs_and_stops_its_busy_loop():
+    from mirrorflow.bench import busy_core
+
+    out = busy_core.run(sizes=((16, 20),), repeats=1, lag_waits=(0.3,))
+    assert out["lag"][0]["runnable_others"] >= 1  # the busy loop, seen at once
+    for part in ("idle", "busy"):
+        assert set(out[part][0]["ms"]) >= {"1", "2", "auto"} and out[part][0]["auto_used"]
+
+
 def test_gpu_rows_run_where_cuda_is_and_say_so_elsewhere(monkeypatch):
     # the row's code path, with the CPU standing in for the device
     r = bench_gpu.bench_device(16, 5, repeats=1, device="cpu", check_steps=10, peak_size=64)

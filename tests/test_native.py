@@ -195,6 +195,7 @@ def test_results_do_not_depend_on_the_thread_count(variant, n, monkeypatch):
 
 
 def test_kernel_variant_choice_and_errors(monkeypatch):
+    monkeypatch.delenv("MIRRORFLOW_KERNEL", raising=False)
     k = kernels()
     assert k.available[0] == "generic" and k.variant() == k.available[-1]
     monkeypatch.setenv("MIRRORFLOW_KERNEL", "sse9")
