@@ -31,7 +31,7 @@ from mirrorflow.dynamics._native import (
 from mirrorflow.dynamics.matrix import simulate_matrix_gd
 from mirrorflow.dynamics.simulate import distinct_schedules, kernel_gradient_form
 from mirrorflow.geometry.parameterizations import PARAMETERIZATIONS
-from mirrorflow.schedules.continuous import ConstantDecay, NoDecay, SwitchOffDecay
+from mirrorflow.schedules.continuous import ConstantDecay, NoDecay, Schedule, SwitchOffDecay
 
 # every variant of the simulator kernel this CPU runs (generic, avx2, avx512)
 HERE = kernels().available if kernels() is not None else ()
@@ -303,12 +303,28 @@ def test_auto_threads_leave_the_core_of_a_busy_process():
         hog.wait()
 
 
-def test_distinct_schedules_are_evaluated_once():
-    class Custom(ConstantDecay):
-        __hash__ = None  # unhashable: counted as distinct
+@dataclasses.dataclass(frozen=True)
+class _Table(Schedule):
+    values: list  # an unhashable attribute
 
-    a, c = SwitchOffDecay(0.1, 2.0), Custom(0.3)
+    def rate(self, t):
+        return np.full(np.shape(t), self.values[0])
+
+
+def test_distinct_schedules_are_evaluated_once():
+    a, c = SwitchOffDecay(0.1, 2.0), _Table([0.3])
     distinct, which = distinct_schedules([a, SwitchOffDecay(0.1, 2.0), ConstantDecay(0.1),
-                                          NoDecay(), NoDecay(), c, Custom(0.3)])
-    assert distinct[0] is a and which.tolist() == [0, 0, 1, 2, 2, 3, 4]
+                                          NoDecay(), NoDecay(), c, _Table([0.3]), c,
+                                          SwitchOffDecay(0.1, 3.0)])
+    assert distinct[0] is a and which.tolist() == [0, 0, 1, 2, 2, 3, 4, 3, 5]
     assert distinct[3] is c
+    # and a simulation with the duplicates matches one with every schedule a separate object
+    rng = np.random.default_rng(17)
+    A = rng.normal(size=(4, 9))
+    y = A @ rng.normal(size=9)
+    runs = [SwitchOffDecay(w, 0.1) for w in (0.2, 0.3, 0.2)] + [_Table([0.25])] * 2
+    same = simulate_gd(A, y, 1.0, 0.0, runs, step=0.01, t_max=0.3, chunk=7, threads=1)
+    for i, s in enumerate(runs):
+        one = simulate_gd(A, y, 1.0, 0.0, [s], step=0.01, t_max=0.3, chunk=7, threads=1)
+        np.testing.assert_allclose(same.x_final[i], one.x_final[0], rtol=1e-13, atol=1e-15)
+        np.testing.assert_array_equal(same.integrated_wd[:, i], one.integrated_wd[:, 0])

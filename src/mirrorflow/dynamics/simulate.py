@@ -167,9 +167,9 @@ def simulate_gd(
 def distinct_schedules(schedules: Sequence[Schedule]) -> tuple[list[Schedule], np.ndarray]:
     """The distinct schedules among ``schedules`` and, per run, the index of its schedule.
 
-    Equal schedules (same class and parameters) have equal rates, so each distinct one is
+    Equal schedules (same class and attributes) have equal rates, so each distinct one is
     evaluated once per chunk: a seeds × decays grid of ``B`` runs has only as many as decays.
-    Unhashable schedules count as distinct.
+    Schedules with an unhashable attribute count as distinct.
     """
     by_value: dict = {}
     by_id: dict[int, int] = {}
@@ -178,17 +178,18 @@ def distinct_schedules(schedules: Sequence[Schedule]) -> tuple[list[Schedule], n
     for i, s in enumerate(schedules):
         j = by_id.get(id(s))
         if j is None:
+            # class and attributes as the key: hashed in C, unlike a dataclass's __hash__
+            attrs = getattr(s, "__dict__", None)
+            key = None if attrs is None else (type(s), *attrs.items())
             try:
-                j = by_value.get(s)
-            except TypeError:  # unhashable
-                hashable = False
-            else:
-                hashable = True
+                j = by_value.get(key) if key is not None else None
+            except TypeError:  # an unhashable attribute
+                key = None
             if j is None:
                 j = len(distinct)
                 distinct.append(s)
-                if hashable:
-                    by_value[s] = j
+                if key is not None:
+                    by_value[key] = j
             by_id[id(s)] = j
         which[i] = j
     return distinct, which
@@ -219,6 +220,29 @@ def _from_pq(name: str, p: torch.Tensor, q: torch.Tensor | None, v: torch.Tensor
     if name == "uv":
         return 0.5 * (p + q), 0.5 * (p - q)
     return p, (q if name == "u2-v2" else v)
+
+
+def _pq_into(name: str, u: np.ndarray, v: np.ndarray, bufs: list) -> tuple:
+    """``(p, q)`` for the C kernel, as numpy arrays: ``u`` and ``v`` themselves where ``p = u,
+    q = v``, else written into the reused buffers ``bufs`` (``uv``: ``u ± v``)."""
+    if name != "uv":
+        return u, v
+    if not bufs:
+        bufs.extend((np.empty_like(u), np.empty_like(u)))
+    np.add(u, v, out=bufs[0])
+    np.subtract(u, v, out=bufs[1])
+    return bufs[0], bufs[1]
+
+
+def _uv_from(name: str, pq: tuple, u: np.ndarray, v: np.ndarray) -> None:
+    """``u, v`` (in place) from the kernel's ``p, q`` (the inverse of :func:`_pq_into`)."""
+    if name != "uv":
+        return  # the kernel updated u (and v) in place
+    p, q = pq
+    np.add(p, q, out=u)
+    u *= 0.5
+    np.subtract(p, q, out=v)
+    v *= 0.5
 
 
 def _multiplicative_chunk(p, q, grad_into, alphas: np.ndarray, alpha_t: torch.Tensor,
@@ -331,6 +355,7 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
         r = x @ At.T - yt if shared else torch.einsum("bnd,bd->bn", At, x) - yt
         return r
 
+    pq_bufs: list = []  # the kernel's p, q for uv, reused chunk to chunk
     distinct, which = distinct_schedules(schedules)
     settle = np.array([s.settle_time for s in distinct])[which]
     decay_ends = np.array([s.final_rate == 0 for s in distinct])[which]
@@ -363,16 +388,20 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
             alpha_t = torch.as_tensor(alphas, **f64) * active.T  # frozen runs get no decay
             used = torch.get_num_threads()
             eta = step * active
-            if fast:
+            if fast and native:
+                eta_np = eta.squeeze(1).numpy()
+                un, vn = u.numpy(), v.numpy()
+                pq = _pq_into(param.name, un, vn, pq_bufs)  # numpy, in place: no allocations
+                used = native.mult_steps(pq[0], pq[1] if has_q else None, grad_np,
+                                         1.0 - eta_np * alphas * (eta_np > 0),  # frozen: c = 1
+                                         gamma * eta_np, len(ks), run_parts)
+                _uv_from(param.name, pq, un, vn)
+                if not has_q:  # x = u² ignores v, which only decays
+                    v = v * (1.0 - eta.T * alpha_t).prod(0).unsqueeze(1)
+            elif fast:
                 p, q = _to_pq(param.name, u, v)
-                if native:
-                    eta_np = eta.squeeze(1).numpy()
-                    used = native.mult_steps(p.numpy(), q.numpy() if has_q else None, grad_np,
-                                             1.0 - eta_np * alphas * (eta_np > 0),  # frozen: c = 1
-                                             gamma * eta_np, len(ks), run_parts)
-                else:
-                    _multiplicative_chunk(p, q if has_q else None, grad_into, alphas, alpha_t,
-                                          eta, gamma, bufs)
+                _multiplicative_chunk(p, q if has_q else None, grad_into, alphas, alpha_t,
+                                      eta, gamma, bufs)
                 u, v = _from_pq(param.name, p, q, v)
                 if not has_q:  # x = u² ignores v, which only decays
                     v = v * (1.0 - eta.T * alpha_t).prod(0).unsqueeze(1)
