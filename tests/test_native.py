@@ -141,9 +141,9 @@ def _free(value):
 @pytest.mark.parametrize("name", ["uv", "u2-v2", "u2"])
 @pytest.mark.parametrize("n, d, B, per_run_y", [
     (9, 13, 19, False),   # G form; d = 13: a masked vector; blocks of 16 + 3 rows
-    (3, 13, 13, True),    # low rank (2n < d), targets per run
+    (3, 13, 29, True),    # low rank (2n < d), targets per run; a 1-row tile at the end
     (20, 70, 21, False),  # low rank; d = 70: three column tiles, n = 20: a masked one
-    (2, 3, 10, True),     # d < 8: one masked vector per row
+    (2, 3, 33, True),     # d < 8: one masked vector per row
 ])
 def test_every_variant_matches_per_run_loop(variant, name, n, d, B, per_run_y, monkeypatch):
     monkeypatch.setenv("MIRRORFLOW_KERNEL", variant)

@@ -91,19 +91,24 @@ def kernel_block(variant: str, B: int, d: int, n: int, lowrank: bool, cpus: int)
     Working set per row (float64): ``p, q, x, h`` and ``r`` (``4d + n``) for the BLAS variants,
     ``p, q, x, x'`` and ``r`` for ``avx512``; the block gets half of L2 after the shared
     operand (``A`` and ``Aᵀ``, or ``G``). The BLAS variants keep at most 64 rows (tuned on
-    Zen 3), ``avx512`` at most 256. The block never exceeds ``ceil(B / cpus)`` (rounded up to a
-    multiple of 8, at least 8), so every core of the process's CPU set can get a block. The
-    block depends on the machine and the problem only, never on the load, so a run gives the
-    same numbers whatever thread count ``"auto"`` picks (each row's arithmetic is fixed by its
-    block).
+    Zen 3) and at most ``ceil(B / cpus)`` (rounded up to a multiple of 8, at least 8), so every
+    core of the process's CPU set can get a block; ``avx512`` keeps at most 256 rows and at
+    most ``ceil(B / (4 cpus))`` (at least 16; its speed is the same from 16 to 256 rows), so
+    that threads take blocks one at a time and one that another process slows down takes
+    fewer. The block depends on the machine and the problem only, never on the load, so a run
+    gives the same numbers whatever thread count ``"auto"`` picks (each row's arithmetic is
+    fixed by its block).
     """
     l2 = cache_sizes()[2]
     operand = 8 * (2 * n * d if lowrank else d * d)
     row = 8 * (4 * d + n)
     cap = 256 if variant == "avx512" else 64
     fit = max(8, (l2 // 2 - operand) // row // 8 * 8) if l2 // 2 > operand else 8
-    per_cpu = -(-B // max(1, cpus))
-    share = max(8, -(-per_cpu // 8) * 8)
+    if variant == "avx512":  # ~4 blocks per core, at least 16 rows: threads share them out
+        per_cpu, least = -(-B // (4 * max(1, cpus))), 16
+    else:
+        per_cpu, least = -(-B // max(1, cpus)), 8
+    share = max(least, -(-per_cpu // 8) * 8)
     return int(min(cap, fit, share))
 
 
@@ -420,9 +425,10 @@ def _blas_controller():
 
 @contextlib.contextmanager
 def row_parallel(threads: int | str | None) -> Iterator[Callable[[Callable[[int, int], None], Sequence[int], float], int]]:
-    """``run_parts(fn, starts, flops)`` calls ``fn(lo, hi)`` on contiguous groups of the row
-    blocks beginning at ``starts`` (the last entry is the end), in parallel threads (the
-    calling thread and a pool kept for the process), and returns how many it used: ``threads`` as :func:`choose_threads` resolves it for ``flops``, decided
+    """``run_parts(fn, starts, flops)`` calls ``fn(lo, hi)`` on each row block (``starts``:
+    where they begin, the last entry is the end) in parallel threads (the calling thread and a
+    pool kept for the process), each taking the next block when done with one, and returns
+    how many threads it used: ``threads`` as :func:`choose_threads` resolves it for ``flops``, decided
     anew on each call (so ``"auto"`` follows the load chunk by chunk).
 
     Inside the block BLAS runs on one thread (each part calls it from its own thread), and so
@@ -438,11 +444,20 @@ def row_parallel(threads: int | str | None) -> Iterator[Callable[[Callable[[int,
             if n == 1:
                 fn(starts[0], starts[-1])
                 return 1
-            cuts = [starts[i * blocks // n] for i in range(n)] + [starts[-1]]
-            pool = _pool(n - 1)
-            futures = [pool.submit(fn, lo, hi) for lo, hi in zip(cuts[1:-1], cuts[2:])]
+            lock, nxt = threading.Lock(), [0]
+
+            def worker() -> None:  # takes the next block until none is left
+                while True:
+                    with lock:
+                        i = nxt[0]
+                        nxt[0] += 1
+                    if i >= blocks:
+                        return
+                    fn(starts[i], starts[i + 1])
+
+            futures = [_pool(n - 1).submit(worker) for _ in range(n - 1)]
             try:
-                fn(cuts[0], cuts[1])  # the calling thread takes the first part
+                worker()  # the calling thread works too
             finally:
                 for f in futures:
                     f.result()
