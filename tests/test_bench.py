@@ -14,7 +14,14 @@ import torch
 from typer.testing import CliRunner
 
 from mirrorflow import MirrorflowError
-from mirrorflow.bench import _harness, baselines, bench_implicit_bias, bench_matrix, bench_simulate
+from mirrorflow.bench import (
+    _harness,
+    baselines,
+    bench_gpu,
+    bench_implicit_bias,
+    bench_matrix,
+    bench_simulate,
+)
 from mirrorflow.bench import runner as bench_runner
 from mirrorflow.cli import app
 from mirrorflow.dynamics.simulate import simulate_gd
@@ -108,6 +115,53 @@ def test_simulate_bench_tiny_rows_and_precheck_fires(monkeypatch):
         bench_simulate.bench_speedup(8, 40, base_runs=2, repeats=1, check_steps=30)
 
 
+def test_simulate_rows_report_the_thread_choice(monkeypatch):
+    from mirrorflow.dynamics import _native
+
+    monkeypatch.setattr(_native, "cpu_set", lambda: [0, 1])
+    monkeypatch.setattr(_native, "MIN_FLOPS_PER_THREAD", 1.0)
+    for free, chosen in ((2.0, [2]), (1.0, [1])):  # an idle machine / another process on a core
+        monkeypatch.setattr(_native, "free_cores", lambda free=free: free)
+        r = bench_simulate.bench_speedup(24, 30, base_runs=2, repeats=1, check_steps=20,
+                                         threads="auto")
+        assert r["threads"] == "auto" and r["threads_chosen"] == chosen
+        assert r["kernel"] == _native.kernels().variant() and len(r["loadavg"]) == 3
+        assert r["max_abs_diff"] < 1e-12
+
+
+def test_variant_rows_time_every_variant_after_checking_it(monkeypatch):
+    import os
+
+    from mirrorflow.dynamics import _native
+
+    monkeypatch.delenv("MIRRORFLOW_KERNEL", raising=False)
+    rows = bench_simulate.bench_variants(12, 20, repeats=1, check_steps=20)
+    assert [r["kernel"] for r in rows] == list(_native.kernels().available[1:])
+    assert all(r["max_abs_diff"] < 1e-12 and r["baseline_s"] > 0 for r in rows)
+    assert "MIRRORFLOW_KERNEL" not in os.environ  # restored
+
+
+def test_busy_core_measurement_runs_and_stops_its_busy_loop():
+    from mirrorflow.bench import busy_core
+
+    out = busy_core.run(sizes=((16, 20),), repeats=1, lag_waits=(0.3,))
+    assert out["lag"][0]["runnable_others"] >= 1  # the busy loop, seen at once
+    for part in ("idle", "busy"):
+        assert set(out[part][0]["ms"]) >= {"1", "2", "auto"} and out[part][0]["auto_used"]
+
+
+def test_gpu_rows_run_where_cuda_is_and_say_so_elsewhere(monkeypatch):
+    # the row's code path, with the CPU standing in for the device
+    r = bench_gpu.bench_device(16, 5, repeats=1, device="cpu", check_steps=10, peak_size=64)
+    assert all(k in r for k in KEYS) and r["max_abs_diff"] < 1e-12
+    assert r["max_abs_diff_vs_cpu"] < 1e-12 and 0 < r["peak_fraction"]
+    assert r["runs"] == 16 and r["mf_run_steps_per_s"] == pytest.approx(16 * 5 / r["mirrorflow_s"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    rows = bench_runner.validate_rows("bench_gpu", bench_gpu.run(quick=True))
+    assert len(rows) == 1 and "no CUDA device" in rows[0]["skipped"]
+    assert [bench_gpu.steps_for(b, True) for b in (1024, 65536)] == [488, 20]
+
+
 def test_simulate_peak_and_memory_rows():
     r = bench_simulate.bench_peak(16, 20, threads=1, repeats=1, check_steps=20)
     assert 0 < r["peak_fraction"] and r["peak_gflops"] > 0 and r["max_abs_diff"] < 1e-12
@@ -144,7 +198,10 @@ def _fake_suite(tmp_path: Path, body: str) -> Path:
 FAKE = """
 def run(quick=False):
     return [{"name": "fake", "baseline_s": 2.0, "mirrorflow_s": 0.5, "ratio": 4.0,
-             "quick": quick, "blob_mb": len(bytes(range(256)) * (100 * 2**12)) / 2**20}]
+             "quick": quick, "blob_mb": len(bytes(range(256)) * (100 * 2**12)) / 2**20,
+             "threads_chosen": [1, 2], "free_cores": 1.5, "kernel": "avx512"},
+            {"name": "gpu", "baseline_s": float("nan"), "mirrorflow_s": float("nan"),
+             "ratio": float("nan"), "skipped": "no CUDA device"}]
 """
 
 
@@ -152,7 +209,7 @@ def test_runner_subprocess_reports_rows_and_rss(tmp_path):
     suite = _fake_suite(tmp_path, FAKE)
     assert bench_runner.discover(suite) == ["bench_fake"]
     rows = bench_runner.run_suite(suite, quick=True)
-    assert [r["name"] for r in rows] == ["fake"] and rows[0]["quick"] is True
+    assert [r["name"] for r in rows] == ["fake", "gpu"] and rows[0]["quick"] is True
     # the 100 MiB buffer shows up in the child's peak RSS above its import baseline
     assert rows[0]["peak_rss_mb"] - rows[0]["import_rss_mb"] >= 50
 
@@ -183,6 +240,8 @@ def test_cli_bench_json_and_errors(tmp_path):
     assert table.exit_code == 0, table.output
     line = next(ln for ln in table.stdout.splitlines() if "fake simulate" in ln)
     assert long_name in line and "4.0×" in line  # one row per line, not folded at 80 columns
+    assert "1–2 (1.5)" in line and "avx512" in line  # threads used (free cores), kernel
+    assert "skipped: no CUDA device" in table.stdout
     bad = cli.invoke(app, ["bench", "--path", str(tmp_path / "nowhere")])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     bad = cli.invoke(app, ["bench", "--path", str(suite), "--only", "bench_other"])

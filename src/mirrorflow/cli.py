@@ -298,14 +298,18 @@ def bench(
     if as_json:
         typer.echo(json.dumps(jsonable({"machine": info, "results": rows})))
         return
-    kernel = "C kernel" if info.get("native_kernels") else "no C kernel: torch path"
+    kernel = (f"C kernel {info.get('kernel_variant', '')}".strip() if info.get("native_kernels")
+              else "no C kernel: torch path")
     table = Table(title=f"mirrorflow bench{' --quick' if quick else ''}  ({info['cpu']}, "
                         f"{info['cores']} cores, {kernel})")
     table.add_column("benchmark", no_wrap=True)
     for col in ("baseline s", "mirrorflow s", "speed-up", "at peak", "GFLOP/s", "peak RSS MB"):
         table.add_column(col, justify="right")
-    table.caption = ("at peak: the speed-up if mirrorflow's flops ran at the measured GEMM peak "
-                     "(docs/benchmarks.md)")
+    table.add_column("threads used (free cores)", justify="right", no_wrap=True)
+    table.add_column("note", no_wrap=True)
+    table.caption = ("at peak: the speed-up if mirrorflow's flops ran at the measured GEMM peak; "
+                     "threads used: what the timed runs ran on (threads=auto: its choice), free "
+                     "cores: the reading it chose from (docs/benchmarks.md)")
 
     def fmt(v, spec=".3g"):
         return "-" if v is None or (isinstance(v, float) and v != v) else format(v, spec)
@@ -316,12 +320,18 @@ def bench(
             gf_s = f"{gf:.3g} ({100 * r['peak_fraction']:.0f}% peak)"
         else:
             gf_s = fmt(gf)
+        used = r.get("threads_chosen") or []
+        threads_s = "-" if not used else str(used[0]) if len(used) == 1 else f"{min(used)}–{max(used)}"
+        if used and r.get("free_cores") is not None:
+            threads_s += f" ({r['free_cores']:.2g})"
+        note = f"skipped: {r['skipped']}" if r.get("skipped") else str(r.get("kernel", ""))
         table.add_row(r["name"], fmt(r["baseline_s"]), fmt(r["mirrorflow_s"]),
                       fmt(r["ratio"], ".1f") + ("×" if isinstance(r["ratio"], (int, float))
                                                  and r["ratio"] == r["ratio"] else ""),
-                      fmt(r.get("ratio_at_peak"), ".1f"), gf_s, fmt(r.get("peak_rss_mb"), ".0f"))
+                      fmt(r.get("ratio_at_peak"), ".1f"), gf_s, fmt(r.get("peak_rss_mb"), ".0f"),
+                      threads_s, note)
     # piped into a file or CI log: do not fold the rows at 80 columns
-    (console if console.is_terminal else Console(width=max(console.width, 130))).print(table)
+    (console if console.is_terminal else Console(width=max(console.width, 170))).print(table)
 
 
 # --- sweeps, reports, reproduction (issue 8) -----------------------------------------------

@@ -1,14 +1,19 @@
 """Shared timing helpers for the benchmark modules.
 
 Timing rule: mirrorflow and its baseline run in the same process, interleaved
-(baseline, mirrorflow, baseline, mirrorflow, ...), several repeats; we report medians. Before any
-timing, :func:`check_close` compares the two on the benchmarked problem and raises
+(baseline, mirrorflow, baseline, mirrorflow, ...), several repeats, with Python's garbage
+collector paused (as ``timeit`` does: a full collection walks torch's whole object graph and
+lands in whichever call happens to trigger it); we report medians, and every row records the
+load average (``os.getloadavg()``) before and after its timing. Before any timing,
+:func:`check_close` compares the two on the benchmarked problem and raises
 :class:`BenchmarkMismatch` if they disagree, so a fast wrong answer never gets a number.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
+import os
 import resource
 import statistics
 import sys
@@ -19,7 +24,7 @@ import numpy as np
 import torch
 
 from mirrorflow import MirrorflowError
-from mirrorflow._core.threads import blas_threads, torch_threads
+from mirrorflow._core.threads import torch_threads
 
 
 class BenchmarkMismatch(MirrorflowError):
@@ -47,15 +52,39 @@ def check_close(name: str, got, want, *, rtol: float, atol: float = 0.0) -> floa
     return diff
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each callable, calling them in turn ``repeats`` times."""
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int,
+                     samples: dict[str, list[float]] | None = None) -> dict[str, float]:
+    """Median wall time of each callable, calling them in turn ``repeats`` times (garbage
+    collector paused; one collection before). Key ``f"{name}_cpu"``: the median CPU time of
+    this process during the call (all its threads), which waiting for a busy core does not
+    inflate. ``samples``, if given, receives every repeat's wall times per name."""
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    gc.collect()
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for k, fn in fns.items():
+                c0, t0 = time.process_time(), time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t0)
+                cpu[k].append(time.process_time() - c0)
+    finally:
+        if was_enabled:
+            gc.enable()
+    if samples is not None:
+        samples.update(times)
+    return {**{k: statistics.median(v) for k, v in times.items()},
+            **{f"{k}_cpu": statistics.median(v) for k, v in cpu.items()}}
+
+
+def loadavg() -> list[float] | None:
+    """``os.getloadavg()`` rounded (1, 5, 15 minutes), or ``None`` where unavailable."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def peak_rss_mb() -> float:
@@ -76,6 +105,34 @@ def current_rss_mb() -> float:
         return peak_rss_mb()
 
 
+# OpenBLAS's worker threads spin for ~2^28 cycles (~0.1 s) after a parallel call before they
+# sleep; a call timed within that window shares its cores with them (measured: a two-thread
+# kernel call right after a two-thread OpenBLAS GEMM ran at about half speed).
+_SPIN_SETTLE_S = 0.15
+_PEAK_LIBRARY: dict[int, str] = {}
+
+
+@functools.cache
+def _gemm_operands(size: int):
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, dtype=torch.float64, generator=g)
+    b = torch.randn(size, size, dtype=torch.float64, generator=g)
+    return a, b, torch.empty_like(a)
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _gemms(size: int):
+    a, b, out = _gemm_operands(size)
+    an, bn, on = a.numpy(), b.numpy(), out.numpy()
+    return {"openblas": lambda: np.matmul(an, bn, out=on), "mkl": lambda: torch.mm(a, b, out=out)}
+
+
 @functools.cache
 def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 8) -> float:
     """Measured float64 GEMM rate of this machine: ``size``³, best of ``repeats``.
@@ -83,22 +140,40 @@ def matmul_peak_gflops(threads: int, size: int = 1024, repeats: int = 8) -> floa
     Both BLAS libraries at hand are measured, torch's (MKL) and numpy's (OpenBLAS), and the
     faster counts as the peak: on AMD CPUs MKL runs well below OpenBLAS, and the simulator's
     kernel calls scipy's OpenBLAS, so torch alone would understate the peak. Measured once
-    per process and thread count, so all rows of a benchmark share one peak.
+    per process and thread count, so all rows of a benchmark share one peak; which library
+    won is what :func:`gemm_rate` runs.
     """
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, dtype=torch.float64, generator=g)
-    b = torch.randn(size, size, dtype=torch.float64, generator=g)
-    out = torch.empty_like(a)
-    an, bn, on = a.numpy(), b.numpy(), out.numpy()
-    best = float("inf")
-    with torch_threads(threads), blas_threads(threads):
-        for mm in (lambda: torch.mm(a, b, out=out), lambda: np.matmul(an, bn, out=on)):
+    rates = {}
+    with torch_threads(threads), _blas_controller().limit(limits=threads, user_api="blas"):
+        for name, mm in _gemms(size).items():  # OpenBLAS first: MKL's threads stop sooner
             mm()  # warm-up
+            best = float("inf")
             for _ in range(repeats):
                 t0 = time.perf_counter()
                 mm()
                 best = min(best, time.perf_counter() - t0)
-    return 2.0 * size**3 / best / 1e9
+            rates[name] = 2.0 * size**3 / best / 1e9
+    _PEAK_LIBRARY[threads] = max(rates, key=rates.get)
+    if threads > 1:
+        time.sleep(_SPIN_SETTLE_S)
+    return max(rates.values())
+
+
+def gemm_rate(threads: int, size: int = 1024) -> float:
+    """One ``size``³ float64 GEMM with ``threads`` threads in the library that gave
+    :func:`matmul_peak_gflops` for this thread count, in GFLOP/s. Cheap enough (~40 ms on one
+    core) to run between the timed calls, so that a fraction of peak compares rates measured
+    at the same time."""
+    matmul_peak_gflops(threads, size)
+    library = _PEAK_LIBRARY[threads]
+    mm = _gemms(size)[library]
+    with torch_threads(threads), _blas_controller().limit(limits=threads, user_api="blas"):
+        t0 = time.perf_counter()
+        mm()
+        elapsed = time.perf_counter() - t0
+    if library == "openblas" and threads > 1:
+        time.sleep(_SPIN_SETTLE_S)
+    return 2.0 * size**3 / elapsed / 1e9
 
 
 def row(name: str, baseline_s: float, mirrorflow_s: float, **extras) -> dict:
@@ -109,5 +184,6 @@ def row(name: str, baseline_s: float, mirrorflow_s: float, **extras) -> dict:
         "mirrorflow_s": float(mirrorflow_s),
         "ratio": float(baseline_s / mirrorflow_s) if mirrorflow_s > 0 else float("inf"),
         "peak_rss_mb": peak_rss_mb(),
+        "loadavg": loadavg(),
         **extras,
     }

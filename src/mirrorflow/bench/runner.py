@@ -70,13 +70,19 @@ def machine() -> dict:
         pass
     import scipy
 
-    from mirrorflow.dynamics._native import kernels
+    from mirrorflow.dynamics._native import cache_sizes, cpu_set, kernels
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+    k = kernels()
+    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_set": len(cpu_set()),
+            "python": platform.python_version(),
             "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
             "torch_threads": torch.get_num_threads(),
             # the simulators' C kernel (docs/benchmarks.md); without it they run in torch
-            "native_kernels": kernels() is not None}
+            "native_kernels": k is not None,
+            "kernel_variants": [] if k is None else list(k.available),
+            "kernel_variant": None if k is None else k.variant(),
+            "cache_bytes": {f"L{lvl}": size for lvl, size in sorted(cache_sizes().items())},
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def run_one(name: str, quick: bool, path: Path | None = None) -> list[dict]:

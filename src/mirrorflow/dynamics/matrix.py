@@ -38,8 +38,8 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
     check_positive_int,
 )
-from mirrorflow.dynamics._native import row_parallel, use_native
-from mirrorflow.dynamics.simulate import GROWTH_LIMIT
+from mirrorflow.dynamics._native import check_threads, row_parallel, use_native
+from mirrorflow.dynamics.simulate import GROWTH_LIMIT, distinct_schedules
 from mirrorflow.schedules.continuous import Schedule
 
 __all__ = ["MatrixGDResult", "effective_rank", "simulate_matrix_gd"]
@@ -60,6 +60,7 @@ class MatrixGDResult:
     diverged : (B,) True where the run blew up (non-finite, or its residual grew past
         ``GROWTH_LIMIT`` times its start); ``diverged_step``: (B,) the step by which it was
         seen (end of a chunk), ``-1`` for the others.
+    threads_used : CPU threads of each chunk (see ``threads`` of :func:`simulate_matrix_gd`).
     """
 
     times: np.ndarray
@@ -73,6 +74,7 @@ class MatrixGDResult:
     step: float
     symmetric: bool
     diverged_step: np.ndarray | None = None
+    threads_used: tuple[int, ...] = ()
 
 
 def _prepare(A, y, U0, V0, symmetric):
@@ -119,7 +121,7 @@ def simulate_matrix_gd(
     snapshot_times: Sequence[float] | None = None,
     chunk: int = 500,
     device: str | torch.device = "cpu",
-    threads: int | None = 1,
+    threads: int | str | None = "auto",
     progress: bool = False,
     backend: str = "auto",
 ) -> MatrixGDResult:
@@ -136,16 +138,16 @@ def simulate_matrix_gd(
     step : step size ``η``; time advances by ``η`` per step. ``t_max``: final time.
     snapshot_times : times at which ``X`` is recorded (rounded to the step grid; 0 and
         ``t_max`` are always included).
-    threads : CPU threads (restored afterwards): the C kernel splits the runs into ``threads``
-        ranges run in parallel; the torch path sets torch's thread count. One thread is
-        fastest for small batches on a shared machine; ``None`` keeps torch's setting (and one
-        thread for the kernel).
+    threads : CPU threads (restored afterwards), as in :func:`~mirrorflow.dynamics.simulate_gd`:
+        ``"auto"`` (default) lets the C kernel pick chunk by chunk from the work and the free
+        cores (the torch path runs on one); an integer splits the runs into up to that many
+        parts (kernel) or sets torch's thread count; ``None`` keeps torch's setting (and one
+        thread for the kernel). The results do not depend on the thread count.
     backend : ``"auto"`` (the C kernel on the CPU when built, else torch), ``"native"`` (the
         kernel, or an error saying why not) or ``"torch"``. Both compute the same steps.
     """
-    if threads is not None:
-        threads = check_positive_int("threads", threads)
-    with torch_threads(threads):
+    threads = check_threads(threads)
+    with torch_threads(1 if threads == "auto" else threads):
         return _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, chunk,
                          device, progress, backend, threads)
 
@@ -181,6 +183,10 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
 
     f64 = dict(dtype=torch.float64, device=torch.device(device))
     native = use_native(backend, f64["device"].type == "cpu", "non-CPU devices")
+    if native and torch.get_num_threads() != 1:
+        # the kernel's own threads do the work; torch's would only spin between the small
+        # bookkeeping ops (simulate_matrix_gd restores torch's thread count on return)
+        torch.set_num_threads(1)
     if native:
         Af_np = np.ascontiguousarray(A.reshape(P, m, d * d))
         y_np = np.ascontiguousarray(y)
@@ -226,6 +232,8 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
     res_limit = GROWTH_LIMIT * np.maximum(1.0, rel_residual(U, V))
     div_step = np.full(B, -1, dtype=np.int64)
     it = 0
+    distinct, which = distinct_schedules(schedules)
+    threads_used: list[int] = []
     with progress_bar(total, "matrix sensing", progress) as advance, \
             (row_parallel(threads) if native else nullcontext()) as run_parts:
         while it < total:
@@ -233,11 +241,12 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
             if ptr < S:
                 it_end = min(it_end, int(snaps[ptr]))
             mid = (np.arange(it, it_end) + 0.5) * step
-            alphas_np = np.stack([s.rate(mid) for s in schedules], axis=1)  # (K, B)
+            alphas_np = np.stack([s.rate(mid) for s in distinct], axis=1)[:, which]  # (K, B)
             alphas = torch.as_tensor(alphas_np, **f64)
+            used = torch.get_num_threads()
             if native:
                 Un = U.numpy()
-                native.matrix_steps(Un, Un if symmetric else V.numpy(), Af_np, y_np, R, step,
+                used = native.matrix_steps(Un, Un if symmetric else V.numpy(), Af_np, y_np, R, step,
                                     1.0 - step * alphas_np, it_end - it, run_parts)
             else:
                 for j in range(it_end - it):
@@ -249,6 +258,7 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
                     else:
                         U, V = (shrink * U - step * (G @ V),
                                 shrink * V - step * (G.transpose(1, 2) @ U))
+            threads_used.append(used)
             a_acc = a_acc + step * alphas.sum(0)
             advance(it_end - it)
             it = it_end
@@ -273,4 +283,5 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
         step=step,
         symmetric=symmetric,
         diverged_step=div_step,
+        threads_used=tuple(threads_used),
     )

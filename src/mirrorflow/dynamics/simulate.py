@@ -49,7 +49,7 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
     check_positive_int,
 )
-from mirrorflow.dynamics._native import row_parallel, use_native
+from mirrorflow.dynamics._native import check_threads, row_parallel, use_native
 from mirrorflow.geometry.parameterizations import (
     PARAMETERIZATIONS,
     Parameterization,
@@ -78,6 +78,8 @@ class GDResult:
     status : tuple of ``"converged" | "max-time" | "diverged"`` per run.
     residual : (B,) final ``‖Ax − y‖ / ‖y‖``.
     a_final : (B,) integrated decay at the end of each run.
+    threads_used : CPU threads of each chunk (the C kernel's choice for ``threads="auto"``;
+        torch's thread count on the torch path).
     """
 
     times: np.ndarray
@@ -91,6 +93,7 @@ class GDResult:
     residual: np.ndarray
     a_final: np.ndarray
     step: float
+    threads_used: tuple[int, ...] = ()
 
 
 def _prepare(A, y, u0, v0):
@@ -131,7 +134,7 @@ def simulate_gd(
     tol: float | None = None,
     chunk: int = 500,
     device: str | torch.device = "cpu",
-    threads: int | None = 1,
+    threads: int | str | None = "auto",
     progress: bool = False,
     backend: str = "auto",
 ) -> GDResult:
@@ -153,20 +156,53 @@ def simulate_gd(
         ``‖Δx‖/Δt`` over the chunk is ``≤ tol`` (a stationary point of the regularized
         problem). ``None`` runs to ``t_max``.
     chunk : steps per chunk (convergence is checked once per chunk).
-    threads : CPU threads (restored afterwards). The C kernel splits the runs into ``threads``
-        row ranges run in parallel; the torch path sets torch's thread count. One thread is
-        fastest for small batches on a shared machine; ``None`` keeps torch's setting (and
-        one thread for the kernel).
+    threads : CPU threads (restored afterwards). ``"auto"`` (default): the C kernel picks, chunk
+        by chunk, as many threads as the work per thread and the cores that other processes
+        leave free allow (``mirrorflow.dynamics._native.choose_threads``; one on a busy
+        machine), and the torch path runs on one. An integer: the kernel splits the runs into
+        up to that many parts run in parallel; the torch path sets torch's thread count.
+        ``None`` keeps torch's setting (and one thread for the kernel). The results do not
+        depend on the thread count.
     progress : show a progress bar.
     backend : ``"auto"`` (the C kernel where it applies: built-in parameterization, shared
         ``A``, CPU; else torch), ``"native"`` (the kernel, or an error saying why not) or
         ``"torch"``. Both compute the same steps, to rounding.
     """
-    if threads is not None:
-        threads = check_positive_int("threads", threads)
-    with torch_threads(threads):
+    threads = check_threads(threads)
+    with torch_threads(1 if threads == "auto" else threads):
         return _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_times,
                          tol, chunk, device, progress, backend, threads)
+
+
+def distinct_schedules(schedules: Sequence[Schedule]) -> tuple[list[Schedule], np.ndarray]:
+    """The distinct schedules among ``schedules`` and, per run, the index of its schedule.
+
+    Equal schedules (same class and attributes) have equal rates, so each distinct one is
+    evaluated once per chunk: a seeds × decays grid of ``B`` runs has only as many as decays.
+    Schedules with an unhashable attribute count as distinct.
+    """
+    by_value: dict = {}
+    by_id: dict[int, int] = {}
+    distinct: list[Schedule] = []
+    which = np.empty(len(schedules), dtype=np.intp)
+    for i, s in enumerate(schedules):
+        j = by_id.get(id(s))
+        if j is None:
+            # class and attributes as the key: hashed in C, unlike a dataclass's __hash__
+            attrs = getattr(s, "__dict__", None)
+            key = None if attrs is None else (type(s), *attrs.items())
+            try:
+                j = by_value.get(key) if key is not None else None
+            except TypeError:  # an unhashable attribute
+                key = None
+            if j is None:
+                j = len(distinct)
+                distinct.append(s)
+                if key is not None:
+                    by_value[key] = j
+            by_id[id(s)] = j
+        which[i] = j
+    return distinct, which
 
 
 def kernel_gradient_form(n: int, d: int) -> str:
@@ -194,6 +230,29 @@ def _from_pq(name: str, p: torch.Tensor, q: torch.Tensor | None, v: torch.Tensor
     if name == "uv":
         return 0.5 * (p + q), 0.5 * (p - q)
     return p, (q if name == "u2-v2" else v)
+
+
+def _pq_into(name: str, u: np.ndarray, v: np.ndarray, bufs: list) -> tuple:
+    """``(p, q)`` for the C kernel, as numpy arrays: ``u`` and ``v`` themselves where ``p = u,
+    q = v``, else written into the reused buffers ``bufs`` (``uv``: ``u ± v``)."""
+    if name != "uv":
+        return u, v
+    if not bufs:
+        bufs.extend((np.empty_like(u), np.empty_like(u)))
+    np.add(u, v, out=bufs[0])
+    np.subtract(u, v, out=bufs[1])
+    return bufs[0], bufs[1]
+
+
+def _uv_from(name: str, pq: tuple, u: np.ndarray, v: np.ndarray) -> None:
+    """``u, v`` (in place) from the kernel's ``p, q`` (the inverse of :func:`_pq_into`)."""
+    if name != "uv":
+        return  # the kernel updated u (and v) in place
+    p, q = pq
+    np.add(p, q, out=u)
+    u *= 0.5
+    np.subtract(p, q, out=v)
+    v *= 0.5
 
 
 def _multiplicative_chunk(p, q, grad_into, alphas: np.ndarray, alpha_t: torch.Tensor,
@@ -255,16 +314,26 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
 
     dev = torch.device(device)
     f64 = dict(dtype=torch.float64, device=dev)
+    shared = A.ndim == 2
+    fast = param is PARAMETERIZATIONS.get(param.name)
+    native = use_native(backend, fast and shared and dev.type == "cpu",
+                        "custom parameterizations, per-run A or non-CPU devices")
+    if native and torch.get_num_threads() != 1:
+        # the kernel's own threads do the work; torch's would only spin between the small
+        # bookkeeping ops (simulate_gd restores torch's thread count on return)
+        torch.set_num_threads(1)
+    lowrank = bool(native) and kernel_gradient_form(n, d) == "lowrank"
     At = torch.as_tensor(A, **f64)
     yt = torch.as_tensor(y, **f64)
     if yt.ndim == 1:
         yt = yt.expand(B, n)
     u = torch.as_tensor(np.broadcast_to(u0, (B, d)).copy(), **f64)
     v = torch.as_tensor(np.broadcast_to(v0, (B, d)).copy(), **f64)
-    shared = At.ndim == 2
     ynorm = torch.linalg.vector_norm(yt, dim=1).clamp_min(1e-300)
 
-    if shared:
+    if lowrank:  # the kernel forms the gradient from A itself
+        G = b = None
+    elif shared:
         G, b = At.T @ At, yt @ At  # ∇f = x Aᵀ A − Aᵀ y, one matmul per step
     else:
         G, b = At.transpose(1, 2) @ At, torch.einsum("bn,bnd->bd", yt, At)
@@ -272,13 +341,10 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
     def grad_of(x):
         return torch.addmm(-b, x, G) if shared else torch.baddbmm(-b.unsqueeze(1), x.unsqueeze(1), G).squeeze(1)
 
-    fast = param is PARAMETERIZATIONS.get(param.name)
-    native = use_native(backend, fast and shared and dev.type == "cpu",
-                        "custom parameterizations, per-run A or non-CPU devices")
     if fast:
         kappa, gamma, has_q = _MULTIPLICATIVE[param.name]
     if native:
-        if kernel_gradient_form(n, d) == "lowrank":
+        if lowrank:
             grad_np = ("lowrank", np.ascontiguousarray(A), np.ascontiguousarray(y), kappa)
         else:
             grad_np = ("G", np.ascontiguousarray(kappa * G.numpy()),
@@ -299,8 +365,11 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
         r = x @ At.T - yt if shared else torch.einsum("bnd,bd->bn", At, x) - yt
         return r
 
-    settle = np.array([s.settle_time for s in schedules])
-    decay_ends = np.array([s.final_rate == 0 for s in schedules])
+    pq_bufs: list = []  # the kernel's p, q for uv, reused chunk to chunk
+    distinct, which = distinct_schedules(schedules)
+    settle = np.array([s.settle_time for s in distinct])[which]
+    decay_ends = np.array([s.final_rate == 0 for s in distinct])[which]
+    threads_used: list[int] = []
     res_limit = GROWTH_LIMIT * np.maximum(
         1.0, (torch.linalg.vector_norm(residual_of(param.forward(u, v)), dim=1) / ynorm).cpu().numpy())
     active = torch.ones(B, 1, **f64)  # 1 while a run is still being updated
@@ -327,19 +396,24 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
                 k_end = min(k_end, int(snaps[snap_ptr]))
             ks = np.arange(k, k_end)
             mid = (ks + 0.5) * step
-            alphas = np.stack([s.rate(mid) for s in schedules], axis=1)  # (K, B)
+            alphas = np.stack([s.rate(mid) for s in distinct], axis=1)[:, which]  # (K, B)
             alpha_t = torch.as_tensor(alphas, **f64) * active.T  # frozen runs get no decay
+            used = torch.get_num_threads()
             eta = step * active
-            if fast:
+            if fast and native:
+                eta_np = eta.squeeze(1).numpy()
+                un, vn = u.numpy(), v.numpy()
+                pq = _pq_into(param.name, un, vn, pq_bufs)  # numpy, in place: no allocations
+                used = native.mult_steps(pq[0], pq[1] if has_q else None, grad_np,
+                                         1.0 - eta_np * alphas * (eta_np > 0),  # frozen: c = 1
+                                         gamma * eta_np, len(ks), run_parts)
+                _uv_from(param.name, pq, un, vn)
+                if not has_q:  # x = u² ignores v, which only decays
+                    v = v * (1.0 - eta.T * alpha_t).prod(0).unsqueeze(1)
+            elif fast:
                 p, q = _to_pq(param.name, u, v)
-                if native:
-                    eta_np = eta.squeeze(1).numpy()
-                    native.mult_steps(p.numpy(), q.numpy() if has_q else None, grad_np,
-                                      1.0 - eta_np * alphas * (eta_np > 0),  # frozen runs: c = 1
-                                      gamma * eta_np, len(ks), run_parts)
-                else:
-                    _multiplicative_chunk(p, q if has_q else None, grad_into, alphas, alpha_t,
-                                          eta, gamma, bufs)
+                _multiplicative_chunk(p, q if has_q else None, grad_into, alphas, alpha_t,
+                                      eta, gamma, bufs)
                 u, v = _from_pq(param.name, p, q, v)
                 if not has_q:  # x = u² ignores v, which only decays
                     v = v * (1.0 - eta.T * alpha_t).prod(0).unsqueeze(1)
@@ -349,13 +423,16 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
                     gu, gv = param.pullback(u, v, g)
                     al = alpha_t[j].unsqueeze(1)
                     u, v = u - eta * (gu + al * u), v - eta * (gv + al * v)
+            threads_used.append(used)
             a_acc += step * alpha_t.sum(0)
             steps_taken += (k_end - k) * active.squeeze(1).cpu().numpy().astype(np.int64)
             k = k_end
             advance(len(ks))
 
             x = param.forward(u, v)
-            finite = torch.isfinite(x).all(1).cpu().numpy()
+            # numpy on the CPU: torch's row-wise all() of a bool tensor costs ~0.2 ms here
+            finite = (np.isfinite(x.numpy()).all(1) if x.device.type == "cpu"
+                      else torch.isfinite(x).all(1).cpu().numpy())
             act = active.squeeze(1).cpu().numpy() > 0
             res = (torch.linalg.vector_norm(residual_of(x), dim=1) / ynorm).cpu().numpy()
             with np.errstate(invalid="ignore"):
@@ -396,4 +473,5 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
         residual=res,
         a_final=a_acc.cpu().numpy(),
         step=step,
+        threads_used=tuple(threads_used),
     )
