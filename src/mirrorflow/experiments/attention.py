@@ -39,15 +39,14 @@ from mirrorflow.experiments.base import (
     ScheduleConfig,
     SwitchTime,
     TimeGrid,
+    compared,
+    compared_schedules,
     first_line,
     mark_switch,
 )
-from mirrorflow.schedules.continuous import ConstantDecay, NoDecay, Schedule
+from mirrorflow.schedules.continuous import Schedule
 
 __all__ = ["Config", "Result", "attention_forward", "make_teacher_problem", "plot", "run"]
-
-COMPARE_LABELS = ("none", "constant")
-
 
 @pdataclass(frozen=True, config=CONFIG)
 class Config(ScheduleConfig):
@@ -117,19 +116,11 @@ class Result(ExperimentResult):
 def run(config: Config, progress: bool = False) -> Result:
     """Run one attention-teacher experiment (the comparison schedules too when ``compare``)."""
     t0 = time.perf_counter()
-    scheds = [config.make_schedule()]
-    if config.compare:
-        scheds += [NoDecay(), ConstantDecay(config.wd)]
-    runs = _run_teacher(config, scheds, progress)
+    runs = _run_teacher(config, compared_schedules(config), progress)
     main = runs[0]
-
-    def other(i: int, key: str):
-        return runs[i][key] if config.compare else None
-
-    curves: dict[str, Any] = {}
-    for label, r in zip(["main", *COMPARE_LABELS], runs):
-        prefix = "" if label == "main" else f"{label}/"
-        curves.update({prefix + k: v for k, v in r["curves"].items()})
+    others, curves = compared(runs, {"test_loss": "test_loss",
+                                     "teacher_distance": "teacher_distance",
+                                     "nuclear_over_fro": "ratio"})
     return Result(
         config=config,
         test_loss=main["test_loss"],
@@ -138,12 +129,7 @@ def run(config: Config, progress: bool = False) -> Result:
         effective_rank=main["effective_rank"],
         balancedness=main["balancedness"],
         integrated_wd=main["a"],
-        test_loss_none=other(1, "test_loss"),
-        test_loss_constant=other(2, "test_loss"),
-        teacher_distance_none=other(1, "teacher_distance"),
-        teacher_distance_constant=other(2, "teacher_distance"),
-        nuclear_over_fro_none=other(1, "ratio"),
-        nuclear_over_fro_constant=other(2, "ratio"),
+        **others,
         runtime_s=time.perf_counter() - t0,
         status="ok" if main["diverged_step"] is None else "diverged",
         diverged_step=main["diverged_step"],

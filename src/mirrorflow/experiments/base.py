@@ -38,9 +38,16 @@ from pydantic.dataclasses import dataclass as pdataclass
 
 from mirrorflow._core.limits import Limits, RunCost, check_cost
 from mirrorflow._core.validation import MirrorflowError, check_choice
-from mirrorflow.schedules.continuous import SCHEDULE_NAMES, Schedule, make_schedule
+from mirrorflow.schedules.continuous import (
+    SCHEDULE_NAMES,
+    ConstantDecay,
+    NoDecay,
+    Schedule,
+    make_schedule,
+)
 
 __all__ = [
+    "COMPARE_LABELS",
     "CONFIG",
     "BudgetTarget",
     "Decay",
@@ -53,6 +60,8 @@ __all__ = [
     "SwitchTime",
     "TimeGrid",
     "check_limits",
+    "compared",
+    "compared_schedules",
     "config_fields",
     "first_line",
     "make_config",
@@ -351,6 +360,43 @@ def run_grouped(configs: Sequence[Any], key: Callable[[Any], Hashable],
         for i, r in zip(idx, run_group([configs[i] for i in idx], progress), strict=True):
             results[i] = r
     return [results[i] for i in range(len(configs))]
+
+
+#: labels (and curve prefixes ``none/``, ``constant/``) of the runs a ``compare=True`` config adds
+COMPARE_LABELS = ("none", "constant")
+
+
+def compared_schedules(config: ScheduleConfig) -> list[Schedule]:
+    """The config's schedule, then — when it has ``compare=True`` — no decay and constant decay
+    ``wd`` on the same data and initialization (labels :data:`COMPARE_LABELS`)."""
+    scheds = [config.make_schedule()]
+    if getattr(config, "compare", False):
+        scheds += [NoDecay(), ConstantDecay(config.wd)]
+    return scheds
+
+
+def compared(runs: Sequence[Mapping[str, Any]],
+             metrics: Mapping[str, str | Callable[[Mapping[str, Any]], Any]]
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(fields, curves)`` of runs made for :func:`compared_schedules`.
+
+    ``fields``: ``{f"{name}_{label}": value}`` for each comparison label and each ``name`` of
+    ``metrics`` (a key of the run's dict, or a function of it); ``None`` for labels that were
+    not run. ``curves``: every run's ``"curves"`` merged, the comparison runs' under
+    ``none/``, ``constant/``.
+    """
+    fields: dict[str, Any] = {}
+    for i, label in enumerate(COMPARE_LABELS, start=1):
+        for name, get in metrics.items():
+            value = None
+            if i < len(runs):
+                value = get(runs[i]) if callable(get) else runs[i][get]
+            fields[f"{name}_{label}"] = value
+    curves: dict[str, Any] = {}
+    for label, r in zip(["main", *COMPARE_LABELS], runs):
+        prefix = "" if label == "main" else f"{label}/"
+        curves.update({prefix + k: v for k, v in r["curves"].items()})
+    return fields, curves
 
 
 def mark_switch(axes, config: ScheduleConfig, per_unit: float = 1.0) -> None:

@@ -32,6 +32,7 @@ from mirrorflow._core.figure import new_figure, save_figure
 from mirrorflow._core.validation import MirrorflowError
 from mirrorflow.dynamics.matrix import effective_rank, simulate_matrix_gd
 from mirrorflow.experiments.base import (
+    COMPARE_LABELS,
     CONFIG,
     Decay,
     Experiment,
@@ -40,11 +41,11 @@ from mirrorflow.experiments.base import (
     ScheduleConfig,
     SwitchTime,
     TimeGrid,
+    compared_schedules,
     first_line,
     mark_switch,
     run_grouped,
 )
-from mirrorflow.schedules.continuous import ConstantDecay, NoDecay
 
 __all__ = [
     "Config",
@@ -56,9 +57,6 @@ __all__ = [
     "run",
     "run_batch",
 ]
-
-COMPARE_LABELS = ("none", "constant")
-
 
 @pdataclass(frozen=True, config=CONFIG)
 class Config(ScheduleConfig):
@@ -226,9 +224,7 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
     problems = [make_problem(c) for c in cfgs]
     runs = []  # problem-major: (config index, schedule)
     for i, c in enumerate(cfgs):
-        runs.append((i, c.make_schedule()))
-        if c.compare:
-            runs += [(i, NoDecay()), (i, ConstantDecay(c.wd))]
+        runs += [(i, s) for s in compared_schedules(c)]
     R = len(runs) // len(cfgs)
     U0 = np.stack([problems[i][3] for i, _ in runs])
     V0 = None if c0.symmetric else np.stack([problems[i][4] for i, _ in runs])

@@ -37,20 +37,19 @@ from mirrorflow.experiments.base import (
     ScheduleConfig,
     SwitchTime,
     TimeGrid,
+    compared,
+    compared_schedules,
     first_line,
     mark_switch,
 )
 from mirrorflow.experiments.data import DATASETS, load_image_dataset
 from mirrorflow.experiments.nn import TinyViT, score_ratios
 from mirrorflow.schedules import training
-from mirrorflow.schedules.continuous import ConstantDecay, NoDecay, Schedule
+from mirrorflow.schedules.continuous import Schedule
 from mirrorflow.schedules.diagnostics import attention_pairs, factor_diagnostics
 from mirrorflow.schedules.scheduler import WeightDecayScheduler
 
 __all__ = ["Config", "Result", "plot", "run", "train_vit"]
-
-COMPARE_LABELS = ("none", "constant")
-
 
 @pdataclass(frozen=True, config=CONFIG)
 class Config(ScheduleConfig):
@@ -137,19 +136,10 @@ class Result(ExperimentResult):
 def run(config: Config, progress: bool = False) -> Result:
     """Run one ViT experiment (the comparison schedules too when ``compare``)."""
     t0 = time.perf_counter()
-    scheds = [config.make_schedule()]
-    if config.compare:
-        scheds += [NoDecay(), ConstantDecay(config.wd)]
-    runs = [train_vit(config, s, progress) for s in scheds]
+    runs = [train_vit(config, s, progress) for s in compared_schedules(config)]
     main = runs[0]
-
-    def other(i: int, key: str):
-        return runs[i][key] if config.compare else None
-
-    curves: dict[str, Any] = {}
-    for label, r in zip(["main", *COMPARE_LABELS], runs):
-        prefix = "" if label == "main" else f"{label}/"
-        curves.update({prefix + k: v for k, v in r["curves"].items()})
+    others, curves = compared(runs, {"val_loss": "val_loss", "val_accuracy": "val_accuracy",
+                                     "nuclear_over_fro": lambda r: float(np.mean(r["ratios"]))})
     return Result(
         config=config,
         val_loss=main["val_loss"],
@@ -159,12 +149,7 @@ def run(config: Config, progress: bool = False) -> Result:
         effective_rank=main["effective_rank"],
         balancedness=main["balancedness"],
         integrated_wd=main["a"],
-        val_loss_none=other(1, "val_loss"),
-        val_loss_constant=other(2, "val_loss"),
-        val_accuracy_none=other(1, "val_accuracy"),
-        val_accuracy_constant=other(2, "val_accuracy"),
-        nuclear_over_fro_none=None if not config.compare else float(np.mean(runs[1]["ratios"])),
-        nuclear_over_fro_constant=None if not config.compare else float(np.mean(runs[2]["ratios"])),
+        **others,
         runtime_s=time.perf_counter() - t0,
         status="ok" if main["diverged_step"] is None else "diverged",
         diverged_step=main["diverged_step"],
