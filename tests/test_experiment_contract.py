@@ -130,3 +130,8 @@ def test_compared_fields_and_curves_by_hand():
     assert curves == {"loss": [3, 1], "none/loss": [3, 2], "constant/loss": [3, 4]}
     fields, curves = compared(runs[:1], {"loss": "loss"})
     assert fields == {"loss_none": None, "loss_constant": None} and curves == {"loss": [3, 1]}
+    from mirrorflow.experiments.base import compared_curves
+    assert compared_curves(cfg, {"time": 0, "none/time": 0, "constant/time": 0}) == [
+        ("", cfg.make_schedule().describe()), ("none/", "none"), ("constant/", "constant(wd=0.3)")]
+    assert compared_curves(cfg, {"err": 0, "none/time": 0}, "err") == [
+        ("", cfg.make_schedule().describe())]

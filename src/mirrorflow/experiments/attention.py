@@ -40,6 +40,7 @@ from mirrorflow.experiments.base import (
     SwitchTime,
     TimeGrid,
     compared,
+    compared_curves,
     compared_schedules,
     first_line,
     mark_switch,
@@ -242,11 +243,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
     fig, axes = new_figure(1, 3, figsize=(14, 3.8))
     for r in results:
         c = r.config
-        labels = {"": c.make_schedule().describe(), "none/": "none",
-                  "constant/": f"constant(wd={c.wd:g})"}
-        for prefix, lab in labels.items():
-            if prefix + "time" not in r.curves:
-                continue
+        for prefix, lab in compared_curves(c, r.curves):
             t = r.curves[prefix + "time"]
             (line,) = axes[0].plot(t, r.curves[prefix + "test_loss"], label=lab)
             axes[1].plot(t, r.curves[prefix + "teacher_distance"], color=line.get_color())

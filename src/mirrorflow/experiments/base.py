@@ -61,6 +61,7 @@ __all__ = [
     "TimeGrid",
     "check_limits",
     "compared",
+    "compared_curves",
     "compared_schedules",
     "config_fields",
     "first_line",
@@ -397,6 +398,16 @@ def compared(runs: Sequence[Mapping[str, Any]],
         prefix = "" if label == "main" else f"{label}/"
         curves.update({prefix + k: v for k, v in r["curves"].items()})
     return fields, curves
+
+
+def compared_curves(config: ScheduleConfig, curves: Mapping[str, Any],
+                    key: str = "time") -> list[tuple[str, str]]:
+    """``(prefix, legend label)`` of each run whose curves :func:`compared` stored in ``curves``
+    (its curve ``prefix + key`` is there): ``""`` for the config's own schedule, then
+    ``"none/"``, ``"constant/"``."""
+    labels = {"": config.make_schedule().describe(), "none/": "none",
+              "constant/": f"constant(wd={config.wd:g})"}
+    return [(p, lab) for p, lab in labels.items() if p + key in curves]
 
 
 def mark_switch(axes, config: ScheduleConfig, per_unit: float = 1.0) -> None:

@@ -41,6 +41,7 @@ from mirrorflow.experiments.base import (
     ScheduleConfig,
     SwitchTime,
     TimeGrid,
+    compared_curves,
     compared_schedules,
     first_line,
     mark_switch,
@@ -295,11 +296,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
     for r in results:
         c = r.config
         t = np.maximum(r.curves["time"], c.step)
-        labels = {"": c.make_schedule().describe(), "none/": "none",
-                  "constant/": f"constant(wd={c.wd:g})"}
-        for prefix, lab in labels.items():
-            if prefix + "recovery_error" not in r.curves:
-                continue
+        for prefix, lab in compared_curves(c, r.curves, "recovery_error"):
             lab = f"{lab}, seed {c.seed}"
             (line,) = axes[0].loglog(t, r.curves[prefix + "recovery_error"], label=lab)
             axes[1].semilogy(t, np.maximum(r.curves[prefix + "balancedness"], 1e-300), color=line.get_color())
