@@ -264,14 +264,19 @@ def _optimizer_state_steps(opt: torch.optim.Optimizer) -> int | None:
     return n
 
 
-def _check_decay(value, what: str) -> float:
+def _check_nonnegative(value, what: str, quantity: str) -> float:
+    """``value`` as a finite float >= 0, or a one-line error naming ``what`` and ``quantity``."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise MirrorflowError(f"{what} must be a number, got {value!r}") from None
+        raise MirrorflowError(f"{what} must be a number ({quantity}), got {value!r}") from None
     if not math.isfinite(v) or v < 0:
-        raise MirrorflowError(f"{what} is {v!r}; weight decay must be finite and >= 0")
+        raise MirrorflowError(f"{what} is {v!r}; the {quantity} must be finite and >= 0")
     return v
+
+
+def _check_decay(value, what: str) -> float:
+    return _check_nonnegative(value, what, "weight decay")
 
 
 def _check_step(value, what: str) -> int:
@@ -284,13 +289,7 @@ def _check_step(value, what: str) -> int:
 
 
 def _check_a(value, what: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise MirrorflowError(f"{what} must be a number (integrated decay a), got {value!r}") from None
-    if not math.isfinite(v) or v < 0:
-        raise MirrorflowError(f"{what} is {v!r}; the integrated decay a must be finite and >= 0")
-    return v
+    return _check_nonnegative(value, what, "integrated decay a")
 
 
 @dataclass(frozen=True)
