@@ -345,6 +345,28 @@ def _quick_suffix(quick: bool) -> str:
     return " (quick sweep)" if quick else ""
 
 
+def _paired(test, records, experiment, free, rule: Rule, reference=(0.0,)):
+    """Pair the runs of ``test.arms``: an :class:`Effect` when the pairing already decides (runs
+    missing, too few, diverged), else ``(pairing, quick, note)``."""
+    pairing = pair_runs(records, test.arms, free)
+    quick = _is_quick(pairing)
+    verdict, note, missing = _pairing_problems(pairing, test.arms, experiment, rule, quick)
+    if verdict is not None:
+        return Effect(test.label, verdict, note or "", n=len(pairing.pairs),
+                      seeds=tuple(pairing.seeds()), reference=reference, missing=missing)
+    return pairing, quick, note
+
+
+def _arm_values(test, pairs, arms, reference=(0.0,)):
+    """``test.metric`` of each arm over ``pairs``, or an inconclusive :class:`Effect` when it is
+    missing or non-finite in some run."""
+    vals = [_values(pairs, a, test.metric) for a in arms]
+    if any(v is None for v in vals):
+        return Effect(test.label, INCONCLUSIVE, f"metric {test.metric!r} missing or "
+                      f"non-finite in some runs", n=len(pairs), reference=reference)
+    return vals
+
+
 @dataclass(frozen=True)
 class Compare:
     """``better`` beats ``worse`` on ``metric`` (lower is better unless ``higher_is_better``).
@@ -375,12 +397,10 @@ class Compare:
                 else f"{self.metric} {w} − {b}")
 
     def evaluate(self, records, experiment, free, rule: Rule = RULE) -> Effect:
-        pairing = pair_runs(records, self.arms, free)
-        quick = _is_quick(pairing)
-        verdict, note, missing = _pairing_problems(pairing, self.arms, experiment, rule, quick)
-        if verdict is not None:
-            return Effect(self.label, verdict, note or "", n=len(pairing.pairs),
-                          seeds=tuple(pairing.seeds()), missing=missing)
+        start = _paired(self, records, experiment, free, rule)
+        if isinstance(start, Effect):
+            return start
+        pairing, quick, note = start
         pairs = list(pairing.pairs)
         dropped = 0
         if self.match is not None:
@@ -395,11 +415,10 @@ class Compare:
                               f"{m} not matched within {tol:g} in {dropped} of "
                               f"{len(pairing.pairs)} pairs: {len(pairs)} left < {rule.min_pairs}"
                               + _quick_suffix(quick), n=len(pairs))
-        b = _values(pairs, self.better, self.metric)
-        w = _values(pairs, self.worse, self.metric)
-        if b is None or w is None:
-            return Effect(self.label, INCONCLUSIVE, f"metric {self.metric!r} missing or "
-                          f"non-finite in some runs", n=len(pairs))
+        vals = _arm_values(self, pairs, self.arms)
+        if isinstance(vals, Effect):
+            return vals
+        b, w = vals
         tb, tw = _transform(b, self.scale), _transform(w, self.scale)
         if tb is None or tw is None:
             return Effect(self.label, INCONCLUSIVE, f"{self.metric} ≤ 0 in some run: no log "
@@ -468,17 +487,14 @@ class SameThroughA:
 
     def evaluate(self, records, experiment, free, rule: Rule = RULE) -> Effect:
         ref = (-self.margin, self.margin)
-        pairing = pair_runs(records, self.arms, free)
-        quick = _is_quick(pairing)
-        verdict, note, missing = _pairing_problems(pairing, self.arms, experiment, rule, quick)
-        if verdict is not None:
-            return Effect(self.label, verdict, note or "", n=len(pairing.pairs),
-                          seeds=tuple(pairing.seeds()), reference=ref, missing=missing)
+        start = _paired(self, records, experiment, free, rule, ref)
+        if isinstance(start, Effect):
+            return start
+        pairing, quick, note = start
         pairs = list(pairing.pairs)
-        vals = [_values(pairs, a, self.metric) for a in self.arms]
-        if any(v is None for v in vals):
-            return Effect(self.label, INCONCLUSIVE, f"metric {self.metric!r} missing or "
-                          f"non-finite in some runs", n=len(pairs), reference=ref)
+        vals = _arm_values(self, pairs, self.arms, ref)
+        if isinstance(vals, Effect):
+            return vals
         tv = [_transform(v, self.scale) for v in vals]
         if any(v is None for v in tv):
             return Effect(self.label, INCONCLUSIVE, f"{self.metric} ≤ 0 in some run",
@@ -549,17 +565,15 @@ class Nearer:
 
     def evaluate(self, records, experiment, free, rule: Rule = RULE) -> Effect:
         ref = (self.threshold,)
-        pairing = pair_runs(records, self.arms, free)
-        quick = _is_quick(pairing)
-        verdict, note, missing = _pairing_problems(pairing, self.arms, experiment, rule, quick)
-        if verdict is not None:
-            return Effect(self.label, verdict, note or "", n=len(pairing.pairs),
-                          seeds=tuple(pairing.seeds()), reference=ref, missing=missing)
+        start = _paired(self, records, experiment, free, rule, ref)
+        if isinstance(start, Effect):
+            return start
+        pairing, quick, note = start
         pairs = list(pairing.pairs)
-        u, d, s = (_values(pairs, a, self.metric) for a in self.arms)
-        if u is None or d is None or s is None:
-            return Effect(self.label, INCONCLUSIVE, f"metric {self.metric!r} missing or "
-                          f"non-finite in some runs", n=len(pairs), reference=ref)
+        vals = _arm_values(self, pairs, self.arms, ref)
+        if isinstance(vals, Effect):
+            return vals
+        u, d, s = vals
         gap, moved = u - d, u - s
         seeds = tuple(pairing.seeds())
         glo, ghi = bootstrap_ci([gap], _mean, rule) if len(u) > 1 else (math.nan, math.nan)
