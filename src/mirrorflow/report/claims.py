@@ -531,8 +531,7 @@ class SameThroughA:
                                              f"difference, {ci} outside ±{self.margin:.2g}")
         else:
             verdict, reason = INCONCLUSIVE, f"{ci} overlaps the margin ±{self.margin:.2g}"
-        if note:
-            reason += f"; {note}"
+        verdict, reason = _finish(verdict, reason, note, len(q), rule)
         return Effect(self.label, verdict, reason, est, lo, hi, len(q), seeds, ref, detail)
 
 
@@ -605,8 +604,7 @@ class Nearer:
                                              f"effect, {ci} < {self.threshold:g}")
         else:
             verdict, reason = INCONCLUSIVE, f"{ci} contains {self.threshold:g}"
-        if note:
-            reason += f"; {note}"
+        verdict, reason = _finish(verdict, reason, note, len(u), rule)
         return Effect(self.label, verdict, reason, est, lo, hi, len(u), seeds, ref, detail)
 
 
