@@ -363,8 +363,15 @@ def _find_state(state) -> IntegratedDecayState:
     return found[0]
 
 
+def _unwrap(x):
+    """The array inside a flax nnx ``Variable`` (``get_value()``; ``.value`` in older flax)."""
+    if hasattr(x, "get_value"):
+        return x.get_value()
+    return getattr(x, "value", x)
+
+
 def _value(x) -> float:
-    return float(getattr(x, "value", x))  # nnx variables wrap their arrays
+    return float(_unwrap(x))
 
 
 def integrated(state) -> float:
@@ -409,7 +416,7 @@ def _leaf(params, path) -> np.ndarray:
         avail = list(node.keys()) if hasattr(node, "keys") else type(node).__name__
         raise MirrorflowError(f"no {key!r} under {where} of the params pytree (path "
                               f"{'/'.join(map(str, keys))!r}); there: {avail}")
-    node = getattr(node, "value", node)  # flax nnx Variable / VariableState
+    node = _unwrap(node)
     arr = np.asarray(node, dtype=np.float64)
     if arr.ndim != 2:
         raise MirrorflowError(f"the leaf at {'/'.join(map(str, keys))!r} has shape {arr.shape}; "
