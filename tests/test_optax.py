@@ -254,8 +254,9 @@ def test_a_boolean_mask_leaves_masked_weights_alone(x64, name):
         tx = ox.integrated_decay(name, 0.1, 0.5, switch_off(2), mask=m)
         p = {"w": jnp.ones(2), "b": jnp.ones(2)}
         s = tx.init(p)
+        upd = jax.jit(tx.update)
         for _ in range(3):
-            u, s = tx.update({"w": jnp.zeros(2), "b": jnp.zeros(2)}, s, p)
+            u, s = upd({"w": jnp.zeros(2), "b": jnp.zeros(2)}, s, p)
             p = optax.apply_updates(p, u)
         assert np.all(np.asarray(p["b"]) == 1.0)
         assert ox.integrated(s) == pytest.approx(2 * 0.1 * 0.5, rel=1e-15)
@@ -406,9 +407,16 @@ def test_flax_dense_pair_is_the_product_of_the_kernels():
 
 # -- the worked example in docs/training.md -----------------------------------------------------
 
+def test_module_doctests_pass():
+    import doctest
+
+    result = doctest.testmod(ox, verbose=False)
+    assert result.attempted >= 3 and result.failed == 0
+
+
 def test_docs_example_runs():
     text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text(encoding="utf-8")
-    section = text.split("## JAX / optax", 1)[1]
+    section = text.split("## JAX / optax", 1)[1].split("### Worked example", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     old = bool(jax.config.jax_enable_x64)
     try:
@@ -430,3 +438,20 @@ def test_bench_optax_parity_prints_small_errors():
     assert max(out["probe_own_law"].values()) <= 1e-12
     assert max(out["budget_landing"].values()) <= 4 * np.spacing(0.3)
     assert math.isfinite(out["config"]["steps"])
+
+
+def test_nnx_optimizer_carries_a(x64):
+    from flax import nnx
+
+    m = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    opt = nnx.Optimizer(m, ox.integrated_decay("adamw", 0.1, 0.5, budget(0.12)), wrt=nnx.Param)
+
+    @nnx.jit
+    def step(m, opt):
+        opt.update(m, nnx.grad(lambda m: jnp.sum(m(jnp.ones((1, 3))) ** 2))(m))
+
+    for _ in range(4):
+        step(m, opt)
+    # by hand: η λ = 0.05 per full step: 0.05, 0.10, then the clipped last step to 0.12, then off
+    assert abs(ox.integrated(opt.opt_state) - 0.12) <= 4 * np.spacing(0.12)
+    assert m.kernel[...].dtype == jnp.float32

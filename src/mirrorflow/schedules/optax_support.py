@@ -168,7 +168,7 @@ def wd_schedule(schedule, weight_decay: float, total_steps: int | None = None
     >>> from mirrorflow.schedules.training import switch_off
     >>> lam = wd_schedule(switch_off(100), 0.1)
     >>> tx = optax.adamw(1e-3, weight_decay=lam)
-    >>> [float(lam(k)) for k in (0, 99, 100)]
+    >>> [round(float(lam(k)), 6) for k in (0, 99, 100)]  # float32 without x64
     [0.1, 0.1, 0.0]
 
     :func:`~mirrorflow.schedules.training.budget` needs ``a``, which a ``count -> λ`` function
