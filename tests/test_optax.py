@@ -317,6 +317,14 @@ def test_bad_input_is_refused_in_one_line(call, match):
     assert "\n" not in str(e.value)
 
 
+def test_a_label_without_a_decay_is_refused_at_init():
+    tx = ox.integrated_decay("adamw", 0.1, {"big": 0.4}, switch_off(2),
+                             mask={"w": "big", "b": "bais"})
+    with pytest.raises(MirrorflowError, match=r"labels \['bais'\] have no weight decay") as e:
+        tx.init({"w": jnp.ones(2), "b": jnp.ones(2)})
+    assert "\n" not in str(e.value)
+
+
 def test_twice_in_a_row_and_resumed_state_continue_exactly(x64):
     """The state is the whole story: a state carried to a fresh transformation continues."""
     make = lambda: ox.integrated_decay("adamw", 0.05, BASE, budget(0.03))  # noqa: E731

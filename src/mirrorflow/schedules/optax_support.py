@@ -321,6 +321,12 @@ def integrated_decay(optimizer, learning_rate, weight_decay, schedule, *, mask=N
             labels)
 
     def init_fn(params):
+        if labels is not None and not native:
+            given = set(jax.tree.leaves(labels(params) if callable(labels) else labels))
+            if not given <= set(bases):
+                raise MirrorflowError(f"mask labels {sorted(map(str, given - set(bases)))} have no "
+                                      f"weight decay; give weight_decay one entry per label "
+                                      f"(0.0 for no decay), labels: {sorted(bases)}")
         dt = _float_dtype()
         zero = jnp.zeros((), dt)
         return IntegratedDecayState(
@@ -400,7 +406,7 @@ def _leaf(params, path) -> np.ndarray:
     keys = _split_path(path)
     for i, key in enumerate(keys):
         where = "/".join(map(str, keys[:i])) or "the top"
-        if isinstance(node, Mapping) or hasattr(node, "__getitem__") and not isinstance(node, (str, bytes)):
+        if hasattr(node, "__getitem__") and not isinstance(node, (str, bytes)):
             try:
                 node = node[key]
                 continue
