@@ -317,6 +317,23 @@ def test_bad_input_is_refused_in_one_line(call, match):
     assert "\n" not in str(e.value)
 
 
+def test_budget_inside_sequential_counts_the_whole_run(x64):
+    """No decay for 2 steps, then a budget of 0.05 on a = Σ η λ of the whole run (by hand:
+    η λ = 0.1·0.25 = 0.025 per full step → 0.025, 0.05, then off)."""
+    sched = sequential([constant(0.0), budget(0.05)], milestones=[2])
+    tx = ox.integrated_decay("adan", 0.1, 0.25, sched)
+    p = {"w": jnp.ones(2)}
+    s = tx.init(p)
+    got = []
+    for _ in range(6):
+        u, s = tx.update({"w": jnp.zeros(2)}, s, p)
+        p = optax.apply_updates(p, u)
+        got.append(ox.integrated(s))
+    np.testing.assert_allclose(got, [0, 0, 0.025, 0.05, 0.05, 0.05], rtol=0, atol=1e-17)
+    np.testing.assert_allclose(got, torch_a(sched, np.full(K, 0.1), bases=(0.25,))[:6, 0],
+                               rtol=0, atol=1e-15)
+
+
 def test_a_label_without_a_decay_is_refused_at_init():
     tx = ox.integrated_decay("adamw", 0.1, {"big": 0.4}, switch_off(2),
                              mask={"w": "big", "b": "bais"})
