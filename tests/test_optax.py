@@ -330,6 +330,9 @@ def test_budget_inside_sequential_counts_the_whole_run(x64):
         p = optax.apply_updates(p, u)
         got.append(ox.integrated(s))
     np.testing.assert_allclose(got, [0, 0, 0.025, 0.05, 0.05, 0.05], rtol=0, atol=1e-17)
+    assert ox.integrated((optax.EmptyState(), {"opt": s})) == got[-1]  # found inside a chain
+    with pytest.raises(MirrorflowError, match="2 integrated_decay states"):
+        ox.integrated((s, s))
     np.testing.assert_allclose(got, torch_a(sched, np.full(K, 0.1), bases=(0.25,))[:6, 0],
                                rtol=0, atol=1e-15)
 

@@ -265,7 +265,8 @@ def integrated_decay(optimizer, learning_rate, weight_decay, schedule, *, mask=N
         the alias's other arguments (``b1``, ``momentum``, ...).
 
     Read ``a`` with :func:`integrated` / :func:`integrated_per_group` (they find the state in
-    any optax state pytree, e.g. inside ``optax.chain`` or a Flax ``TrainState``).
+    any optax state pytree, e.g. inside ``optax.chain`` or a flax ``nnx.Optimizer``'s
+    ``opt_state``).
     """
     check_optax_version()
     name, alias = _resolve_alias(optimizer)
