@@ -16,9 +16,14 @@ The scheduler registers a step pre-hook and a step post-hook on the optimizer. R
 nonzero base decay (groups without decay are never touched), with ``factor_k`` from the schedule,
 evaluated with the learning rate the step is about to use; right after the step it adds
 ``η_k λ_k`` to the group's integrated decay. So the order of ``lr_scheduler.step()`` and
-``wd_scheduler.step()`` does not matter, steps skipped by a ``GradScaler`` (which never call
-``optimizer.step``) add nothing, and ``step()`` itself only refreshes the value shown in the param
-group for the coming step (calling it is optional and harmless).
+``wd_scheduler.step()`` does not matter, and ``step()`` itself only refreshes the value shown in
+the param group for the coming step (calling it is optional and harmless).
+
+Steps skipped by a ``GradScaler`` (inf/NaN gradients) add nothing and are not counted: for most
+optimizers the scaler does not call ``optimizer.step()`` then; for optimizers that handle the
+scaling themselves (``fused=True`` Adam, AdamW, SGD, Adagrad) it does call it, with
+``optimizer.found_inf`` set, and the kernel skips the update internally — the pre-hook reads
+``found_inf`` and leaves ``a``, the step count and the schedule untouched for that call.
 
 The state (base decay, integrated decay, step count, the step from which ``a`` is counted, the
 schedule's name) is stored in each param group under the ``mf_*`` keys, so it travels with
@@ -262,6 +267,22 @@ def _optimizer_state_steps(opt: torch.optim.Optimizer) -> int | None:
                 continue
             n = v if n is None else max(n, v)
     return n
+
+
+def _scaler_skips(opt: torch.optim.Optimizer) -> bool:
+    """Whether the coming ``optimizer.step()`` is one a ``GradScaler`` makes the optimizer skip.
+
+    For optimizers that do their own amp scaling (``_step_supports_amp_scaling``: ``fused=True``
+    Adam, AdamW, SGD, Adagrad) ``GradScaler.step`` calls ``optimizer.step()`` even when the
+    gradients overflowed, with ``optimizer.found_inf`` set (nonzero when they did); the fused
+    kernel then leaves parameters, moments and step counts unchanged. Other optimizers are never
+    stepped by the scaler on overflow, so the hooks do not run at all. Reading ``found_inf``
+    costs one device sync per step on a GPU (the scaler's ``update()`` syncs anyway).
+    """
+    found = getattr(opt, "found_inf", None)
+    if not isinstance(found, torch.Tensor):
+        return False
+    return bool(found.item() != 0)
 
 
 def _check_nonnegative(value, what: str, quantity: str) -> float:
@@ -649,6 +670,11 @@ class WeightDecayScheduler:
         return lr
 
     def _before_step(self, optimizer, args, kwargs) -> None:
+        if _scaler_skips(self.optimizer):
+            # a fused optimizer under a GradScaler: optimizer.step() runs, but the kernel skips
+            # the update because the scaler found inf/NaN gradients; the step does not count
+            self._pending = None
+            return
         self._sync()
         lr_ref = self._apply()
         opt, ref = self.optimizer, self._ref_group
