@@ -130,25 +130,37 @@ def clear_scheduler_state(optimizer: Any) -> None:
 # -------------------------------------------------------------------------- decay semantics
 
 def _is_adafactor(opt: torch.optim.Optimizer) -> bool:
+    """Hugging Face ``Adafactor`` (relative step sizes; ``torch.optim.Adafactor`` is not it)."""
     g = opt.param_groups[0] if opt.param_groups else {}
+    if isinstance(opt, getattr(torch.optim, "Adafactor", ())):
+        return False
     return type(opt).__name__ == "Adafactor" or ("relative_step" in g and "scale_parameter" in g)
 
 
-def decay_coupling(optimizer: Any) -> str:
-    """``"decoupled"`` (``w ← w − η λ w`` apart from the gradient step) or ``"coupled"`` (``λ w``
-    added to the gradient, i.e. L2).
+def _decoupled_types() -> tuple:
+    """Optimizers whose decay is ``p ← p(1 − lr·λ)`` apart from the update."""
+    names = ("AdamW", "Muon", "Adafactor")  # torch.optim.Adafactor: param.mul_(1 - lr * wd)
+    return tuple(getattr(torch.optim, n) for n in names if hasattr(torch.optim, n))
 
-    Decoupled: ``torch.optim.AdamW``; ``Adam``/``NAdam``/``RAdam`` with
-    ``decoupled_weight_decay=True``; Hugging Face ``Adafactor`` (its code applies
+
+def decay_coupling(optimizer: Any) -> str:
+    """``"decoupled"`` (``w ← w − η λ w`` apart from the gradient step), ``"coupled"`` (``λ w``
+    added to the gradient, i.e. L2) or ``"none"`` (the optimizer has no ``weight_decay``).
+
+    Decoupled: ``torch.optim.AdamW``, ``Muon`` and ``Adafactor``; ``Adam``/``NAdam``/``RAdam``
+    with ``decoupled_weight_decay=True``; Hugging Face ``Adafactor`` (its code applies
     ``p ← p − λ·lr·p`` before and apart from the update; ``lr`` is its own relative step size
-    when ``lr=None``). Everything else is treated as coupled L2. Checked against the optimizers'
-    updates in ``tests/test_decay_semantics.py``.
+    when ``lr=None``). Everything else with a ``weight_decay`` is treated as coupled L2. Checked
+    against the optimizers' updates in ``tests/test_decay_semantics.py`` and
+    ``tests/test_decay_semantics_all.py``.
     """
     opt = unwrap_optimizer(optimizer)
-    if isinstance(opt, torch.optim.AdamW) or _is_adafactor(opt):
+    if isinstance(opt, _decoupled_types()) or _is_adafactor(opt):
         return "decoupled"
     if any(g.get("decoupled_weight_decay", False) for g in opt.param_groups):
         return "decoupled"
+    if opt.param_groups and not any("weight_decay" in g for g in opt.param_groups):
+        return "none"
     return "coupled"
 
 
@@ -156,10 +168,13 @@ def decay_coupling(optimizer: Any) -> str:
 class DecaySemantics:
     """What the integrated decay ``a = Σ η_k λ_k`` means for an optimizer (docs/training.md).
 
-    ``kind``: ``sgd``, ``sgd-momentum``, ``adam-coupled``, ``decoupled``, ``adafactor`` or
-    ``coupled-other``; ``shrinkage``: what the decay does to the weights; ``balancedness``: whether
-    ``‖UᵀU − VᵀV‖`` of a factorization follows ``e^{−2a}`` (theory §6); ``a``: how to read ``a``.
-    Each statement is checked in ``tests/test_decay_semantics.py``.
+    ``kind``: ``sgd``, ``sgd-momentum``, ``asgd``, ``decoupled``, ``adafactor``, ``adam-coupled``
+    (Adam, Adamax), ``nadam``, ``radam``, ``adagrad``, ``rmsprop``, ``adadelta``, ``none`` (no
+    ``weight_decay`` option: Rprop, LBFGS, SparseAdam) or ``coupled-other``; ``shrinkage``: what
+    the decay does to a weight (for the coupled adaptive optimizers: how far a weight with no data
+    gradient moves per step, a closed form measured in ``tests/test_decay_semantics_all.py``);
+    ``balancedness``: whether ``‖UᵀU − VᵀV‖`` of a factorization follows ``e^{−2a}`` (theory §6);
+    ``a``: how to read ``a``.
     """
 
     kind: str
@@ -169,10 +184,22 @@ class DecaySemantics:
     a: str
 
 
+_ADAPTIVE = "does not follow e^{−2a}"
+_NOMINAL = "nominal: comparable between runs of the same optimizer settings only"
+_COUPLED = ("λw enters the gradient before the adaptive rescaling; with no data gradient a weight "
+            "moves towards 0 (not a multiplicative shrink) by ")
+
+
 def decay_semantics(optimizer: Any) -> DecaySemantics:
     """What holds for this optimizer's decay (docs/training.md, "What `a` is")."""
     opt = unwrap_optimizer(optimizer)
     coupling = decay_coupling(opt)
+    O = torch.optim
+    if coupling == "none":
+        return DecaySemantics(
+            "none", coupling,
+            f"{type(opt).__name__} has no weight_decay option: nothing to schedule (the "
+            "scheduler refuses it)", "unknown", "not defined")
     if _is_adafactor(opt):
         scaled = any(g.get("scale_parameter", False) for g in opt.param_groups)
         return DecaySemantics(
@@ -187,18 +214,18 @@ def decay_semantics(optimizer: Any) -> DecaySemantics:
     if coupling == "decoupled":
         return DecaySemantics(
             "decoupled", coupling,
-            "exactly ∏(1 − η_k λ_k) ≈ e^{−a} per weight, apart from the Adam update",
+            "exactly ∏(1 − η_k λ_k) ≈ e^{−a} per weight, apart from the optimizer's update",
             "does not follow e^{−2a}: Adam's per-coordinate scaling breaks the conservation law; "
             "the measured ratio stays far above e^{−2a}",
             "exact shrinkage exponent; not the theory's geometric a (no mirror-flow geometry)",
         )
-    if isinstance(opt, torch.optim.SGD):
+    if isinstance(opt, O.SGD):
         beta = max(float(g.get("momentum", 0.0) or 0.0) for g in opt.param_groups)
         if beta > 0:
             return DecaySemantics(
                 "sgd-momentum", coupling,
                 f"through the momentum buffer: effective integrated decay a/(1−β) = {1 / (1 - beta):g}·a "
-                "(slowly varying regime)",
+                "(slowly varying regime; the buffer builds up over ~1/(1−β) steps)",
                 "follows e^{−2a/(1−β)} up to O(η) discretization",
                 "multiply by 1/(1−β) to get the theory's a",
             )
@@ -207,15 +234,52 @@ def decay_semantics(optimizer: Any) -> DecaySemantics:
             "follows e^{−2a} up to O(η) discretization (gradient flow, theory §6)",
             "the theory's a = ∫α dt with t = Σ η",
         )
-    if isinstance(opt, (torch.optim.Adam, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax,
-                        torch.optim.Adagrad, torch.optim.RMSprop)):
+    if isinstance(opt, O.ASGD):
+        return DecaySemantics(
+            "asgd", coupling,
+            "as SGD, w ← w(1 − lambd·η_k) − η_k λ w: ASGD's own shrink lambd (1e-4 by default) "
+            "adds to λ, and its step size η_k = lr/(1 + lambd·lr·k)^α decays",
+            "follows e^{−2a} as SGD when lambd ≪ λ and η_k ≈ lr (not measured here)",
+            "Σ lr·λ with the group's lr; ASGD's own η_k and lambd are not included",
+        )
+    if isinstance(opt, (O.Adam, O.Adamax)):
         return DecaySemantics(
             "adam-coupled", coupling,
-            "λw enters the gradient before the adaptive rescaling: with no data gradient each "
-            "coordinate moves by ≈ η per step towards 0 (not a multiplicative shrink)",
-            "does not follow e^{−2a}",
-            "nominal: comparable between runs of the same optimizer settings only",
-        )
+            _COUPLED + "≈ η per step (m̂/√v̂ = 1 for a constant gradient), whatever λ and |w|",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, O.NAdam):
+        return DecaySemantics(
+            "nadam", coupling,
+            _COUPLED + "η·[(1 − μ_t)/(1 − Πμ) + μ_{t+1}(1 − β₁^t)/(1 − Πμ·μ_{t+1})] at step t "
+            "(momentum schedule μ_t): 1.06 η at the first step, ≈ η later",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, O.RAdam):
+        return DecaySemantics(
+            "radam", coupling,
+            _COUPLED + "η·m̂ = η·λ|w| per step while the rectification is off (ρ_t ≤ 5, the "
+            "first ~5 steps: multiplicative, like SGD), then η·r_t, with the rectification r_t "
+            "rising from ≈ 0.1 towards 1 over thousands of steps (0.26 η per step on average "
+            "over the first 200 at β₂ = 0.999)",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, O.Adagrad):
+        return DecaySemantics(
+            "adagrad", coupling,
+            _COUPLED + "η/√k at step k (the accumulated squares grow as k·(λw)²), 2η√K after K "
+            "steps: the decay fades (0.134 η per step on average over 200 steps)",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, O.RMSprop):
+        return DecaySemantics(
+            "rmsprop", coupling,
+            _COUPLED + "η/√(1 − α^k) at step k: η/√(1 − α) = 10η at the first step (α = 0.99), "
+            "≈ η after a few hundred steps",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, O.Adadelta):
+        return DecaySemantics(
+            "adadelta", coupling,
+            _COUPLED + "lr·√ε/√(1 − ρ) at the first step (lr scales a unitless step that starts "
+            "at √ε; 0.003·lr at the defaults, 0.005·lr per step over 200 steps): the decay "
+            "barely acts",
+            _ADAPTIVE, _NOMINAL)
     return DecaySemantics(
         "coupled-other", coupling, "λw added to the gradient (assumed; unknown optimizer)",
         "unknown", "nominal",
