@@ -16,6 +16,7 @@ from mirrorflow.schedules.continuous import (
     SwitchOffDecay,
     make_schedule,
 )
+from mirrorflow.schedules.groups import decay_param_groups
 from mirrorflow.schedules.scheduler import (
     MirrorflowWarning,
     WeightDecayScheduler,
@@ -33,6 +34,7 @@ __all__ = [
     "SwitchOffDecay",
     "WeightDecayScheduler",
     "decay_coupling",
+    "decay_param_groups",
     "decay_semantics",
     "make_schedule",
     "training",

@@ -607,6 +607,17 @@ class WeightDecayScheduler:
         return [float(g[_INT]) for g in self.optimizer.param_groups]
 
     @property
+    def integrated_by_group(self) -> dict[str, float]:
+        """``a`` of every group, keyed by the group's ``"name"`` (as set by
+        :func:`~mirrorflow.schedules.groups.decay_param_groups`) or ``"group<i>"``."""
+        out = {}
+        for i, g in enumerate(self.optimizer.param_groups):
+            name = g.get("name")
+            key = str(name) if isinstance(name, str) and name and str(name) not in out else f"group{i}"
+            out[key] = float(g[_INT])
+        return out
+
+    @property
     def counted_from(self) -> int:
         """The step from which :attr:`integrated` counts the decay (0: from the start, exact)."""
         return int(self._ref_group.get(_FROM, 0))

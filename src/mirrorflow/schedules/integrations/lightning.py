@@ -15,7 +15,8 @@ bound (a :class:`~mirrorflow.schedules.scheduler.MirrorflowWarning` says so, and
 ``integrated_wd_counted_from`` is logged). After each training
 batch the callback logs, for the last optimizer step taken, ``weight_decay`` and ``wd_factor`` it
 used and ``integrated_wd`` (``a = Σ η_k λ_k``, docs/theory.md §1) right after it, through
-``pl_module.log`` (suffixed ``_1``, ``_2``, ... for further optimizers). One
+``pl_module.log`` (suffixed ``_1``, ``_2``, ... for further optimizers), and with several param
+groups ``integrated_wd/<group name>`` per group. One
 ``WeightDecayCallback`` per trainer: a second is refused when training starts.
 
 Several optimizers (manual optimization, e.g. a GAN's generator and discriminator): Lightning's
@@ -144,6 +145,9 @@ class WeightDecayCallback(Callback):
             pl_module.log(f"weight_decay{suffix}", last.weight_decay, on_step=True, on_epoch=False)
             pl_module.log(f"wd_factor{suffix}", last.factor, on_step=True, on_epoch=False)
             pl_module.log(f"integrated_wd{suffix}", last.integrated, on_step=True, on_epoch=False)
+            if len(s.optimizer.param_groups) > 1:
+                for name, a in s.integrated_by_group.items():
+                    pl_module.log(f"integrated_wd{suffix}/{name}", a, on_step=True, on_epoch=False)
             if s.integrated_is_lower_bound:
                 pl_module.log(f"integrated_wd_counted_from{suffix}", float(s.counted_from),
                               on_step=True, on_epoch=False)
