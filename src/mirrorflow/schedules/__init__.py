@@ -17,6 +17,7 @@ from mirrorflow.schedules.continuous import (
     make_schedule,
 )
 from mirrorflow.schedules.groups import decay_param_groups
+from mirrorflow.schedules.planner import Plan, plan
 from mirrorflow.schedules.scheduler import (
     MirrorflowWarning,
     WeightDecayScheduler,
@@ -30,6 +31,7 @@ __all__ = [
     "ConstantDecay",
     "MirrorflowWarning",
     "NoDecay",
+    "Plan",
     "Schedule",
     "SwitchOffDecay",
     "WeightDecayScheduler",
@@ -37,6 +39,7 @@ __all__ = [
     "decay_param_groups",
     "decay_semantics",
     "make_schedule",
+    "plan",
     "training",
 ]
 
