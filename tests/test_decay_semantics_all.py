@@ -105,29 +105,29 @@ def _adadelta(rho=0.9, eps=1e-6):
     return _moves(out)
 
 
-O = torch.optim
+OPT = torch.optim
 # name: (factory, closed form (first, mean), tolerance of the mean, kind, marker in .shrinkage)
 ROWS = {
-    "SGD": (lambda p: O.SGD(p, lr=LR, weight_decay=WD), _sgd_like(LR * WD), 1e-9, "sgd", "(1 − η_k λ_k)"),
-    "SGD momentum": (lambda p: O.SGD(p, lr=LR, momentum=0.9, weight_decay=WD), _momentum(0.9),
+    "SGD": (lambda p: OPT.SGD(p, lr=LR, weight_decay=WD), _sgd_like(LR * WD), 1e-9, "sgd", "(1 − η_k λ_k)"),
+    "SGD momentum": (lambda p: OPT.SGD(p, lr=LR, momentum=0.9, weight_decay=WD), _momentum(0.9),
                      1e-9, "sgd-momentum", "a/(1−β)"),
-    "ASGD": (lambda p: O.ASGD(p, lr=LR, weight_decay=WD), _asgd(), 1e-9, "asgd", "lambd"),
-    "AdamW": (lambda p: O.AdamW(p, lr=LR, weight_decay=WD), _sgd_like(LR * WD), 1e-9, "decoupled", "(1 − η_k λ_k)"),
-    "Adam decoupled": (lambda p: O.Adam(p, lr=LR, weight_decay=WD, decoupled_weight_decay=True),
+    "ASGD": (lambda p: OPT.ASGD(p, lr=LR, weight_decay=WD), _asgd(), 1e-9, "asgd", "lambd"),
+    "AdamW": (lambda p: OPT.AdamW(p, lr=LR, weight_decay=WD), _sgd_like(LR * WD), 1e-9, "decoupled", "(1 − η_k λ_k)"),
+    "Adam decoupled": (lambda p: OPT.Adam(p, lr=LR, weight_decay=WD, decoupled_weight_decay=True),
                        _sgd_like(LR * WD), 1e-9, "decoupled", "(1 − η_k λ_k)"),
-    "NAdam decoupled": (lambda p: O.NAdam(p, lr=LR, weight_decay=WD, decoupled_weight_decay=True),
+    "NAdam decoupled": (lambda p: OPT.NAdam(p, lr=LR, weight_decay=WD, decoupled_weight_decay=True),
                         _sgd_like(LR * WD), 1e-9, "decoupled", "(1 − η_k λ_k)"),
-    "RAdam decoupled": (lambda p: O.RAdam(p, lr=LR, weight_decay=WD, decoupled_weight_decay=True),
+    "RAdam decoupled": (lambda p: OPT.RAdam(p, lr=LR, weight_decay=WD, decoupled_weight_decay=True),
                         _sgd_like(LR * WD), 1e-9, "decoupled", "(1 − η_k λ_k)"),
-    "Adafactor (torch)": (lambda p: O.Adafactor(p, lr=LR, weight_decay=WD), _sgd_like(LR * WD), 1e-9,
+    "Adafactor (torch)": (lambda p: OPT.Adafactor(p, lr=LR, weight_decay=WD), _sgd_like(LR * WD), 1e-9,
                           "decoupled", "(1 − η_k λ_k)"),
-    "Adam": (lambda p: O.Adam(p, lr=LR, weight_decay=WD), (1.0, 1.0), 0.02, "adam-coupled", "≈ η per step"),
-    "Adamax": (lambda p: O.Adamax(p, lr=LR, weight_decay=WD), (1.0, 1.0), 0.02, "adam-coupled", "≈ η per step"),
-    "NAdam": (lambda p: O.NAdam(p, lr=LR, weight_decay=WD), _nadam(), 0.03, "nadam", "μ_t"),
-    "RAdam": (lambda p: O.RAdam(p, lr=LR, weight_decay=WD), _radam(), 0.03, "radam", "r_t"),
-    "Adagrad": (lambda p: O.Adagrad(p, lr=LR, weight_decay=WD), _adagrad(), 0.01, "adagrad", "η/√k"),
-    "RMSprop": (lambda p: O.RMSprop(p, lr=LR, weight_decay=WD), _rmsprop(), 0.03, "rmsprop", "η/√(1 − α^k)"),
-    "Adadelta": (lambda p: O.Adadelta(p, lr=LR, weight_decay=WD), _adadelta(), 0.03, "adadelta", "√ε"),
+    "Adam": (lambda p: OPT.Adam(p, lr=LR, weight_decay=WD), (1.0, 1.0), 0.02, "adam-coupled", "≈ η per step"),
+    "Adamax": (lambda p: OPT.Adamax(p, lr=LR, weight_decay=WD), (1.0, 1.0), 0.02, "adam-coupled", "≈ η per step"),
+    "NAdam": (lambda p: OPT.NAdam(p, lr=LR, weight_decay=WD), _nadam(), 0.03, "nadam", "μ_t"),
+    "RAdam": (lambda p: OPT.RAdam(p, lr=LR, weight_decay=WD), _radam(), 0.03, "radam", "r_t"),
+    "Adagrad": (lambda p: OPT.Adagrad(p, lr=LR, weight_decay=WD), _adagrad(), 0.01, "adagrad", "η/√k"),
+    "RMSprop": (lambda p: OPT.RMSprop(p, lr=LR, weight_decay=WD), _rmsprop(), 0.03, "rmsprop", "η/√(1 − α^k)"),
+    "Adadelta": (lambda p: OPT.Adadelta(p, lr=LR, weight_decay=WD), _adadelta(), 0.03, "adadelta", "√ε"),
 }
 
 
@@ -170,7 +170,7 @@ def test_the_issue_numbers_and_what_the_table_says_about_them():
 
 def test_muon_is_decoupled_on_matrices():
     w = torch.nn.Parameter(torch.full((2, 3), W0, dtype=torch.float64))
-    opt = O.Muon([w], lr=LR, weight_decay=WD)
+    opt = OPT.Muon([w], lr=LR, weight_decay=WD)
     for _ in range(20):
         opt.zero_grad()
         (0.0 * w.sum()).backward()
@@ -182,7 +182,7 @@ def test_muon_is_decoupled_on_matrices():
 
 
 @pytest.mark.parametrize("make", [
-    lambda p: O.Rprop(p, lr=LR), lambda p: O.LBFGS(p, lr=LR), lambda p: O.SparseAdam(p, lr=LR),
+    lambda p: OPT.Rprop(p, lr=LR), lambda p: OPT.LBFGS(p, lr=LR), lambda p: OPT.SparseAdam(p, lr=LR),
 ])
 def test_optimizers_without_weight_decay_are_named_and_refused(make):
     opt = make([torch.nn.Parameter(torch.zeros(2))])

@@ -194,7 +194,7 @@ def decay_semantics(optimizer: Any) -> DecaySemantics:
     """What holds for this optimizer's decay (docs/training.md, "What `a` is")."""
     opt = unwrap_optimizer(optimizer)
     coupling = decay_coupling(opt)
-    O = torch.optim
+    optim = torch.optim
     if coupling == "none":
         return DecaySemantics(
             "none", coupling,
@@ -219,7 +219,7 @@ def decay_semantics(optimizer: Any) -> DecaySemantics:
             "the measured ratio stays far above e^{−2a}",
             "exact shrinkage exponent; not the theory's geometric a (no mirror-flow geometry)",
         )
-    if isinstance(opt, O.SGD):
+    if isinstance(opt, optim.SGD):
         beta = max(float(g.get("momentum", 0.0) or 0.0) for g in opt.param_groups)
         if beta > 0:
             return DecaySemantics(
@@ -234,7 +234,7 @@ def decay_semantics(optimizer: Any) -> DecaySemantics:
             "follows e^{−2a} up to O(η) discretization (gradient flow, theory §6)",
             "the theory's a = ∫α dt with t = Σ η",
         )
-    if isinstance(opt, O.ASGD):
+    if isinstance(opt, optim.ASGD):
         return DecaySemantics(
             "asgd", coupling,
             "as SGD, w ← w(1 − lambd·η_k) − η_k λ w: ASGD's own shrink lambd (1e-4 by default) "
@@ -242,18 +242,18 @@ def decay_semantics(optimizer: Any) -> DecaySemantics:
             "follows e^{−2a} as SGD when lambd ≪ λ and η_k ≈ lr (not measured here)",
             "Σ lr·λ with the group's lr; ASGD's own η_k and lambd are not included",
         )
-    if isinstance(opt, (O.Adam, O.Adamax)):
+    if isinstance(opt, (optim.Adam, optim.Adamax)):
         return DecaySemantics(
             "adam-coupled", coupling,
             _COUPLED + "≈ η per step (m̂/√v̂ = 1 for a constant gradient), whatever λ and |w|",
             _ADAPTIVE, _NOMINAL)
-    if isinstance(opt, O.NAdam):
+    if isinstance(opt, optim.NAdam):
         return DecaySemantics(
             "nadam", coupling,
             _COUPLED + "η·[(1 − μ_t)/(1 − Πμ) + μ_{t+1}(1 − β₁^t)/(1 − Πμ·μ_{t+1})] at step t "
             "(momentum schedule μ_t): 1.06 η at the first step, ≈ η later",
             _ADAPTIVE, _NOMINAL)
-    if isinstance(opt, O.RAdam):
+    if isinstance(opt, optim.RAdam):
         return DecaySemantics(
             "radam", coupling,
             _COUPLED + "η·m̂ = η·λ|w| per step while the rectification is off (ρ_t ≤ 5, the "
@@ -261,19 +261,19 @@ def decay_semantics(optimizer: Any) -> DecaySemantics:
             "rising from ≈ 0.1 towards 1 over thousands of steps (0.26 η per step on average "
             "over the first 200 at β₂ = 0.999)",
             _ADAPTIVE, _NOMINAL)
-    if isinstance(opt, O.Adagrad):
+    if isinstance(opt, optim.Adagrad):
         return DecaySemantics(
             "adagrad", coupling,
             _COUPLED + "η/√k at step k (the accumulated squares grow as k·(λw)²), 2η√K after K "
             "steps: the decay fades (0.134 η per step on average over 200 steps)",
             _ADAPTIVE, _NOMINAL)
-    if isinstance(opt, O.RMSprop):
+    if isinstance(opt, optim.RMSprop):
         return DecaySemantics(
             "rmsprop", coupling,
             _COUPLED + "η/√(1 − α^k) at step k: η/√(1 − α) = 10η at the first step (α = 0.99), "
             "≈ η after a few hundred steps",
             _ADAPTIVE, _NOMINAL)
-    if isinstance(opt, O.Adadelta):
+    if isinstance(opt, optim.Adadelta):
         return DecaySemantics(
             "adadelta", coupling,
             _COUPLED + "lr·√ε/√(1 − ρ) at the first step (lr scales a unitless step that starts "
