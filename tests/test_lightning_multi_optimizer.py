@@ -112,3 +112,43 @@ def test_per_optimizer_total_of_the_wrong_length_is_refused():
         _fit(cb)
     with pytest.raises(MirrorflowError):
         WeightDecayCallback(training.switch_off(at=0.5), total_steps=[6, 0])
+
+
+class _GanAdam(_Gan):
+    def configure_optimizers(self):
+        g = torch.optim.AdamW(self.gen.parameters(), lr=G_LR, weight_decay=G_WD)
+        d = torch.optim.AdamW(self.disc.parameters(), lr=D_LR, weight_decay=D_WD)
+        return [g, d]
+
+
+def _fit_resumable(module, steps, cb, tmp_path, ckpt=None):
+    g = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.randn(64, 2, generator=g))
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, default_root_dir=tmp_path,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[cb] if cb else [])
+    trainer.fit(module, torch.utils.data.DataLoader(ds, batch_size=4), ckpt_path=ckpt)
+    return trainer
+
+
+@pytest.mark.parametrize("module_cls,ok", [(_GanAdam, True), (_Gan, False)])
+def test_resume_without_mirrorflow_state_starts_each_at_its_own_step(module_cls, ok, tmp_path):
+    """A checkpoint written without the callback after 12 Lightning steps (6 per optimizer):
+    AdamW keeps its own step count, so each schedule starts at 6 and ``a`` counts the 4 steps
+    each takes up to max_steps=20 (lower bound); plain SGD keeps none: refused in one line."""
+    trainer = _fit_resumable(module_cls(), MAX_STEPS, None, tmp_path)
+    ckpt = tmp_path / "plain.ckpt"
+    trainer.save_checkpoint(ckpt)
+    cb = WeightDecayCallback(training.constant())
+    if not ok:
+        with pytest.raises(MirrorflowError) as e:
+            _fit_resumable(module_cls(), 20, cb, tmp_path, ckpt=str(ckpt))
+        assert "\n" not in str(e.value) and "keeps no step count" in str(e.value)
+        return
+    with pytest.warns(Warning, match="lower bound"):
+        _fit_resumable(module_cls(), 20, cb, tmp_path, ckpt=str(ckpt))
+    g, d = cb.schedulers
+    assert g.counted_from == 6 and d.counted_from == 6
+    assert g.steps_taken == 10 and d.steps_taken == 10
+    assert g.integrated == pytest.approx(4 * G_LR * G_WD, rel=1e-12)
+    assert d.integrated == pytest.approx(4 * D_LR * D_WD, rel=1e-12)
