@@ -60,6 +60,14 @@ from typing import Any
 import torch
 
 from mirrorflow._core.validation import MirrorflowError, check_choice
+from mirrorflow.schedules.group_state import (
+    BASE,
+    COUNTED_FROM,
+    INTEGRATED,
+    SCHEDULE,
+    STEP,
+    GroupState,
+)
 from mirrorflow.schedules.training import TrainingSchedule, as_schedule
 
 __all__ = [
@@ -74,11 +82,8 @@ __all__ = [
     "unwrap_optimizer",
 ]
 
-_BASE = "mf_base_weight_decay"
-_INT = "mf_integrated_wd"
-_STEP = "mf_wd_step"
-_FROM = "mf_wd_counted_from"
-_SCHED = "mf_wd_schedule"
+_BASE = BASE  # the mf_* key names, kept here for code that imported them
+_INT, _STEP, _FROM, _SCHED = INTEGRATED, STEP, COUNTED_FROM, SCHEDULE
 _OWNER = "_mirrorflow_wd_scheduler"
 _STATE_VERSION = 2
 
@@ -108,7 +113,7 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
 
 def has_scheduler_state(optimizer: Any) -> bool:
     """Whether the optimizer's param groups carry mirrorflow scheduler state (``mf_*`` keys)."""
-    return any(_BASE in g for g in unwrap_optimizer(optimizer).param_groups)
+    return any(GroupState.carried(g) for g in unwrap_optimizer(optimizer).param_groups)
 
 
 def clear_scheduler_state(optimizer: Any) -> None:
@@ -121,10 +126,7 @@ def clear_scheduler_state(optimizer: Any) -> None:
         raise MirrorflowError(f"{owner!r} is attached to this optimizer; call .remove() on it "
                               "before clearing its state")
     for g in opt.param_groups:
-        if _BASE in g:
-            g["weight_decay"] = g[_BASE]
-        for k in (_BASE, _INT, _STEP, _FROM, _SCHED):
-            g.pop(k, None)
+        GroupState(g).clear()
 
 
 # -------------------------------------------------------------------------- decay semantics
@@ -458,7 +460,7 @@ class WeightDecayScheduler:
                 "optimizer (two would both advance the step count): call .remove() on the old one "
                 "(HF/Lightning: drop its callback), or pass replace=True to take over"
             )
-        carried = any(_BASE in g for g in groups)
+        carried = any(GroupState.carried(g) for g in groups)
         # -- everything validated and computed first; the optimizer is changed only at the end
         if carried:
             state = self._read_carried(groups)
@@ -499,8 +501,7 @@ class WeightDecayScheduler:
         if owner is not None:
             owner.remove()
         for g, b, a in zip(groups, state["base"], state["a"]):
-            g[_BASE], g[_INT], g[_STEP], g[_FROM] = b, a, state["step"], state["from"]
-            g[_SCHED] = self.schedule.describe()
+            GroupState(g).write(b, a, state["step"], state["from"], self.schedule.describe())
         self._groups: list[dict] = []
         self._written: list[float] = []
         self._index()
@@ -543,27 +544,23 @@ class WeightDecayScheduler:
     @staticmethod
     def _read_carried(groups) -> dict:
         """Validated state from param groups that carry ``mf_*`` keys (a restored checkpoint)."""
-        missing = [i for i, g in enumerate(groups) if _BASE not in g]
-        steps = {int(g[_STEP]) for g in groups if _BASE in g}
-        step = max(steps)
+        stored = [GroupState(g) for g in groups if GroupState.carried(g)]
+        step = max(st.step for st in stored)
         base, a = [], []
         for i, g in enumerate(groups):
-            if i in missing:  # a group added after the checkpoint was written
+            if not GroupState.carried(g):  # a group added after the checkpoint was written
                 base.append(_check_decay(g["weight_decay"], f"param group {i}'s weight_decay"))
                 a.append(0.0)
                 continue
-            base.append(_check_decay(g[_BASE], f"param group {i}'s stored base decay"))
-            v = float(g[_INT])
-            if not (math.isnan(v) or (math.isfinite(v) and v >= 0)):
-                raise MirrorflowError(f"param group {i}'s stored integrated decay is {v!r}; the "
-                                      "checkpoint is corrupt")
-            a.append(v)
+            st = GroupState(g)
+            base.append(_check_decay(st.base, f"param group {i}'s stored base decay"))
+            a.append(st.checked_integrated(i))
         ref = next((i for i, b in enumerate(base) if b > 0), None)
         if ref is None:
             raise MirrorflowError("the optimizer's stored scheduler state has no group with nonzero "
                                   "base decay; nothing to schedule")
-        counted = max(int(g.get(_FROM, 0)) for g in groups if _BASE in g)
-        sched = next((g.get(_SCHED) for g in groups if _BASE in g), None)
+        counted = max(st.counted_from for st in stored)
+        sched = stored[0].schedule
         return {"base": base, "a": a, "step": step, "from": counted, "ref": ref, "schedule": sched}
 
     @staticmethod
@@ -582,7 +579,7 @@ class WeightDecayScheduler:
     @property
     def steps_taken(self) -> int:
         """Optimizer steps taken under this schedule (the index of the next step)."""
-        return int(self._ref_group[_STEP])
+        return self._ref_state.step
 
     @property
     def reference_group(self) -> int:
@@ -591,7 +588,7 @@ class WeightDecayScheduler:
 
     @property
     def base_decays(self) -> list[float]:
-        return [float(g[_BASE]) for g in self.optimizer.param_groups]
+        return [float(GroupState(g).base) for g in self.optimizer.param_groups]
 
     @property
     def integrated(self) -> float:
@@ -600,11 +597,11 @@ class WeightDecayScheduler:
         A lower bound when :attr:`integrated_is_lower_bound`; NaN when the optimizer's step size
         is not one number (Adafactor with ``scale_parameter=True``).
         """
-        return float(self._ref_group[_INT])
+        return float(self._ref_state.integrated)
 
     @property
     def integrated_per_group(self) -> list[float]:
-        return [float(g[_INT]) for g in self.optimizer.param_groups]
+        return [float(GroupState(g).integrated) for g in self.optimizer.param_groups]
 
     @property
     def integrated_by_group(self) -> dict[str, float]:
@@ -614,13 +611,13 @@ class WeightDecayScheduler:
         for i, g in enumerate(self.optimizer.param_groups):
             name = g.get("name")
             key = str(name) if isinstance(name, str) and name and str(name) not in out else f"group{i}"
-            out[key] = float(g[_INT])
+            out[key] = float(GroupState(g).integrated)
         return out
 
     @property
     def counted_from(self) -> int:
         """The step from which :attr:`integrated` counts the decay (0: from the start, exact)."""
-        return int(self._ref_group.get(_FROM, 0))
+        return self._ref_state.counted_from
 
     @property
     def integrated_is_lower_bound(self) -> bool:
@@ -645,9 +642,15 @@ class WeightDecayScheduler:
         groups = self.optimizer.param_groups
         self._groups = list(groups)
         self._written = [g["weight_decay"] for g in groups]
-        self._ref = next(i for i, g in enumerate(groups) if g[_BASE] > 0)
-        self._ref_group = groups[self._ref]
-        self._decay = [g for g in groups if g[_BASE] > 0]
+        self._states = [GroupState(g) for g in groups]
+        self._set_reference()
+
+    def _set_reference(self) -> None:
+        """The reference group (first with nonzero base decay) and the scheduled groups."""
+        self._ref = next(i for i, st in enumerate(self._states) if st.decays)
+        self._ref_group = self._groups[self._ref]
+        self._ref_state = self._states[self._ref]
+        self._decay = [st for st in self._states if st.decays]
 
     def _sync(self) -> None:
         """Adopt param groups added or replaced since the last step, refuse or adopt external
@@ -670,24 +673,24 @@ class WeightDecayScheduler:
         for i, g in enumerate(groups):
             if id(g) in known:
                 continue
-            if _BASE in g:  # a mirrorflow checkpoint: its state is exact
-                _check_decay(g[_BASE], f"param group {i}'s stored base decay")
-                g.setdefault(_FROM, 0)
-                prev = g.get(_SCHED)
+            st = GroupState(g)
+            if GroupState.carried(g):  # a mirrorflow checkpoint: its state is exact
+                _check_decay(st.base, f"param group {i}'s stored base decay")
+                st.ensure_counted_from()
+                prev = st.schedule
                 if prev is not None and prev != self.schedule.describe():
                     _warn(f"optimizer.load_state_dict() restored the state of schedule {prev}; "
-                          f"continuing with {self.schedule.describe()} from step {int(g[_STEP])}")
-                g[_SCHED] = self.schedule.describe()
+                          f"continuing with {self.schedule.describe()} from step {st.step}")
+                st.schedule = self.schedule.describe()
                 continue
             if replaced:  # a plain checkpoint loaded after the scheduler was built
-                src = old[i]
-                g[_BASE], g[_INT], g[_STEP], g[_FROM] = src[_BASE], src[_INT], step, counted
+                src = GroupState(old[i])
+                st.write(src.base, src.integrated, step, counted, self.schedule.describe())
                 plain.append(i)
             else:  # add_param_group: a new group with its own base decay, no decay so far
-                g[_BASE] = _check_decay(g["weight_decay"], f"new param group {i}'s weight_decay")
-                g[_INT], g[_STEP], g[_FROM] = 0.0, step, 0
-            g[_SCHED] = self.schedule.describe()
-        if not any(g[_BASE] > 0 for g in groups):
+                base = _check_decay(g["weight_decay"], f"new param group {i}'s weight_decay")
+                st.write(base, 0.0, step, 0, self.schedule.describe())
+        if not any(GroupState(g).decays for g in groups):
             raise MirrorflowError("after the change of param groups no group has a nonzero base "
                                   "decay; nothing to schedule")
         self._index()
@@ -711,8 +714,8 @@ class WeightDecayScheduler:
                 "wd.set_base_decay(...), or build the scheduler with on_external='adopt'"
             )
         base = _check_decay(new, f"the weight_decay written to param group {i}")
-        g[_BASE] = base
-        if not any(h[_BASE] > 0 for h in self.optimizer.param_groups):
+        GroupState(g).base = base
+        if not any(GroupState(h).decays for h in self.optimizer.param_groups):
             raise MirrorflowError("every param group's weight_decay was set to 0 outside the "
                                   "scheduler; nothing left to schedule — call wd.remove() instead")
         if not self._adopt_warned:
@@ -720,27 +723,24 @@ class WeightDecayScheduler:
             _warn(f"param group {i}'s weight_decay was set to {new!r} outside the scheduler before "
                   f"step {k}; adopted as its new base decay (the schedule's factor still applies)")
         self._written[i] = new
-        self._ref = next(j for j, h in enumerate(self._groups) if h[_BASE] > 0)
-        self._ref_group = self._groups[self._ref]
-        self._decay = [h for h in self._groups if h[_BASE] > 0]
+        self._set_reference()
 
-    def _factor(self, ref: dict, lr: float | None) -> float:
-        inc = float("nan") if lr is None else lr * ref[_BASE]
-        f = self.schedule.factor(int(ref[_STEP]), float(ref[_INT]), inc)
+    def _factor(self, ref: GroupState, lr: float | None) -> float:
+        inc = float("nan") if lr is None else lr * ref.base
+        f = self.schedule.factor(ref.step, float(ref.integrated), inc)
         if not (f >= 0.0 and f < math.inf):
             raise MirrorflowError(f"schedule returned decay factor {f!r} at step "
-                                  f"{int(ref[_STEP])}; factors must be finite and >= 0")
+                                  f"{ref.step}; factors must be finite and >= 0")
         return f
 
     def _apply(self) -> float | None:
         """Set every decay group's ``weight_decay`` for the coming step; returns the reference
         group's learning rate (``None`` if not one number)."""
-        ref = self._ref_group
-        lr = _lr(self.optimizer, ref)
-        f = self._factor(ref, lr)
+        lr = _lr(self.optimizer, self._ref_group)
+        f = self._factor(self._ref_state, lr)
         self.last_factor = f
-        for g in self._decay:
-            g["weight_decay"] = f * g[_BASE]
+        for st in self._decay:
+            st.group["weight_decay"] = f * st.base
         self._written = [g["weight_decay"] for g in self._groups]
         return lr
 
@@ -754,21 +754,22 @@ class WeightDecayScheduler:
         lr_ref = self._apply()
         opt, ref = self.optimizer, self._ref_group
         pending = []
-        for g in self._decay:
+        for st in self._decay:
+            g = st.group
             lr = lr_ref if g is ref else _lr(opt, g)
             pending.append(float("nan") if lr is None else lr * g["weight_decay"])
         self._pending = pending
-        self._step_used = (int(ref[_STEP]), lr_ref, ref["weight_decay"], self.last_factor)
+        self._step_used = (self._ref_state.step, lr_ref, ref["weight_decay"], self.last_factor)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         if self._pending is None:  # the pre-hook did not run (hooks removed in between)
             return
-        for g, inc in zip(self._decay, self._pending):
-            g[_INT] += inc
-        for g in self._groups:
-            g[_STEP] += 1
+        for st, inc in zip(self._decay, self._pending):
+            st.add(inc)
+        for st in self._states:
+            st.advance()
         self._pending = None
-        self._last = (*self._step_used, self._ref_group[_INT])
+        self._last = (*self._step_used, self._ref_state.integrated)
         self._apply()
 
     @property
@@ -805,14 +806,14 @@ class WeightDecayScheduler:
             if group is not None:
                 if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < len(groups):
                     raise MirrorflowError(f"group must be an index in [0, {len(groups)}), got {group!r}")
-                new = [v if i == group else float(g[_BASE]) for i, g in enumerate(groups)]
+                new = [v if i == group else float(GroupState(g).base) for i, g in enumerate(groups)]
             else:
-                new = [v if g[_BASE] > 0 else 0.0 for g in groups]
+                new = [v if GroupState(g).decays else 0.0 for g in groups]
         if not any(b > 0 for b in new):
             raise MirrorflowError("that leaves no group with nonzero base decay; call wd.remove() "
                                   "to stop scheduling")
         for g, b in zip(groups, new):
-            g[_BASE] = b
+            GroupState(g).base = b
         self._index()
         self._apply()
 
@@ -873,11 +874,11 @@ class WeightDecayScheduler:
             raise MirrorflowError("state_dict has no group with nonzero base decay; nothing to "
                                   "schedule")
         # the factor for the coming step must be valid before anything is written
-        probe = {**groups[ref], _BASE: new_base[ref], _INT: new_a[ref], _STEP: step}
+        probe = GroupState(dict(groups[ref]))
+        probe.write(new_base[ref], new_a[ref], step, counted, self.schedule.describe())
         self._factor(probe, _lr(self.optimizer, groups[ref]))
         for g, b, a in zip(groups, new_base, new_a):
-            g[_BASE], g[_INT], g[_STEP], g[_FROM] = b, a, step, counted
-            g[_SCHED] = self.schedule.describe()
+            GroupState(g).write(b, a, step, counted, self.schedule.describe())
         self._index()
         self._apply()
 
