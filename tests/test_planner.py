@@ -147,11 +147,16 @@ def _cli(*args, cwd=None):
 def test_cli_plan_json_and_figure(tmp_path):
     import json
 
+    from typer.testing import CliRunner
+
+    from mirrorflow.cli import app
+
     png = tmp_path / "plan.png"
-    r = _cli("--lr-schedule", "cosine", "--peak-lr", "2e-3", "--steps", "1000", "--warmup", "100",
-             "--weight-decay", "0.5", "--steps-per-epoch", "100", "--reference-wd", "0.2",
-             "--plot", str(png), "--json")
-    assert r.returncode == 0, r.stderr
+    r = CliRunner().invoke(app, [
+        "plan", "--lr-schedule", "cosine", "--peak-lr", "2e-3", "--steps", "1000", "--warmup",
+        "100", "--weight-decay", "0.5", "--steps-per-epoch", "100", "--reference-wd", "0.2",
+        "--plot", str(png), "--json"])
+    assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["switch_step"] == 255 and out["switch_epoch"] == pytest.approx(2.55)
     assert out["tau_epochs_at_peak"] == pytest.approx(10.0)

@@ -26,7 +26,8 @@ scaling themselves (``fused=True`` Adam, AdamW, SGD, Adagrad) it does call it, w
 ``found_inf`` and leaves ``a``, the step count and the schedule untouched for that call.
 
 The state (base decay, integrated decay, step count, the step from which ``a`` is counted, the
-schedule's name) is stored in each param group under the ``mf_*`` keys, so it travels with
+schedule's name) is stored in each param group under the ``mf_*`` keys (read and written
+through :class:`~mirrorflow.schedules.group_state.GroupState`), so it travels with
 ``optimizer.state_dict()``: restoring an optimizer checkpoint (plain torch, Hugging Face Trainer,
 Lightning) and building a new scheduler on it continues the schedule exactly.
 
