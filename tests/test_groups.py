@@ -130,3 +130,34 @@ def test_matches_the_hf_trainer_rule_and_drops_only_embeddings_by_default(make, 
     _, s = decay_param_groups(model, 0.1)
     assert sorted(s.decayed) == sorted(set(hf) - set(embeddings))
     assert all(s.reasons[e] == "embedding" for e in embeddings)
+
+
+def test_lightning_logs_a_per_named_group():
+    import lightning as L
+
+    from mirrorflow.schedules.integrations.lightning import WeightDecayCallback
+
+    class _M(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4),
+                                           torch.nn.Linear(4, 1))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return ((self.net(x) - y) ** 2).mean()
+
+        def configure_optimizers(self):
+            groups, _ = decay_param_groups(self, 0.5)
+            return torch.optim.SGD(groups, lr=0.1)
+
+    g = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.randn(32, 3, generator=g), torch.randn(32, 1, generator=g))
+    trainer = L.Trainer(max_steps=5, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[WeightDecayCallback(training.switch_off(at=3))])
+    trainer.fit(_M(), torch.utils.data.DataLoader(ds, batch_size=4))
+    m = trainer.callback_metrics
+    assert float(m["integrated_wd/decay"]) == pytest.approx(3 * 0.1 * 0.5, rel=1e-6)
+    assert float(m["integrated_wd/no_decay"]) == 0.0
