@@ -499,6 +499,64 @@ def reproduce_command(
         raise typer.Exit(1)
 
 
+# --- plan (issue 23): the switch-off step for a target a, before training ------------------
+@app.command("plan")
+@cli_errors
+def plan_command(
+    peak_lr: Annotated[float, typer.Option("--peak-lr", help="peak learning rate")],
+    steps: Annotated[int, typer.Option("--steps", help="optimizer steps of the run")],
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="base decay λ (AdamW's weight_decay)")],
+    lr_schedule: Annotated[str, typer.Option("--lr-schedule", help="constant | linear | cosine")] = "constant",
+    warmup: Annotated[int, typer.Option("--warmup", help="linear warm-up steps (η_0 = 0, as HF)")] = 0,
+    min_lr_ratio: Annotated[float, typer.Option("--min-lr-ratio", help="final lr / peak lr (linear, cosine)")] = 0.0,
+    steps_per_epoch: Annotated[int | None, typer.Option("--steps-per-epoch", help="to give τ and the switch in epochs")] = None,
+    target_a: Annotated[float | None, typer.Option("--target-a", help="switch off when a reaches this")] = None,
+    target_timescales: Annotated[float | None, typer.Option("--target-timescales", help="switch off after this many AdamW timescales τ = 1/(ηλ) (= a)")] = None,
+    reference_wd: Annotated[float | None, typer.Option("--reference-wd", help="reach the a of constant decay λ_ref through the whole run")] = None,
+    every: Annotated[int | None, typer.Option("--every", help="print a(t) every N steps (default: 10 rows)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write a figure of η(t) and a(t) (PNG, PDF, SVG)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Plan the integrated decay a(t) of a run and the switch-off step for a target a."""
+    from mirrorflow.schedules.planner import plan
+
+    if plot is not None:  # checked before any work
+        from mirrorflow._core.figure import check_figure_path
+
+        plot = check_figure_path(plot)
+    if every is not None:
+        check_positive_int("--every", every)
+    p = plan(lr_schedule, peak_lr=peak_lr, total_steps=steps, weight_decay=weight_decay,
+             warmup_steps=warmup, min_lr_ratio=min_lr_ratio, steps_per_epoch=steps_per_epoch,
+             target_a=target_a, target_timescales=target_timescales,
+             reference_weight_decay=reference_wd)
+    rows = p.rows(every or max(1, steps // 10))
+    if as_json:
+        typer.echo(json.dumps(jsonable({**p.summary(), "rows": [
+            {"step": k, "lr": lr, "a": a} for k, lr, a in rows]})))
+    else:
+        s = p.summary()
+        tau = f"{s['tau_steps_at_peak']:.6g} steps"
+        if s["tau_epochs_at_peak"] is not None:
+            tau += f" = {s['tau_epochs_at_peak']:.6g} epochs"
+        say(f"{lr_schedule} lr, peak {peak_lr:g}, warm-up {warmup}, {steps} steps; λ = {weight_decay:g}")
+        say(f"AdamW timescale τ = 1/(η λ) at the peak lr: {tau}")
+        say(f"constant decay: a = {s['a_constant']:.6g} at the end (= timescales elapsed)")
+        if p.target_a is not None:
+            ep = "" if s["switch_epoch"] is None else f" (epoch {s['switch_epoch']:.6g})"
+            say(f"target a = {p.target_a:.6g} ({p.target_from}): switch_off(at={p.switch_step}){ep} "
+                f"gives a = {p.a_at_switch:.6g}; budget({p.target_a:.6g}) gives a = {p.target_a:.6g} exactly")
+        say("step K    lr of step K  a after K steps")
+        for k, lr, a in rows:
+            say(f"{k:<9d} {'-' if lr is None else format(lr, '.6g'):<13s} {a:.6g}")
+    if plot is not None:
+        from mirrorflow._core.figure import save_figure
+
+        save_figure(p.figure(), plot)
+        if not as_json:
+            say(f"figure written to {plot}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     try:
         app()

@@ -16,6 +16,8 @@ from mirrorflow.schedules.continuous import (
     SwitchOffDecay,
     make_schedule,
 )
+from mirrorflow.schedules.groups import decay_param_groups
+from mirrorflow.schedules.planner import Plan, plan
 from mirrorflow.schedules.scheduler import (
     MirrorflowWarning,
     WeightDecayScheduler,
@@ -29,12 +31,15 @@ __all__ = [
     "ConstantDecay",
     "MirrorflowWarning",
     "NoDecay",
+    "Plan",
     "Schedule",
     "SwitchOffDecay",
     "WeightDecayScheduler",
     "decay_coupling",
+    "decay_param_groups",
     "decay_semantics",
     "make_schedule",
+    "plan",
     "training",
 ]
 

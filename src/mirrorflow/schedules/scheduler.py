@@ -16,12 +16,18 @@ The scheduler registers a step pre-hook and a step post-hook on the optimizer. R
 nonzero base decay (groups without decay are never touched), with ``factor_k`` from the schedule,
 evaluated with the learning rate the step is about to use; right after the step it adds
 ``η_k λ_k`` to the group's integrated decay. So the order of ``lr_scheduler.step()`` and
-``wd_scheduler.step()`` does not matter, steps skipped by a ``GradScaler`` (which never call
-``optimizer.step``) add nothing, and ``step()`` itself only refreshes the value shown in the param
-group for the coming step (calling it is optional and harmless).
+``wd_scheduler.step()`` does not matter, and ``step()`` itself only refreshes the value shown in
+the param group for the coming step (calling it is optional and harmless).
+
+Steps skipped by a ``GradScaler`` (inf/NaN gradients) add nothing and are not counted: for most
+optimizers the scaler does not call ``optimizer.step()`` then; for optimizers that handle the
+scaling themselves (``fused=True`` Adam, AdamW, SGD, Adagrad) it does call it, with
+``optimizer.found_inf`` set, and the kernel skips the update internally — the pre-hook reads
+``found_inf`` and leaves ``a``, the step count and the schedule untouched for that call.
 
 The state (base decay, integrated decay, step count, the step from which ``a`` is counted, the
-schedule's name) is stored in each param group under the ``mf_*`` keys, so it travels with
+schedule's name) is stored in each param group under the ``mf_*`` keys (read and written
+through :class:`~mirrorflow.schedules.group_state.GroupState`), so it travels with
 ``optimizer.state_dict()``: restoring an optimizer checkpoint (plain torch, Hugging Face Trainer,
 Lightning) and building a new scheduler on it continues the schedule exactly.
 
@@ -55,6 +61,14 @@ from typing import Any
 import torch
 
 from mirrorflow._core.validation import MirrorflowError, check_choice
+from mirrorflow.schedules.group_state import (
+    BASE,
+    COUNTED_FROM,
+    INTEGRATED,
+    SCHEDULE,
+    STEP,
+    GroupState,
+)
 from mirrorflow.schedules.training import TrainingSchedule, as_schedule
 
 __all__ = [
@@ -69,11 +83,8 @@ __all__ = [
     "unwrap_optimizer",
 ]
 
-_BASE = "mf_base_weight_decay"
-_INT = "mf_integrated_wd"
-_STEP = "mf_wd_step"
-_FROM = "mf_wd_counted_from"
-_SCHED = "mf_wd_schedule"
+_BASE = BASE  # the mf_* key names, kept here for code that imported them
+_INT, _STEP, _FROM, _SCHED = INTEGRATED, STEP, COUNTED_FROM, SCHEDULE
 _OWNER = "_mirrorflow_wd_scheduler"
 _STATE_VERSION = 2
 
@@ -103,7 +114,7 @@ def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer:
 
 def has_scheduler_state(optimizer: Any) -> bool:
     """Whether the optimizer's param groups carry mirrorflow scheduler state (``mf_*`` keys)."""
-    return any(_BASE in g for g in unwrap_optimizer(optimizer).param_groups)
+    return any(GroupState.carried(g) for g in unwrap_optimizer(optimizer).param_groups)
 
 
 def clear_scheduler_state(optimizer: Any) -> None:
@@ -116,34 +127,43 @@ def clear_scheduler_state(optimizer: Any) -> None:
         raise MirrorflowError(f"{owner!r} is attached to this optimizer; call .remove() on it "
                               "before clearing its state")
     for g in opt.param_groups:
-        if _BASE in g:
-            g["weight_decay"] = g[_BASE]
-        for k in (_BASE, _INT, _STEP, _FROM, _SCHED):
-            g.pop(k, None)
+        GroupState(g).clear()
 
 
 # -------------------------------------------------------------------------- decay semantics
 
 def _is_adafactor(opt: torch.optim.Optimizer) -> bool:
+    """Hugging Face ``Adafactor`` (relative step sizes; ``torch.optim.Adafactor`` is not it)."""
     g = opt.param_groups[0] if opt.param_groups else {}
+    if isinstance(opt, getattr(torch.optim, "Adafactor", ())):
+        return False
     return type(opt).__name__ == "Adafactor" or ("relative_step" in g and "scale_parameter" in g)
 
 
-def decay_coupling(optimizer: Any) -> str:
-    """``"decoupled"`` (``w ← w − η λ w`` apart from the gradient step) or ``"coupled"`` (``λ w``
-    added to the gradient, i.e. L2).
+def _decoupled_types() -> tuple:
+    """Optimizers whose decay is ``p ← p(1 − lr·λ)`` apart from the update."""
+    names = ("AdamW", "Muon", "Adafactor")  # torch.optim.Adafactor: param.mul_(1 - lr * wd)
+    return tuple(getattr(torch.optim, n) for n in names if hasattr(torch.optim, n))
 
-    Decoupled: ``torch.optim.AdamW``; ``Adam``/``NAdam``/``RAdam`` with
-    ``decoupled_weight_decay=True``; Hugging Face ``Adafactor`` (its code applies
+
+def decay_coupling(optimizer: Any) -> str:
+    """``"decoupled"`` (``w ← w − η λ w`` apart from the gradient step), ``"coupled"`` (``λ w``
+    added to the gradient, i.e. L2) or ``"none"`` (the optimizer has no ``weight_decay``).
+
+    Decoupled: ``torch.optim.AdamW``, ``Muon`` and ``Adafactor``; ``Adam``/``NAdam``/``RAdam``
+    with ``decoupled_weight_decay=True``; Hugging Face ``Adafactor`` (its code applies
     ``p ← p − λ·lr·p`` before and apart from the update; ``lr`` is its own relative step size
-    when ``lr=None``). Everything else is treated as coupled L2. Checked against the optimizers'
-    updates in ``tests/test_decay_semantics.py``.
+    when ``lr=None``). Everything else with a ``weight_decay`` is treated as coupled L2. Checked
+    against the optimizers' updates in ``tests/test_decay_semantics.py`` and
+    ``tests/test_decay_semantics_all.py``.
     """
     opt = unwrap_optimizer(optimizer)
-    if isinstance(opt, torch.optim.AdamW) or _is_adafactor(opt):
+    if isinstance(opt, _decoupled_types()) or _is_adafactor(opt):
         return "decoupled"
     if any(g.get("decoupled_weight_decay", False) for g in opt.param_groups):
         return "decoupled"
+    if opt.param_groups and not any("weight_decay" in g for g in opt.param_groups):
+        return "none"
     return "coupled"
 
 
@@ -151,10 +171,13 @@ def decay_coupling(optimizer: Any) -> str:
 class DecaySemantics:
     """What the integrated decay ``a = Σ η_k λ_k`` means for an optimizer (docs/training.md).
 
-    ``kind``: ``sgd``, ``sgd-momentum``, ``adam-coupled``, ``decoupled``, ``adafactor`` or
-    ``coupled-other``; ``shrinkage``: what the decay does to the weights; ``balancedness``: whether
-    ``‖UᵀU − VᵀV‖`` of a factorization follows ``e^{−2a}`` (theory §6); ``a``: how to read ``a``.
-    Each statement is checked in ``tests/test_decay_semantics.py``.
+    ``kind``: ``sgd``, ``sgd-momentum``, ``asgd``, ``decoupled``, ``adafactor``, ``adam-coupled``
+    (Adam, Adamax), ``nadam``, ``radam``, ``adagrad``, ``rmsprop``, ``adadelta``, ``none`` (no
+    ``weight_decay`` option: Rprop, LBFGS, SparseAdam) or ``coupled-other``; ``shrinkage``: what
+    the decay does to a weight (for the coupled adaptive optimizers: how far a weight with no data
+    gradient moves per step, a closed form measured in ``tests/test_decay_semantics_all.py``);
+    ``balancedness``: whether ``‖UᵀU − VᵀV‖`` of a factorization follows ``e^{−2a}`` (theory §6);
+    ``a``: how to read ``a``.
     """
 
     kind: str
@@ -164,10 +187,22 @@ class DecaySemantics:
     a: str
 
 
+_ADAPTIVE = "does not follow e^{−2a}"
+_NOMINAL = "nominal: comparable between runs of the same optimizer settings only"
+_COUPLED = ("λw enters the gradient before the adaptive rescaling; with no data gradient a weight "
+            "moves towards 0 (not a multiplicative shrink) by ")
+
+
 def decay_semantics(optimizer: Any) -> DecaySemantics:
     """What holds for this optimizer's decay (docs/training.md, "What `a` is")."""
     opt = unwrap_optimizer(optimizer)
     coupling = decay_coupling(opt)
+    optim = torch.optim
+    if coupling == "none":
+        return DecaySemantics(
+            "none", coupling,
+            f"{type(opt).__name__} has no weight_decay option: nothing to schedule (the "
+            "scheduler refuses it)", "unknown", "not defined")
     if _is_adafactor(opt):
         scaled = any(g.get("scale_parameter", False) for g in opt.param_groups)
         return DecaySemantics(
@@ -182,18 +217,18 @@ def decay_semantics(optimizer: Any) -> DecaySemantics:
     if coupling == "decoupled":
         return DecaySemantics(
             "decoupled", coupling,
-            "exactly ∏(1 − η_k λ_k) ≈ e^{−a} per weight, apart from the Adam update",
+            "exactly ∏(1 − η_k λ_k) ≈ e^{−a} per weight, apart from the optimizer's update",
             "does not follow e^{−2a}: Adam's per-coordinate scaling breaks the conservation law; "
             "the measured ratio stays far above e^{−2a}",
             "exact shrinkage exponent; not the theory's geometric a (no mirror-flow geometry)",
         )
-    if isinstance(opt, torch.optim.SGD):
+    if isinstance(opt, optim.SGD):
         beta = max(float(g.get("momentum", 0.0) or 0.0) for g in opt.param_groups)
         if beta > 0:
             return DecaySemantics(
                 "sgd-momentum", coupling,
                 f"through the momentum buffer: effective integrated decay a/(1−β) = {1 / (1 - beta):g}·a "
-                "(slowly varying regime)",
+                "(slowly varying regime; the buffer builds up over ~1/(1−β) steps)",
                 "follows e^{−2a/(1−β)} up to O(η) discretization",
                 "multiply by 1/(1−β) to get the theory's a",
             )
@@ -202,15 +237,52 @@ def decay_semantics(optimizer: Any) -> DecaySemantics:
             "follows e^{−2a} up to O(η) discretization (gradient flow, theory §6)",
             "the theory's a = ∫α dt with t = Σ η",
         )
-    if isinstance(opt, (torch.optim.Adam, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adamax,
-                        torch.optim.Adagrad, torch.optim.RMSprop)):
+    if isinstance(opt, optim.ASGD):
+        return DecaySemantics(
+            "asgd", coupling,
+            "as SGD, w ← w(1 − lambd·η_k) − η_k λ w: ASGD's own shrink lambd (1e-4 by default) "
+            "adds to λ, and its step size η_k = lr/(1 + lambd·lr·k)^α decays",
+            "follows e^{−2a} as SGD when lambd ≪ λ and η_k ≈ lr (not measured here)",
+            "Σ lr·λ with the group's lr; ASGD's own η_k and lambd are not included",
+        )
+    if isinstance(opt, (optim.Adam, optim.Adamax)):
         return DecaySemantics(
             "adam-coupled", coupling,
-            "λw enters the gradient before the adaptive rescaling: with no data gradient each "
-            "coordinate moves by ≈ η per step towards 0 (not a multiplicative shrink)",
-            "does not follow e^{−2a}",
-            "nominal: comparable between runs of the same optimizer settings only",
-        )
+            _COUPLED + "≈ η per step (m̂/√v̂ = 1 for a constant gradient), whatever λ and |w|",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, optim.NAdam):
+        return DecaySemantics(
+            "nadam", coupling,
+            _COUPLED + "η·[(1 − μ_t)/(1 − Πμ) + μ_{t+1}(1 − β₁^t)/(1 − Πμ·μ_{t+1})] at step t "
+            "(momentum schedule μ_t): 1.06 η at the first step, ≈ η later",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, optim.RAdam):
+        return DecaySemantics(
+            "radam", coupling,
+            _COUPLED + "η·m̂ = η·λ|w| per step while the rectification is off (ρ_t ≤ 5, the "
+            "first ~5 steps: multiplicative, like SGD), then η·r_t, with the rectification r_t "
+            "rising from ≈ 0.1 towards 1 over thousands of steps (0.26 η per step on average "
+            "over the first 200 at β₂ = 0.999)",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, optim.Adagrad):
+        return DecaySemantics(
+            "adagrad", coupling,
+            _COUPLED + "η/√k at step k (the accumulated squares grow as k·(λw)²), 2η√K after K "
+            "steps: the decay fades (0.134 η per step on average over 200 steps)",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, optim.RMSprop):
+        return DecaySemantics(
+            "rmsprop", coupling,
+            _COUPLED + "η/√(1 − α^k) at step k: η/√(1 − α) = 10η at the first step (α = 0.99), "
+            "≈ η after a few hundred steps",
+            _ADAPTIVE, _NOMINAL)
+    if isinstance(opt, optim.Adadelta):
+        return DecaySemantics(
+            "adadelta", coupling,
+            _COUPLED + "lr·√ε/√(1 − ρ) at the first step (lr scales a unitless step that starts "
+            "at √ε; 0.003·lr at the defaults, 0.005·lr per step over 200 steps): the decay "
+            "barely acts",
+            _ADAPTIVE, _NOMINAL)
     return DecaySemantics(
         "coupled-other", coupling, "λw added to the gradient (assumed; unknown optimizer)",
         "unknown", "nominal",
@@ -262,6 +334,22 @@ def _optimizer_state_steps(opt: torch.optim.Optimizer) -> int | None:
                 continue
             n = v if n is None else max(n, v)
     return n
+
+
+def _scaler_skips(opt: torch.optim.Optimizer) -> bool:
+    """Whether the coming ``optimizer.step()`` is one a ``GradScaler`` makes the optimizer skip.
+
+    For optimizers that do their own amp scaling (``_step_supports_amp_scaling``: ``fused=True``
+    Adam, AdamW, SGD, Adagrad) ``GradScaler.step`` calls ``optimizer.step()`` even when the
+    gradients overflowed, with ``optimizer.found_inf`` set (nonzero when they did); the fused
+    kernel then leaves parameters, moments and step counts unchanged. Other optimizers are never
+    stepped by the scaler on overflow, so the hooks do not run at all. Reading ``found_inf``
+    costs one device sync per step on a GPU (the scaler's ``update()`` syncs anyway).
+    """
+    found = getattr(opt, "found_inf", None)
+    if not isinstance(found, torch.Tensor):
+        return False
+    return bool(found.item() != 0)
 
 
 def _check_nonnegative(value, what: str, quantity: str) -> float:
@@ -373,7 +461,7 @@ class WeightDecayScheduler:
                 "optimizer (two would both advance the step count): call .remove() on the old one "
                 "(HF/Lightning: drop its callback), or pass replace=True to take over"
             )
-        carried = any(_BASE in g for g in groups)
+        carried = any(GroupState.carried(g) for g in groups)
         # -- everything validated and computed first; the optimizer is changed only at the end
         if carried:
             state = self._read_carried(groups)
@@ -414,8 +502,7 @@ class WeightDecayScheduler:
         if owner is not None:
             owner.remove()
         for g, b, a in zip(groups, state["base"], state["a"]):
-            g[_BASE], g[_INT], g[_STEP], g[_FROM] = b, a, state["step"], state["from"]
-            g[_SCHED] = self.schedule.describe()
+            GroupState(g).write(b, a, state["step"], state["from"], self.schedule.describe())
         self._groups: list[dict] = []
         self._written: list[float] = []
         self._index()
@@ -458,27 +545,23 @@ class WeightDecayScheduler:
     @staticmethod
     def _read_carried(groups) -> dict:
         """Validated state from param groups that carry ``mf_*`` keys (a restored checkpoint)."""
-        missing = [i for i, g in enumerate(groups) if _BASE not in g]
-        steps = {int(g[_STEP]) for g in groups if _BASE in g}
-        step = max(steps)
+        stored = [GroupState(g) for g in groups if GroupState.carried(g)]
+        step = max(st.step for st in stored)
         base, a = [], []
         for i, g in enumerate(groups):
-            if i in missing:  # a group added after the checkpoint was written
+            if not GroupState.carried(g):  # a group added after the checkpoint was written
                 base.append(_check_decay(g["weight_decay"], f"param group {i}'s weight_decay"))
                 a.append(0.0)
                 continue
-            base.append(_check_decay(g[_BASE], f"param group {i}'s stored base decay"))
-            v = float(g[_INT])
-            if not (math.isnan(v) or (math.isfinite(v) and v >= 0)):
-                raise MirrorflowError(f"param group {i}'s stored integrated decay is {v!r}; the "
-                                      "checkpoint is corrupt")
-            a.append(v)
+            st = GroupState(g)
+            base.append(_check_decay(st.base, f"param group {i}'s stored base decay"))
+            a.append(st.checked_integrated(i))
         ref = next((i for i, b in enumerate(base) if b > 0), None)
         if ref is None:
             raise MirrorflowError("the optimizer's stored scheduler state has no group with nonzero "
                                   "base decay; nothing to schedule")
-        counted = max(int(g.get(_FROM, 0)) for g in groups if _BASE in g)
-        sched = next((g.get(_SCHED) for g in groups if _BASE in g), None)
+        counted = max(st.counted_from for st in stored)
+        sched = stored[0].schedule
         return {"base": base, "a": a, "step": step, "from": counted, "ref": ref, "schedule": sched}
 
     @staticmethod
@@ -497,7 +580,7 @@ class WeightDecayScheduler:
     @property
     def steps_taken(self) -> int:
         """Optimizer steps taken under this schedule (the index of the next step)."""
-        return int(self._ref_group[_STEP])
+        return self._ref_state.step
 
     @property
     def reference_group(self) -> int:
@@ -506,7 +589,7 @@ class WeightDecayScheduler:
 
     @property
     def base_decays(self) -> list[float]:
-        return [float(g[_BASE]) for g in self.optimizer.param_groups]
+        return [float(GroupState(g).base) for g in self.optimizer.param_groups]
 
     @property
     def integrated(self) -> float:
@@ -515,16 +598,27 @@ class WeightDecayScheduler:
         A lower bound when :attr:`integrated_is_lower_bound`; NaN when the optimizer's step size
         is not one number (Adafactor with ``scale_parameter=True``).
         """
-        return float(self._ref_group[_INT])
+        return float(self._ref_state.integrated)
 
     @property
     def integrated_per_group(self) -> list[float]:
-        return [float(g[_INT]) for g in self.optimizer.param_groups]
+        return [float(GroupState(g).integrated) for g in self.optimizer.param_groups]
+
+    @property
+    def integrated_by_group(self) -> dict[str, float]:
+        """``a`` of every group, keyed by the group's ``"name"`` (as set by
+        :func:`~mirrorflow.schedules.groups.decay_param_groups`) or ``"group<i>"``."""
+        out = {}
+        for i, g in enumerate(self.optimizer.param_groups):
+            name = g.get("name")
+            key = str(name) if isinstance(name, str) and name and str(name) not in out else f"group{i}"
+            out[key] = float(GroupState(g).integrated)
+        return out
 
     @property
     def counted_from(self) -> int:
         """The step from which :attr:`integrated` counts the decay (0: from the start, exact)."""
-        return int(self._ref_group.get(_FROM, 0))
+        return self._ref_state.counted_from
 
     @property
     def integrated_is_lower_bound(self) -> bool:
@@ -549,9 +643,15 @@ class WeightDecayScheduler:
         groups = self.optimizer.param_groups
         self._groups = list(groups)
         self._written = [g["weight_decay"] for g in groups]
-        self._ref = next(i for i, g in enumerate(groups) if g[_BASE] > 0)
-        self._ref_group = groups[self._ref]
-        self._decay = [g for g in groups if g[_BASE] > 0]
+        self._states = [GroupState(g) for g in groups]
+        self._set_reference()
+
+    def _set_reference(self) -> None:
+        """The reference group (first with nonzero base decay) and the scheduled groups."""
+        self._ref = next(i for i, st in enumerate(self._states) if st.decays)
+        self._ref_group = self._groups[self._ref]
+        self._ref_state = self._states[self._ref]
+        self._decay = [st for st in self._states if st.decays]
 
     def _sync(self) -> None:
         """Adopt param groups added or replaced since the last step, refuse or adopt external
@@ -574,24 +674,24 @@ class WeightDecayScheduler:
         for i, g in enumerate(groups):
             if id(g) in known:
                 continue
-            if _BASE in g:  # a mirrorflow checkpoint: its state is exact
-                _check_decay(g[_BASE], f"param group {i}'s stored base decay")
-                g.setdefault(_FROM, 0)
-                prev = g.get(_SCHED)
+            st = GroupState(g)
+            if GroupState.carried(g):  # a mirrorflow checkpoint: its state is exact
+                _check_decay(st.base, f"param group {i}'s stored base decay")
+                st.ensure_counted_from()
+                prev = st.schedule
                 if prev is not None and prev != self.schedule.describe():
                     _warn(f"optimizer.load_state_dict() restored the state of schedule {prev}; "
-                          f"continuing with {self.schedule.describe()} from step {int(g[_STEP])}")
-                g[_SCHED] = self.schedule.describe()
+                          f"continuing with {self.schedule.describe()} from step {st.step}")
+                st.schedule = self.schedule.describe()
                 continue
             if replaced:  # a plain checkpoint loaded after the scheduler was built
-                src = old[i]
-                g[_BASE], g[_INT], g[_STEP], g[_FROM] = src[_BASE], src[_INT], step, counted
+                src = GroupState(old[i])
+                st.write(src.base, src.integrated, step, counted, self.schedule.describe())
                 plain.append(i)
             else:  # add_param_group: a new group with its own base decay, no decay so far
-                g[_BASE] = _check_decay(g["weight_decay"], f"new param group {i}'s weight_decay")
-                g[_INT], g[_STEP], g[_FROM] = 0.0, step, 0
-            g[_SCHED] = self.schedule.describe()
-        if not any(g[_BASE] > 0 for g in groups):
+                base = _check_decay(g["weight_decay"], f"new param group {i}'s weight_decay")
+                st.write(base, 0.0, step, 0, self.schedule.describe())
+        if not any(GroupState(g).decays for g in groups):
             raise MirrorflowError("after the change of param groups no group has a nonzero base "
                                   "decay; nothing to schedule")
         self._index()
@@ -615,8 +715,8 @@ class WeightDecayScheduler:
                 "wd.set_base_decay(...), or build the scheduler with on_external='adopt'"
             )
         base = _check_decay(new, f"the weight_decay written to param group {i}")
-        g[_BASE] = base
-        if not any(h[_BASE] > 0 for h in self.optimizer.param_groups):
+        GroupState(g).base = base
+        if not any(GroupState(h).decays for h in self.optimizer.param_groups):
             raise MirrorflowError("every param group's weight_decay was set to 0 outside the "
                                   "scheduler; nothing left to schedule — call wd.remove() instead")
         if not self._adopt_warned:
@@ -624,50 +724,53 @@ class WeightDecayScheduler:
             _warn(f"param group {i}'s weight_decay was set to {new!r} outside the scheduler before "
                   f"step {k}; adopted as its new base decay (the schedule's factor still applies)")
         self._written[i] = new
-        self._ref = next(j for j, h in enumerate(self._groups) if h[_BASE] > 0)
-        self._ref_group = self._groups[self._ref]
-        self._decay = [h for h in self._groups if h[_BASE] > 0]
+        self._set_reference()
 
-    def _factor(self, ref: dict, lr: float | None) -> float:
-        inc = float("nan") if lr is None else lr * ref[_BASE]
-        f = self.schedule.factor(int(ref[_STEP]), float(ref[_INT]), inc)
+    def _factor(self, ref: GroupState, lr: float | None) -> float:
+        inc = float("nan") if lr is None else lr * ref.base
+        f = self.schedule.factor(ref.step, float(ref.integrated), inc)
         if not (f >= 0.0 and f < math.inf):
             raise MirrorflowError(f"schedule returned decay factor {f!r} at step "
-                                  f"{int(ref[_STEP])}; factors must be finite and >= 0")
+                                  f"{ref.step}; factors must be finite and >= 0")
         return f
 
     def _apply(self) -> float | None:
         """Set every decay group's ``weight_decay`` for the coming step; returns the reference
         group's learning rate (``None`` if not one number)."""
-        ref = self._ref_group
-        lr = _lr(self.optimizer, ref)
-        f = self._factor(ref, lr)
+        lr = _lr(self.optimizer, self._ref_group)
+        f = self._factor(self._ref_state, lr)
         self.last_factor = f
-        for g in self._decay:
-            g["weight_decay"] = f * g[_BASE]
+        for st in self._decay:
+            st.group["weight_decay"] = f * st.base
         self._written = [g["weight_decay"] for g in self._groups]
         return lr
 
     def _before_step(self, optimizer, args, kwargs) -> None:
+        if _scaler_skips(self.optimizer):
+            # a fused optimizer under a GradScaler: optimizer.step() runs, but the kernel skips
+            # the update because the scaler found inf/NaN gradients; the step does not count
+            self._pending = None
+            return
         self._sync()
         lr_ref = self._apply()
         opt, ref = self.optimizer, self._ref_group
         pending = []
-        for g in self._decay:
+        for st in self._decay:
+            g = st.group
             lr = lr_ref if g is ref else _lr(opt, g)
             pending.append(float("nan") if lr is None else lr * g["weight_decay"])
         self._pending = pending
-        self._step_used = (int(ref[_STEP]), lr_ref, ref["weight_decay"], self.last_factor)
+        self._step_used = (self._ref_state.step, lr_ref, ref["weight_decay"], self.last_factor)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
         if self._pending is None:  # the pre-hook did not run (hooks removed in between)
             return
-        for g, inc in zip(self._decay, self._pending):
-            g[_INT] += inc
-        for g in self._groups:
-            g[_STEP] += 1
+        for st, inc in zip(self._decay, self._pending):
+            st.add(inc)
+        for st in self._states:
+            st.advance()
         self._pending = None
-        self._last = (*self._step_used, self._ref_group[_INT])
+        self._last = (*self._step_used, self._ref_state.integrated)
         self._apply()
 
     @property
@@ -704,14 +807,14 @@ class WeightDecayScheduler:
             if group is not None:
                 if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group < len(groups):
                     raise MirrorflowError(f"group must be an index in [0, {len(groups)}), got {group!r}")
-                new = [v if i == group else float(g[_BASE]) for i, g in enumerate(groups)]
+                new = [v if i == group else float(GroupState(g).base) for i, g in enumerate(groups)]
             else:
-                new = [v if g[_BASE] > 0 else 0.0 for g in groups]
+                new = [v if GroupState(g).decays else 0.0 for g in groups]
         if not any(b > 0 for b in new):
             raise MirrorflowError("that leaves no group with nonzero base decay; call wd.remove() "
                                   "to stop scheduling")
         for g, b in zip(groups, new):
-            g[_BASE] = b
+            GroupState(g).base = b
         self._index()
         self._apply()
 
@@ -772,11 +875,11 @@ class WeightDecayScheduler:
             raise MirrorflowError("state_dict has no group with nonzero base decay; nothing to "
                                   "schedule")
         # the factor for the coming step must be valid before anything is written
-        probe = {**groups[ref], _BASE: new_base[ref], _INT: new_a[ref], _STEP: step}
+        probe = GroupState(dict(groups[ref]))
+        probe.write(new_base[ref], new_a[ref], step, counted, self.schedule.describe())
         self._factor(probe, _lr(self.optimizer, groups[ref]))
         for g, b, a in zip(groups, new_base, new_a):
-            g[_BASE], g[_INT], g[_STEP], g[_FROM] = b, a, step, counted
-            g[_SCHED] = self.schedule.describe()
+            GroupState(g).write(b, a, step, counted, self.schedule.describe())
         self._index()
         self._apply()
 

@@ -21,7 +21,8 @@ checkpoint written *without* mirrorflow starts the schedule at the Trainer's ``g
 
 Logging: at each log event the callback adds, for the **last optimizer step taken** (the one
 that brought ``global_step`` to the row's ``step``): ``weight_decay`` and ``wd_factor`` that step
-used, and ``integrated_wd`` (``a = Σ η_k λ_k``, docs/theory.md §1) right after it — plus, every
+used, and ``integrated_wd`` (``a = Σ η_k λ_k``, docs/theory.md §1) right after it, with
+``integrated_wd/<group name>`` per param group when there are several — plus, every
 ``diagnostics_every`` steps, the means of the factor-pair diagnostics (``diag/...``, over the pairs
 where they are defined) — to the logs and to ``state.log_history``. Reporting callbacks
 (TensorBoard, MLflow, W&B) see them if they run after this callback:
@@ -144,6 +145,9 @@ class WeightDecayCallback(TrainerCallback):
         last = s.last_step
         out = {"weight_decay": last.weight_decay, "wd_factor": last.factor,
                "integrated_wd": last.integrated}
+        if len(s.optimizer.param_groups) > 1:
+            for name, a in s.integrated_by_group.items():
+                out[f"integrated_wd/{name}"] = a
         if s.integrated_is_lower_bound:
             out["integrated_wd_counted_from"] = float(s.counted_from)
         return out
