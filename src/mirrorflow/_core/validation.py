@@ -15,9 +15,7 @@ from typing import Any
 
 import numpy as np
 
-
-class MirrorflowError(ValueError):
-    """Bad input to a mirrorflow function. The message is one line and says how to fix it."""
+from mirrorflow._core.errors import MirrorflowError
 
 
 def check_finite_scalar(name: str, value: Any, *, minimum: float | None = None,

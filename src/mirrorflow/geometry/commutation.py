@@ -52,8 +52,7 @@ __all__ = [
 ]
 
 
-class NonCommutingError(MirrorflowError):
-    """The gradient fields do not commute, so an exact engine would silently be wrong."""
+from mirrorflow._core.errors import NonCommutingError
 
 
 def weight_decay(w: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
 )
 from mirrorflow.geometry.commutation import NonCommutingError
+from mirrorflow.geometry.family import LegendreFamily
 
 __all__ = [
     "CommutingQuadratic",
@@ -68,7 +69,7 @@ def _commutator_check(mats: list[np.ndarray], names: list[str], tol: float) -> N
 
 
 @dataclass(frozen=True, eq=False)
-class CommutingQuadratic:
+class CommutingQuadratic(LegendreFamily):
     """Time-dependent Legendre function of commuting quadratic ``g`` and ``h`` (theory §7).
 
     Parameters
