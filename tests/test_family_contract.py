@@ -296,12 +296,12 @@ def test_implicit_bias_names_the_missing_method_in_one_line():
 
 
 def test_numeric_family_is_refused_by_implicit_bias_for_lack_of_a_dual_hessian():
-    with pytest.raises(MirrorflowError, match="inverse_derivative.*or dual_hessian"):
+    with pytest.raises(MirrorflowError, match=r"inverse_derivative.*or dual_hessian"):
         implicit_bias(np.eye(1), np.ones(1), _numeric(), 0.0)
 
 
 def test_effects_and_simulation_refuse_a_non_family():
-    with pytest.raises(MirrorflowError, match="measure_effects needs .*grad"):
+    with pytest.raises(MirrorflowError, match=r"measure_effects needs .*grad"):
         measure_effects(object(), [0.0])
     with pytest.raises(MirrorflowError, match="integrate_mirror needs"):
         integrate_mirror(np.eye(1), np.ones(1), object(), NoDecay(), [0.0, 1.0])
