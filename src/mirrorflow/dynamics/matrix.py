@@ -145,6 +145,12 @@ def simulate_matrix_gd(
         thread for the kernel). The results do not depend on the thread count.
     backend : ``"auto"`` (the C kernel on the CPU when built, else torch), ``"native"`` (the
         kernel, or an error saying why not) or ``"torch"``. Both compute the same steps.
+
+    >>> from mirrorflow.schedules.continuous import NoDecay
+    >>> r = simulate_matrix_gd(np.ones((1, 1, 1)), np.array([4.0]), np.ones((1, 1)),
+    ...                        schedules=NoDecay(), symmetric=True, step=0.01, t_max=20.0)
+    >>> round(float(r.X[-1, 0, 0, 0]), 6)                   # X = u² fits ⟨A, X⟩ = 4
+    4.0
     """
     threads = check_threads(threads)
     with torch_threads(1 if threads == "auto" else threads):

@@ -167,6 +167,14 @@ def simulate_gd(
     backend : ``"auto"`` (the C kernel where it applies: built-in parameterization, shared
         ``A``, CPU; else torch), ``"native"`` (the kernel, or an error saying why not) or
         ``"torch"``. Both compute the same steps, to rounding.
+
+    >>> from mirrorflow.schedules.continuous import ConstantDecay, NoDecay
+    >>> r = simulate_gd(np.eye(1), np.ones(1), 1.0, 0.0, NoDecay(), t_max=50.0, tol=1e-9)
+    >>> r.status, round(float(r.x_final[0, 0]), 6)        # x = uv fits y = 1
+    (('converged',), 1.0)
+    >>> r = simulate_gd(np.eye(1), np.ones(1), 1.0, 0.0, ConstantDecay(0.1), step=0.01, t_max=10.0)
+    >>> round(float(r.a_final[0]), 12)                      # a = Σ η α = 1000 · 0.01 · 0.1
+    1.0
     """
     threads = check_threads(threads)
     with torch_threads(1 if threads == "auto" else threads):
@@ -180,6 +188,11 @@ def distinct_schedules(schedules: Sequence[Schedule]) -> tuple[list[Schedule], n
     Equal schedules (same class and attributes) have equal rates, so each distinct one is
     evaluated once per chunk: a seeds × decays grid of ``B`` runs has only as many as decays.
     Schedules with an unhashable attribute count as distinct.
+
+    >>> from mirrorflow.schedules.continuous import ConstantDecay, NoDecay
+    >>> kinds, which = distinct_schedules([NoDecay(), ConstantDecay(0.1), NoDecay()])
+    >>> len(kinds), which.tolist()
+    (2, [0, 1, 0])
     """
     by_value: dict = {}
     by_id: dict[int, int] = {}

@@ -148,6 +148,15 @@ def implicit_bias(
         :class:`MirrorflowError`). Frozen signs of balanced coordinates that ``Ax = y`` would
         have to break are detected by a linear program before any Newton step; ``y`` outside the
         range of ``A`` by least squares (module docstring).
+
+    >>> from mirrorflow.geometry import uv
+    >>> A, y = np.array([[1.0, 1.0]]), np.array([2.0])
+    >>> r = implicit_bias(A, y, uv([1.0, 1.0], [0.0, 0.0]), a=0.0)   # symmetric: x = (1, 1)
+    >>> r.status, np.round(r.x, 10)
+    ('converged', array([1., 1.]))
+    >>> r = implicit_bias(A, y, uv([1.0, 1.0], [1.0, 0.0]), a=0.0)   # coordinate 0 is frozen
+    >>> bool(r.x[0] > 0), round(float(r.x.sum()), 10)
+    (True, 2.0)
     """
     check_family(legendre, "implicit_bias", "conjugate", ("inverse_derivative", "dual_hessian"))
     A, y = _check_problem(A, y, legendre.dim)
