@@ -26,6 +26,7 @@ MODULES = [
     "mirrorflow.schedules.continuous",
     "mirrorflow.schedules.training",
     "mirrorflow.dynamics.mirror",
+    "mirrorflow.dynamics._chunks",
     "mirrorflow.dynamics.simulate",
     "mirrorflow.dynamics.matrix",
     "mirrorflow.dynamics.verify",
