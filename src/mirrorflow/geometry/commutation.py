@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mirrorflow._core.array import to_numpy
+from mirrorflow._core.errors import NonCommutingError
 from mirrorflow._core.validation import (
     MirrorflowError,
     check_finite_array,
@@ -50,9 +51,6 @@ __all__ = [
     "lie_bracket",
     "weight_decay",
 ]
-
-
-from mirrorflow._core.errors import NonCommutingError
 
 
 def weight_decay(w: torch.Tensor) -> torch.Tensor:

@@ -9,12 +9,14 @@ any ``torch.optim.Optimizer`` and tracks the integrated decay ``a = Σ η_k λ_k
 from mirrorflow.schedules import training
 from mirrorflow.schedules.continuous import (
     SCHEDULE_NAMES,
+    SCHEDULES,
     BudgetDecay,
     ConstantDecay,
     NoDecay,
     Schedule,
     SwitchOffDecay,
     make_schedule,
+    register_schedule,
 )
 from mirrorflow.schedules.scheduler import (
     MirrorflowWarning,
@@ -24,6 +26,7 @@ from mirrorflow.schedules.scheduler import (
 )
 
 __all__ = [
+    "SCHEDULES",
     "SCHEDULE_NAMES",
     "BudgetDecay",
     "ConstantDecay",
@@ -35,6 +38,7 @@ __all__ = [
     "decay_coupling",
     "decay_semantics",
     "make_schedule",
+    "register_schedule",
     "training",
 ]
 
