@@ -318,3 +318,21 @@ def test_torch_input_is_accepted_by_a_declared_family():
     f = uv([1.0], [0.0])
     out = f.grad(torch.tensor([0.5], dtype=torch.float64), 0.0)
     assert isinstance(out, torch.Tensor) and abs(float(out) - 0.5 * np.arcsinh(1.0)) < 1e-15
+
+
+def test_toy_family_runs_through_the_effects_command(monkeypatch):
+    """``mirrorflow effects NAME`` reads the same name table: a family registered from a test
+    file is a CLI choice (JSON rows checked against the hand-derived reference x̄e^{−2a})."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mirrorflow.cli import app
+
+    monkeypatch.setitem(FAMILIES, "toy-quadratic", lambda u0=1.0, v0=0.5, k=2: toy())
+    res = CliRunner().invoke(app, ["effects", "toy-quadratic", "--a", "0,1", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)["rows"]
+    assert [r["a"] for r in rows] == [0.0, 1.0]
+    np.testing.assert_allclose([r["reference"] for r in rows], TOY_XBAR[0] * np.exp([0.0, -2.0]))
+    assert all(r["scale"] is None for r in rows)
