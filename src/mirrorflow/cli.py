@@ -259,16 +259,17 @@ def _check_effects_range(family, a_values) -> None:
     import numpy as np
 
     from mirrorflow._core.array import to_numpy
+    from mirrorflow.geometry.family import provides
 
     with np.errstate(all="ignore"):
         parts0 = [np.abs(to_numpy(family.reference(0.0)))]
-        if hasattr(family, "scale"):
+        if provides(family, "scale"):
             parts0.append(np.abs(to_numpy(family.scale(0.0))))
         for a in sorted(a_values, reverse=True):
             if not math.isfinite(a) or a < 0:
                 return  # measure_effects says what is wrong with it
             parts = [np.abs(to_numpy(family.reference(a)))]
-            if hasattr(family, "scale"):
+            if provides(family, "scale"):
                 parts.append(np.abs(to_numpy(family.scale(a))))
             small = [np.min(p[p0 > 0]) for p, p0 in zip(parts, parts0) if np.any(p0 > 0)]
             if small and min(small) < 1e-300:

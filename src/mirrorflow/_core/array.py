@@ -18,14 +18,22 @@ def is_torch(x: Any) -> bool:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """float64 numpy view of ``x`` (numpy array, torch tensor, or scalar)."""
+    """float64 numpy view of ``x`` (numpy array, torch tensor, or scalar).
+
+    >>> to_numpy(torch.tensor([1, 2], dtype=torch.int32))
+    array([1., 2.])
+    """
     if is_torch(x):
         return x.detach().cpu().to(torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
 
 
 def like(result: np.ndarray, *refs: Any) -> Any:
-    """Return ``result`` as a float64 torch tensor if any reference input was a tensor."""
+    """Return ``result`` as a float64 torch tensor if any reference input was a tensor.
+
+    >>> like(np.array(2.5), 1.0), like(np.array([2.5]), torch.zeros(1)).dtype
+    (2.5, torch.float64)
+    """
     for r in refs:
         if is_torch(r):
             return torch.as_tensor(result, dtype=torch.float64, device=r.device)

@@ -10,7 +10,11 @@ import numpy as np
 
 
 def jsonable(obj: Any) -> Any:
-    """Plain-Python copy of ``obj`` for JSON: numpy scalars/arrays converted, NaN/inf -> None."""
+    """Plain-Python copy of ``obj`` for JSON: numpy scalars/arrays converted, NaN/inf -> None.
+
+    >>> jsonable({"a": np.array([1.5, np.inf]), 2: (np.int64(3), float("nan"))})
+    {'a': [1.5, None], '2': [3, None]}
+    """
     if isinstance(obj, Mapping):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

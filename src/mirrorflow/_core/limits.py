@@ -41,8 +41,7 @@ __all__ = [
 ]
 
 
-class RunLimitError(RuntimeError):
-    """A run reached a bound on its work (wall time) before it finished. One line."""
+from mirrorflow._core.errors import RunLimitError
 
 
 def physical_memory() -> int:

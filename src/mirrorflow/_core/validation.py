@@ -15,14 +15,20 @@ from typing import Any
 
 import numpy as np
 
-
-class MirrorflowError(ValueError):
-    """Bad input to a mirrorflow function. The message is one line and says how to fix it."""
+from mirrorflow._core.errors import MirrorflowError
 
 
 def check_finite_scalar(name: str, value: Any, *, minimum: float | None = None,
                         strict: bool = False, maximum: float | None = None) -> float:
-    """Return ``value`` as a float after checking it is finite and within bounds."""
+    """Return ``value`` as a float after checking it is finite and within bounds.
+
+    >>> check_finite_scalar("wd", "0.25", minimum=0.0)
+    0.25
+    >>> check_finite_scalar("step", 0, minimum=0.0, strict=True)
+    Traceback (most recent call last):
+    ...
+    mirrorflow._core.errors.MirrorflowError: step must be > 0, got 0
+    """
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -40,7 +46,15 @@ def check_finite_scalar(name: str, value: Any, *, minimum: float | None = None,
 
 
 def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
-    """Return ``value`` as an int after checking ``value >= minimum``."""
+    """Return ``value`` as an int after checking ``value >= minimum``.
+
+    >>> check_positive_int("n_test", 16), check_positive_int("k", 2, minimum=2)
+    (16, 2)
+    >>> check_positive_int("n_test", 2.5)
+    Traceback (most recent call last):
+    ...
+    mirrorflow._core.errors.MirrorflowError: n_test must be an integer, got 2.5
+    """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise MirrorflowError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
@@ -49,7 +63,15 @@ def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    """Check that ``value`` is one of ``choices``."""
+    """Check that ``value`` is one of ``choices``.
+
+    >>> check_choice("schedule", "budget", ("none", "budget"))
+    'budget'
+    >>> check_choice("schedule", "cosine", ("none", "budget"))
+    Traceback (most recent call last):
+    ...
+    mirrorflow._core.errors.MirrorflowError: unknown schedule 'cosine'; choose one of: none, budget
+    """
     if value not in choices:
         raise MirrorflowError(
             f"unknown {name} {value!r}; choose one of: {', '.join(map(str, choices))}"
@@ -58,7 +80,15 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
 
 
 def check_finite_array(name: str, arr: np.ndarray) -> np.ndarray:
-    """Check that every entry of ``arr`` is finite."""
+    """Check that every entry of ``arr`` is finite.
+
+    >>> check_finite_array("y", np.array([1.0, 2.0])).sum()
+    np.float64(3.0)
+    >>> check_finite_array("y", np.array([1.0, np.nan]))
+    Traceback (most recent call last):
+    ...
+    mirrorflow._core.errors.MirrorflowError: y contains NaN or inf; pass finite values
+    """
     if not np.all(np.isfinite(arr)):
         raise MirrorflowError(f"{name} contains NaN or inf; pass finite values")
     return arr

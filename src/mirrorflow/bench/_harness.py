@@ -23,12 +23,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from mirrorflow import MirrorflowError
+from mirrorflow._core.errors import BenchmarkMismatch
 from mirrorflow._core.threads import torch_threads
-
-
-class BenchmarkMismatch(MirrorflowError):
-    """mirrorflow and the baseline disagree on the benchmarked problem."""
 
 
 def check_close(name: str, got, want, *, rtol: float, atol: float = 0.0) -> float:

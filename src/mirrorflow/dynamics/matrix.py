@@ -28,8 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mirrorflow._core.limits import check_deadline
-from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.spectral import effective_rank
 from mirrorflow._core.threads import torch_threads
 from mirrorflow._core.validation import (
@@ -38,8 +36,14 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
     check_positive_int,
 )
+from mirrorflow.dynamics._chunks import (
+    ChunkDriver,
+    as_schedules,
+    broadcast_schedules,
+    snapshot_grid,
+)
 from mirrorflow.dynamics._native import check_threads, row_parallel, use_native
-from mirrorflow.dynamics.simulate import GROWTH_LIMIT, distinct_schedules
+from mirrorflow.dynamics.simulate import GROWTH_LIMIT
 from mirrorflow.schedules.continuous import Schedule
 
 __all__ = ["MatrixGDResult", "effective_rank", "simulate_matrix_gd"]
@@ -145,6 +149,12 @@ def simulate_matrix_gd(
         thread for the kernel). The results do not depend on the thread count.
     backend : ``"auto"`` (the C kernel on the CPU when built, else torch), ``"native"`` (the
         kernel, or an error saying why not) or ``"torch"``. Both compute the same steps.
+
+    >>> from mirrorflow.schedules.continuous import NoDecay
+    >>> r = simulate_matrix_gd(np.ones((1, 1, 1)), np.array([4.0]), np.ones((1, 1)),
+    ...                        schedules=NoDecay(), symmetric=True, step=0.01, t_max=20.0)
+    >>> round(float(r.X[-1, 0, 0, 0]), 6)                   # X = u² fits ⟨A, X⟩ = 4
+    4.0
     """
     threads = check_threads(threads)
     with torch_threads(1 if threads == "auto" else threads):
@@ -158,28 +168,16 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
     t_max = check_finite_scalar("t_max", t_max, minimum=0.0, strict=True)
     chunk = check_positive_int("chunk", chunk)
     A, y, U0, V0, B = _prepare(A, y, U0, V0, symmetric)
-    if isinstance(schedules, Schedule):
-        schedules = [schedules]
-    schedules = list(schedules)
-    if not schedules:
-        raise MirrorflowError("pass at least one schedule (e.g. mirrorflow.schedules.NoDecay())")
+    schedules = as_schedules(schedules)
     P, m, d = A.shape[0], A.shape[1], A.shape[-1]
     if B is None:
         B = max(len(schedules), P)
-    if len(schedules) == 1:
-        schedules = schedules * B
-    if len(schedules) != B:
-        raise MirrorflowError(f"got {len(schedules)} schedules for a batch of {B} runs; pass 1 or {B}")
+    schedules = broadcast_schedules(schedules, B)
     if B % P:
         raise MirrorflowError(f"{B} runs cannot be split evenly over {P} problems; pass a multiple of {P} runs")
     R = B // P
     k = U0.shape[-1]
-    total = int(np.ceil(t_max / step - 1e-9))
-    req = np.asarray([] if snapshot_times is None else snapshot_times, dtype=np.float64).ravel()
-    if np.any(~np.isfinite(req)) or np.any(req < 0):
-        raise MirrorflowError("snapshot_times must be finite and >= 0")
-    snaps = np.unique(np.round(np.concatenate([[0.0, t_max], req]) / step).astype(np.int64))
-    snaps = snaps[snaps <= total]
+    total, snaps = snapshot_grid(step, t_max, snapshot_times)
 
     f64 = dict(dtype=torch.float64, device=torch.device(device))
     native = use_native(backend, f64["device"].type == "cpu", "non-CPU devices")
@@ -206,10 +204,10 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
     def forward(U, V):
         return U @ V.transpose(1, 2)
 
-    def record(i, U, V, a):
+    def record(i, it):
         X = forward(U, V)
         snap_X[i] = X.cpu().numpy()
-        snap_a[i] = a.cpu().numpy()
+        snap_a[i] = driver.a.cpu().numpy()
         bal = U.transpose(1, 2) @ U - V.transpose(1, 2) @ V
         snap_bal[i] = torch.linalg.matrix_norm(bal).cpu().numpy()
         res = torch.linalg.vector_norm(residual(X), dim=1).reshape(B)
@@ -220,36 +218,28 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
     snap_a = np.empty((S, B))
     snap_bal = np.empty((S, B))
     snap_res = np.empty((S, B))
-    a_acc = torch.zeros(B, **f64)
-    ptr = 0
-    if snaps[0] == 0:
-        record(0, U, V, a_acc)
-        ptr = 1
+
     def rel_residual(U, V):
         X = forward(U, V)
         return (torch.linalg.vector_norm(residual(X), dim=1).reshape(B) / ynorm).cpu().numpy()
 
     res_limit = GROWTH_LIMIT * np.maximum(1.0, rel_residual(U, V))
     div_step = np.full(B, -1, dtype=np.int64)
-    it = 0
-    distinct, which = distinct_schedules(schedules)
     threads_used: list[int] = []
-    with progress_bar(total, "matrix sensing", progress) as advance, \
-            (row_parallel(threads) if native else nullcontext()) as run_parts:
-        while it < total:
-            it_end = min(it + chunk, total)
-            if ptr < S:
-                it_end = min(it_end, int(snaps[ptr]))
-            mid = (np.arange(it, it_end) + 0.5) * step
-            alphas_np = np.stack([s.rate(mid) for s in distinct], axis=1)[:, which]  # (K, B)
+    driver = ChunkDriver(total=total, chunk=chunk, step=step, snaps=snaps, schedules=schedules,
+                         B=B, f64=f64, record=record, label="matrix sensing",
+                         where="matrix sensing", t_max=t_max, progress=progress)
+    with (row_parallel(threads) if native else nullcontext()) as run_parts:
+        for c in driver.chunks():
+            alphas_np = c.alphas  # (K, B)
             alphas = torch.as_tensor(alphas_np, **f64)
             used = torch.get_num_threads()
             if native:
                 Un = U.numpy()
                 used = native.matrix_steps(Un, Un if symmetric else V.numpy(), Af_np, y_np, R, step,
-                                    1.0 - step * alphas_np, it_end - it, run_parts)
+                                    1.0 - step * alphas_np, c.steps, run_parts)
             else:
-                for j in range(it_end - it):
+                for j in range(c.steps):
                     G = grad(forward(U, V))
                     shrink = (1.0 - step * alphas[j]).view(B, 1, 1)
                     if symmetric:
@@ -259,16 +249,10 @@ def _simulate(A, y, U0, V0, schedules, symmetric, step, t_max, snapshot_times, c
                         U, V = (shrink * U - step * (G @ V),
                                 shrink * V - step * (G.transpose(1, 2) @ U))
             threads_used.append(used)
-            a_acc = a_acc + step * alphas.sum(0)
-            advance(it_end - it)
-            it = it_end
+            driver.applied = alphas
             with np.errstate(invalid="ignore"):
                 bad = (div_step < 0) & ~(rel_residual(U, V) <= res_limit)  # NaN included
-            div_step[bad] = it
-            check_deadline(f"matrix sensing at t = {it * step:g} of {t_max:g}")
-            while ptr < S and snaps[ptr] <= it:
-                record(ptr, U, V, a_acc)
-                ptr += 1
+            div_step[bad] = c.end
     diverged = (div_step >= 0) | ~np.all(np.isfinite(snap_X[-1]), axis=(1, 2))
     Un = U.cpu().numpy()
     return MatrixGDResult(

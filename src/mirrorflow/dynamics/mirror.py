@@ -17,7 +17,7 @@ from scipy.integrate import solve_ivp
 from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.threads import blas_threads
 from mirrorflow._core.validation import MirrorflowError, check_finite_scalar
-from mirrorflow.geometry.legendre import HyperbolicEntropy
+from mirrorflow.geometry.family import LegendreFamily, check_family
 from mirrorflow.schedules.continuous import Schedule
 
 __all__ = ["MirrorResult", "integrate_mirror"]
@@ -36,7 +36,7 @@ class MirrorResult:
 def integrate_mirror(
     A,
     y,
-    legendre: HyperbolicEntropy,
+    legendre: LegendreFamily,
     schedule: Schedule,
     times: Sequence[float],
     *,
@@ -48,10 +48,19 @@ def integrate_mirror(
     Parameters
     ----------
     A : (n, d), y : (n,)
-    legendre : the family ``R_a`` (e.g. ``mirrorflow.geometry.uv(u0, v0)``).
+    legendre : the family ``R_a`` (e.g. ``mirrorflow.geometry.uv(u0, v0)``): any object with the
+        core methods of :mod:`mirrorflow.geometry.family` (only ``inverse`` and ``dim`` are used).
     schedule : weight-decay schedule; only ``schedule.integral`` is used.
     times : increasing output times ``≥ 0``.
+
+    >>> import numpy as np
+    >>> from mirrorflow.geometry import uv
+    >>> from mirrorflow.schedules.continuous import NoDecay
+    >>> r = integrate_mirror(np.eye(1), np.array([2.0]), uv(1.0, 0.0), NoDecay(), [0.0, 50.0])
+    >>> float(r.x[0, 0]), round(float(r.x[1, 0]), 6)     # from x̄(0) = u₀v₀ = 0 to the target y = 2
+    (0.0, 2.0)
     """
+    check_family(legendre, "integrate_mirror")
     A = np.asarray(A, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if A.ndim != 2 or y.shape != (A.shape[0],) or A.shape[1] != legendre.dim:
@@ -91,7 +100,7 @@ def integrate_mirror(
 def flow_to_convergence(
     A,
     y,
-    legendre: HyperbolicEntropy,
+    legendre: LegendreFamily,
     *,
     tol: float = 1e-10,
     t_max: float = 1e8,
@@ -110,6 +119,7 @@ def flow_to_convergence(
 
     Returns ``(x, t_end, converged)``.
     """
+    check_family(legendre, "flow_to_convergence", "inverse_derivative")
     A = np.asarray(A, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     G, b = A.T @ A, A.T @ y

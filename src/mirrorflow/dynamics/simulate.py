@@ -40,14 +40,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mirrorflow._core.limits import check_deadline
-from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.threads import torch_threads
 from mirrorflow._core.validation import (
     MirrorflowError,
     check_finite_array,
     check_finite_scalar,
     check_positive_int,
+)
+from mirrorflow.dynamics._chunks import (
+    ChunkDriver,
+    as_schedules,
+    broadcast_schedules,
+    distinct_schedules,
+    snapshot_grid,
 )
 from mirrorflow.dynamics._native import check_threads, row_parallel, use_native
 from mirrorflow.geometry.parameterizations import (
@@ -57,7 +62,7 @@ from mirrorflow.geometry.parameterizations import (
 )
 from mirrorflow.schedules.continuous import Schedule
 
-__all__ = ["GROWTH_LIMIT", "GDResult", "simulate_gd"]
+__all__ = ["GROWTH_LIMIT", "GDResult", "distinct_schedules", "simulate_gd"]
 
 #: A run whose relative residual exceeds this many times ``max(1, initial residual)`` diverged.
 GROWTH_LIMIT = 1e4
@@ -167,42 +172,19 @@ def simulate_gd(
     backend : ``"auto"`` (the C kernel where it applies: built-in parameterization, shared
         ``A``, CPU; else torch), ``"native"`` (the kernel, or an error saying why not) or
         ``"torch"``. Both compute the same steps, to rounding.
+
+    >>> from mirrorflow.schedules.continuous import ConstantDecay, NoDecay
+    >>> r = simulate_gd(np.eye(1), np.ones(1), 1.0, 0.0, NoDecay(), t_max=50.0, tol=1e-9)
+    >>> r.status, round(float(r.x_final[0, 0]), 6)        # x = uv fits y = 1
+    (('converged',), 1.0)
+    >>> r = simulate_gd(np.eye(1), np.ones(1), 1.0, 0.0, ConstantDecay(0.1), step=0.01, t_max=10.0)
+    >>> round(float(r.a_final[0]), 12)                      # a = Σ η α = 1000 · 0.01 · 0.1
+    1.0
     """
     threads = check_threads(threads)
     with torch_threads(1 if threads == "auto" else threads):
         return _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_times,
                          tol, chunk, device, progress, backend, threads)
-
-
-def distinct_schedules(schedules: Sequence[Schedule]) -> tuple[list[Schedule], np.ndarray]:
-    """The distinct schedules among ``schedules`` and, per run, the index of its schedule.
-
-    Equal schedules (same class and attributes) have equal rates, so each distinct one is
-    evaluated once per chunk: a seeds × decays grid of ``B`` runs has only as many as decays.
-    Schedules with an unhashable attribute count as distinct.
-    """
-    by_value: dict = {}
-    by_id: dict[int, int] = {}
-    distinct: list[Schedule] = []
-    which = np.empty(len(schedules), dtype=np.intp)
-    for i, s in enumerate(schedules):
-        j = by_id.get(id(s))
-        if j is None:
-            # class and attributes as the key: hashed in C, unlike a dataclass's __hash__
-            attrs = getattr(s, "__dict__", None)
-            key = None if attrs is None else (type(s), *attrs.items())
-            try:
-                j = by_value.get(key) if key is not None else None
-            except TypeError:  # an unhashable attribute
-                key = None
-            if j is None:
-                j = len(distinct)
-                distinct.append(s)
-                if key is not None:
-                    by_value[key] = j
-            by_id[id(s)] = j
-        which[i] = j
-    return distinct, which
 
 
 def kernel_gradient_form(n: int, d: int) -> str:
@@ -292,25 +274,12 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
     if tol is not None:
         tol = check_finite_scalar("tol", tol, minimum=0.0, strict=True)
     A, y, u0, v0, B = _prepare(A, y, u0, v0)
-    if isinstance(schedules, Schedule):
-        schedules = [schedules]
-    schedules = list(schedules)
-    if not schedules:
-        raise MirrorflowError("pass at least one schedule (e.g. mirrorflow.schedules.NoDecay())")
+    schedules = as_schedules(schedules)
     if B is None:
         B = len(schedules)
-    if len(schedules) == 1:
-        schedules = schedules * B
-    if len(schedules) != B:
-        raise MirrorflowError(f"got {len(schedules)} schedules for a batch of {B} runs; pass 1 or {B}")
+    schedules = broadcast_schedules(schedules, B)
     n, d = A.shape[-2:]
-    total_steps = int(np.ceil(t_max / step - 1e-9))
-
-    req = np.asarray([] if snapshot_times is None else snapshot_times, dtype=np.float64).ravel()
-    if np.any(~np.isfinite(req)) or np.any(req < 0):
-        raise MirrorflowError("snapshot_times must be finite and >= 0")
-    snaps = np.unique(np.round(np.concatenate([[0.0, t_max], req]) / step).astype(np.int64))
-    snaps = snaps[snaps <= total_steps]
+    total_steps, snaps = snapshot_grid(step, t_max, snapshot_times)
 
     dev = torch.device(device)
     f64 = dict(dtype=torch.float64, device=dev)
@@ -375,29 +344,24 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
     active = torch.ones(B, 1, **f64)  # 1 while a run is still being updated
     steps_taken = np.zeros(B, dtype=np.int64)
     status = np.array(["max-time"] * B, dtype=object)
-    a_acc = torch.zeros(B, **f64)
 
     snap_x = np.empty((len(snaps), B, d))
     snap_a = np.empty((len(snaps), B))
-    snap_ptr = 0
-    if snaps[0] == 0:
-        snap_x[0] = param.forward(u, v).cpu().numpy()
-        snap_a[0] = 0.0
-        snap_ptr = 1
+    x = x_prev = param.forward(u, v)
 
-    k = 0
-    x_prev = param.forward(u, v)
-    with progress_bar(total_steps, "simulating", progress) as advance, \
-            (row_parallel(threads) if native else nullcontext()) as run_parts:
-        while k < total_steps and bool(active.any()):
-            # run up to the next snapshot or chunk boundary
-            k_end = min(k + chunk, total_steps)
-            if snap_ptr < len(snaps):
-                k_end = min(k_end, int(snaps[snap_ptr]))
-            ks = np.arange(k, k_end)
-            mid = (ks + 0.5) * step
-            alphas = np.stack([s.rate(mid) for s in distinct], axis=1)[:, which]  # (K, B)
+    def record(i, k):
+        snap_x[i] = x.cpu().numpy()
+        snap_a[i] = driver.a.cpu().numpy()
+
+    driver = ChunkDriver(total=total_steps, chunk=chunk, step=step, snaps=snaps,
+                         schedules=schedules, B=B, f64=f64, record=record, label="simulating",
+                         where="gradient descent", t_max=t_max, progress=progress,
+                         keep_going=lambda: bool(active.any()))
+    with (row_parallel(threads) if native else nullcontext()) as run_parts:
+        for c in driver.chunks():
+            alphas = c.alphas  # (K, B)
             alpha_t = torch.as_tensor(alphas, **f64) * active.T  # frozen runs get no decay
+            driver.applied = alpha_t
             used = torch.get_num_threads()
             eta = step * active
             if fast and native:
@@ -406,7 +370,7 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
                 pq = _pq_into(param.name, un, vn, pq_bufs)  # numpy, in place: no allocations
                 used = native.mult_steps(pq[0], pq[1] if has_q else None, grad_np,
                                          1.0 - eta_np * alphas * (eta_np > 0),  # frozen: c = 1
-                                         gamma * eta_np, len(ks), run_parts)
+                                         gamma * eta_np, c.steps, run_parts)
                 _uv_from(param.name, pq, un, vn)
                 if not has_q:  # x = u² ignores v, which only decays
                     v = v * (1.0 - eta.T * alpha_t).prod(0).unsqueeze(1)
@@ -418,16 +382,14 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
                 if not has_q:  # x = u² ignores v, which only decays
                     v = v * (1.0 - eta.T * alpha_t).prod(0).unsqueeze(1)
             else:
-                for j in range(len(ks)):
+                for j in range(c.steps):
                     g = grad_of(param.forward(u, v))
                     gu, gv = param.pullback(u, v, g)
                     al = alpha_t[j].unsqueeze(1)
                     u, v = u - eta * (gu + al * u), v - eta * (gv + al * v)
             threads_used.append(used)
-            a_acc += step * alpha_t.sum(0)
-            steps_taken += (k_end - k) * active.squeeze(1).cpu().numpy().astype(np.int64)
-            k = k_end
-            advance(len(ks))
+            steps_taken += c.steps * active.squeeze(1).cpu().numpy().astype(np.int64)
+            k = c.end
 
             x = param.forward(u, v)
             # numpy on the CPU: torch's row-wise all() of a bool tensor costs ~0.2 ms here
@@ -441,19 +403,16 @@ def _simulate(A, y, u0, v0, schedules, parameterization, step, t_max, snapshot_t
                 status[newly_div] = "diverged"
                 active[torch.as_tensor(newly_div)] = 0.0
                 u = torch.where(torch.isfinite(u), u, torch.full_like(u, float("nan")))
-            check_deadline(f"gradient descent at t = {k * step:g} of {t_max:g}")
-            if tol is not None and len(ks):
-                vel = (torch.linalg.vector_norm(x - x_prev, dim=1) / (len(ks) * step)).cpu().numpy()
+            if tol is not None and c.steps:
+                vel = (torch.linalg.vector_norm(x - x_prev, dim=1) / (c.steps * step)).cpu().numpy()
                 crit = np.where(decay_ends, res, vel)
                 done = act & finite & (crit <= tol) & (k * step >= settle)
                 if done.any():
                     status[done] = "converged"
                     active[torch.as_tensor(done)] = 0.0
             x_prev = x
-            while snap_ptr < len(snaps) and snaps[snap_ptr] <= k:
-                snap_x[snap_ptr] = x.cpu().numpy()
-                snap_a[snap_ptr] = a_acc.cpu().numpy()
-                snap_ptr += 1
+    a_acc = driver.a
+    snap_ptr = driver.recorded
 
     x = param.forward(u, v)
     # fill snapshots after every run stopped with the final state

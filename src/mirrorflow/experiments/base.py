@@ -25,7 +25,7 @@ import ast
 import dataclasses
 import math
 import typing
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
@@ -438,48 +438,74 @@ def module_description(module: str) -> str:
     return first_line(ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))))
 
 
-class Registry(dict):
-    """``name -> Experiment``, loaded on first use.
+class Registry(MutableMapping):
+    """``name -> Experiment``, loaded on first use (a ``Mapping``, not a ``dict`` subclass).
 
     Built-in experiments are registered by module path (:meth:`register_lazy`), so looking up
     ``sparse-regression`` does not import transformers for ``lora``. Iteration, ``in`` and
-    ``len`` see every registered name; reading a value imports its module. An unknown name gives
-    a one-line error through :meth:`get_experiment`.
+    ``len`` see every registered name without importing; every way of reading a value
+    (``[]``, ``get``, ``values``, ``items``, ``dict(registry)``, ``pop``) goes through the
+    loading. An unknown name gives a one-line error through :meth:`get_experiment`.
+
+    >>> r = Registry()
+    >>> r.register_lazy("json-like", "json")          # any module with an EXPERIMENT attribute
+    >>> "json-like" in r, len(r), list(r)
+    (True, 1, ['json-like'])
+    >>> r.copy() is not r, sorted(r.copy())
+    (True, ['json-like'])
     """
 
     def __init__(self) -> None:
-        super().__init__()
+        self._entries: dict[str, Experiment | None] = {}
         self._lazy: dict[str, str] = {}
 
     def register_lazy(self, name: str, module: str) -> None:
         """Register the ``EXPERIMENT`` of ``module`` under ``name`` without importing it."""
         self._lazy[name] = module
-        super().__setitem__(name, None)
+        self._entries[name] = None
 
     def description(self, name: str) -> str:
         """The experiment's description (its module docstring's first line), without importing
         a module that is not loaded yet."""
-        if name in self._lazy and super().__getitem__(name) is None:
+        if name in self._lazy and self._entries.get(name) is None:
             return module_description(self._lazy[name])
         return self[name].description
 
     def __getitem__(self, name: str) -> Experiment:
-        exp = super().__getitem__(name)
+        exp = self._entries[name]
         if exp is None:
             import importlib
 
             exp = importlib.import_module(self._lazy[name]).EXPERIMENT
-            super().__setitem__(name, exp)
+            self._entries[name] = exp
         return exp
 
-    def get(self, name, default=None):
-        return self[name] if name in self else default
+    def __setitem__(self, name: str, exp: Experiment | None) -> None:
+        """Register ``exp`` under ``name`` (``None``: load it from :attr:`_lazy` on first use)."""
+        self._entries[name] = exp
 
-    def values(self):
-        return [self[k] for k in self]
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+        self._lazy.pop(name, None)
 
-    def items(self):
-        return [(k, self[k]) for k in self]
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({sorted(self._entries)})"
+
+    def copy(self) -> Registry:
+        """A new registry with the same entries (lazy ones stay lazy until read)."""
+        new = Registry()
+        new._entries = dict(self._entries)
+        new._lazy = dict(self._lazy)
+        return new
 
     def get_experiment(self, name: str) -> Experiment:
         check_choice("experiment", name, sorted(self))

@@ -10,6 +10,7 @@ from mirrorflow.geometry.commutation import (
     lie_bracket,
 )
 from mirrorflow.geometry.effects import EffectsReport, family_from_name, measure_effects
+from mirrorflow.geometry.family import FAMILIES, LegendreFamily, register_family
 from mirrorflow.geometry.implicit_bias import ImplicitBiasResult, implicit_bias
 from mirrorflow.geometry.legendre import (
     HyperbolicEntropy,
@@ -34,12 +35,14 @@ from mirrorflow.geometry.quadratic import (
 )
 
 __all__ = [
+    "FAMILIES",
     "PARAMETERIZATIONS",
     "CommutationReport",
     "CommutingQuadratic",
     "EffectsReport",
     "HyperbolicEntropy",
     "ImplicitBiasResult",
+    "LegendreFamily",
     "NonCommutingError",
     "NumericLegendre",
     "Parameterization",
@@ -57,6 +60,7 @@ __all__ = [
     "quadratic_u2",
     "quadratic_u2_minus_v2",
     "quadratic_uv",
+    "register_family",
     "u_squared",
     "u_squared_minus_v_squared",
     "uv",

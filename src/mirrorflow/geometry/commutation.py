@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from mirrorflow._core.array import to_numpy
+from mirrorflow._core.errors import NonCommutingError
 from mirrorflow._core.validation import (
     MirrorflowError,
     check_finite_array,
@@ -52,10 +53,6 @@ __all__ = [
 ]
 
 
-class NonCommutingError(MirrorflowError):
-    """The gradient fields do not commute, so an exact engine would silently be wrong."""
-
-
 def weight_decay(w: torch.Tensor) -> torch.Tensor:
     """The weight-decay regularizer ``h(w) = ‖w‖²/2`` (its flow is ``w ↦ e^{−a} w``)."""
     return 0.5 * torch.sum(w * w)
@@ -69,6 +66,12 @@ def lie_bracket(X: Callable, Y: Callable, w) -> np.ndarray:
     """``[X, Y](w) = DY(w)·X(w) − DX(w)·Y(w)`` for vector fields given as torch functions.
 
     Computed with two Jacobian-vector products (docs/theory.md §2, §7); float64.
+
+    >>> import torch
+    >>> X = lambda w: torch.stack([torch.ones_like(w[0]), 0 * w[0]])   # ∂/∂w₀
+    >>> Y = lambda w: torch.stack([0 * w[0], w[0]])                    # w₀ ∂/∂w₁
+    >>> lie_bracket(X, Y, [0.3, 0.7])                                  # DY·X − DX·Y = (0, 1)
+    array([0., 1.])
     """
     wt = torch.as_tensor(to_numpy(w), dtype=torch.float64)
     x_val, y_val = X(wt), Y(wt)
@@ -231,6 +234,14 @@ def check_commutation(
     -------
     CommutationReport
         Call ``.require()`` to raise :class:`NonCommutingError` when the fields do not commute.
+
+    >>> import torch
+    >>> uv = lambda w: w[:1] * w[1:]                 # x = u·v: commutes with weight decay
+    >>> check_commutation(uv, "weight_decay", dim=2).commutes
+    True
+    >>> cube = lambda w: w ** 3                      # x = u³: does not (docs/theory.md §2)
+    >>> check_commutation(cube, "weight_decay", dim=1).commutes
+    False
     """
     tol = check_finite_scalar("tol", tol, minimum=0.0, strict=True)
     if not callable(g):

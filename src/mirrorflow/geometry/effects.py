@@ -1,7 +1,7 @@
 """The three effects of weight decay on the geometry, as numbers (docs/theory.md §4, §7).
 
-For a Legendre family ``R_a`` (any object with ``reference``, ``inverse``, ``grad``,
-``potential``; e.g. :class:`HyperbolicEntropy`, :class:`CommutingQuadratic`,
+For a Legendre family ``R_a`` (any object with the core methods of
+:mod:`mirrorflow.geometry.family`: ``dim``, ``reference``, ``inverse``, ``grad``, ``potential``; e.g. :class:`HyperbolicEntropy`, :class:`CommutingQuadratic`,
 :class:`PowerParameterization`, :class:`NumericLegendre`) and a list of ``a`` values,
 :func:`measure_effects` reports
 
@@ -44,37 +44,32 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
     check_positive_int,
 )
-from mirrorflow.geometry.legendre import (
-    HyperbolicEntropy,
-    u_squared,
-    u_squared_minus_v_squared,
-    uv,
-)
-from mirrorflow.geometry.power import PowerParameterization, power
+from mirrorflow.geometry.family import FAMILIES, check_family, provides
 
 __all__ = ["FAMILIES", "EffectsReport", "dual_interval", "family_from_name", "measure_effects",
            "primal_reach", "ray_curvature", "type_index"]
 
-FAMILIES = ("uv", "u2-v2", "u2", "power")
-
-
 def family_from_name(name: str, u0: float = 1.0, v0: float = 0.5, k: int = 2):
-    """Closed-form family by name: ``uv``, ``u2-v2``, ``u2`` (theory §3) or ``power`` (§7)."""
-    check_choice("parameterization", name, FAMILIES)
+    """Family by name from the table :data:`mirrorflow.geometry.family.FAMILIES`: ``uv``,
+    ``u2-v2``, ``u2`` (theory §3), ``power`` (§7), and any added by ``register_family``.
+
+    >>> family_from_name("uv", 1.0, 0.5).scale(0.0)   # |δ₀| = |u₀² − v₀²| = 0.75
+    array([0.75])
+    """
+    check_choice("parameterization", name, tuple(FAMILIES))
     u0 = check_finite_scalar("u0", u0)
     v0 = check_finite_scalar("v0", v0)
-    if name == "uv":
-        return uv(u0, v0)
-    if name == "u2-v2":
-        return u_squared_minus_v_squared(u0, v0)
-    if name == "u2":
-        return u_squared(u0)
-    return power(k, u0, v0)
+    return FAMILIES[name](u0, v0, k)
 
 
 def dual_interval(family, a: float) -> tuple[np.ndarray, np.ndarray]:
-    """Range of ``∇R_a`` per coordinate (the domain of ``R_a*``; docs/theory.md §4, §7)."""
-    if hasattr(family, "dual_interval"):
+    """Range of ``∇R_a`` per coordinate (the domain of ``R_a*``; docs/theory.md §4, §7).
+
+    >>> from mirrorflow.geometry import power
+    >>> dual_interval(power(2, 1.0, 0.5), 1.0)   # (−c_v − a, c_u + a), c = u₀^{-2}/8
+    (array([-1.5]), array([1.125]))
+    """
+    if provides(family, "dual_interval"):
         lo, hi = family.dual_interval(a)
         return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     d = family.dim
@@ -92,11 +87,13 @@ def primal_reach(family, a: float, m: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _half_line(family) -> np.ndarray:
-    """Coordinates whose domain is a half-line (sign of ``x`` frozen)."""
-    if isinstance(family, HyperbolicEntropy):
-        return family.balanced
-    if isinstance(family, PowerParameterization):
-        return np.isinf(family.c_u) | np.isinf(family.c_v)
+    """Coordinates whose domain is a half-line (sign of ``x`` frozen) at ``a = 0``.
+
+    The family's ``half_line`` when it has one, else probed: a large dual push against the sign
+    of ``x̄`` that does not flip ``x`` marks the coordinate.
+    """
+    if provides(family, "half_line"):
+        return np.broadcast_to(np.asarray(family.half_line(0.0), dtype=bool), (family.dim,))
     xbar = to_numpy(family.reference(0.0))
     probe = to_numpy(family.inverse(-50.0 * np.diag(np.sign(xbar) + (xbar == 0)), 0.0))
     return np.diagonal(probe) * np.sign(xbar) > 0
@@ -127,9 +124,13 @@ def ray_curvature(family, a: float, points) -> np.ndarray:
     Exact from ``family.hessian`` when the family has one (elementwise diagonal or full matrix);
     otherwise the derivative of ``s ↦ ⟨∇R_a(s x), x⟩`` at ``s = 1`` by central differences with
     Richardson extrapolation (steps ``10⁻³`` and ``5·10⁻⁴`` relative to ``x``).
+
+    >>> from mirrorflow.geometry import uv
+    >>> ray_curvature(uv(1.0, 0.0), 0.0, [[0.0], [1.0]]).round(6).tolist()   # x² · ½/sqrt(x² + ¼)
+    [0.0, 0.447214]
     """
     X = np.atleast_2d(np.asarray(to_numpy(points), dtype=np.float64))
-    if hasattr(family, "hessian"):
+    if provides(family, "hessian"):
         H = to_numpy(family.hessian(X, a))
         if H.shape == X.shape:  # diagonal, elementwise
             return np.sum(X * X * H, axis=-1)
@@ -151,6 +152,10 @@ def type_index(family, a: float, points) -> np.ndarray:
     homogeneous of degree ``p`` (``‖x‖_p^p``), ``κ = p(p − 1)R`` and ``ι = 2 − p``: ``0`` = L2-like,
     ``1`` = L1-like (curvature ``∝ 1/|x|``, the entropy's; docs/effects.md). Built from ``∇²R_a``
     only, so ``R_a + ⟨c, x⟩`` has the same index (docs/theory.md §4).
+
+    >>> from mirrorflow.geometry import u_squared
+    >>> type_index(u_squared(1.0), 0.0, [[0.5]])   # ¼ x log x: curvature ∝ 1/x, L1-like
+    array([1.])
     """
     X = np.atleast_2d(np.asarray(to_numpy(points), dtype=np.float64))
     check_finite_array("points", X)
@@ -262,7 +267,13 @@ def measure_effects(
         inside the quadratic region of the default initialization (``u₀ = 1, v₀ = 0.5``:
         ``β₀ = 0.375``).
     dual_step : ``m`` in the primal reach ``[x_i(−m e_i), x_i(m e_i)]``.
+
+    >>> from mirrorflow.geometry import u_squared
+    >>> rep = measure_effects(u_squared(1.0), [0.0, 1.0])   # x̄(a) = u₀²e^{−2a}
+    >>> np.round(rep.reference[:, 0], 6), np.round(rep.type_index, 6)   # type stays entropy-like
+    (array([1.      , 0.135335]), array([1., 1.]))
     """
+    check_family(family, "measure_effects")
     a_arr = np.atleast_1d(np.asarray(a_values, dtype=np.float64))
     if a_arr.ndim != 1 or a_arr.size == 0:
         raise MirrorflowError("pass at least one a value (e.g. --a 0 1 2 4)")
@@ -290,7 +301,7 @@ def measure_effects(
     K = a_arr.size
     cols = {k: np.empty((K, d)) for k in ("ref", "loc", "dlo", "dhi", "rlo", "rhi")}
     idx = np.empty(K)
-    has_scale = hasattr(family, "scale")
+    has_scale = provides(family, "scale")
     scale = np.empty((K, d)) if has_scale else None
     h = 1e-5
     E = np.eye(d) * h

@@ -47,7 +47,7 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
     check_positive_int,
 )
-from mirrorflow.geometry.legendre import HyperbolicEntropy
+from mirrorflow.geometry.family import LegendreFamily, _underflow_a, check_family, provides
 
 __all__ = ["ImplicitBiasResult", "implicit_bias"]
 
@@ -110,7 +110,7 @@ def _check_problem(A, y, d: int) -> tuple[np.ndarray, np.ndarray]:
 def implicit_bias(
     A,
     y,
-    legendre: HyperbolicEntropy,
+    legendre: LegendreFamily,
     a: float = 0.0,
     *,
     tol: float = 1e-12,
@@ -123,8 +123,12 @@ def implicit_bias(
     ----------
     A : (n, d) array, y : (n,) array
         The interpolation constraint. ``A`` should have full row rank.
-    legendre : HyperbolicEntropy
-        The Legendre family (e.g. :func:`mirrorflow.geometry.uv`).
+    legendre : LegendreFamily
+        The Legendre family (e.g. :func:`mirrorflow.geometry.uv`): any object with the core
+        methods of :mod:`mirrorflow.geometry.family`, ``conjugate`` and ``inverse_derivative``
+        (diagonal ``∇²R_a*``) or ``dual_hessian`` (full); else a one-line
+        :class:`MirrorflowError` names what is missing. ``half_line`` (frozen-sign coordinates),
+        ``explain_frozen`` and ``dual_unit`` refine the feasibility check and the trust region.
     a : float
         Integrated weight decay at convergence (``a_∞``; ≥ 0).
     tol : float
@@ -144,7 +148,17 @@ def implicit_bias(
         :class:`MirrorflowError`). Frozen signs of balanced coordinates that ``Ax = y`` would
         have to break are detected by a linear program before any Newton step; ``y`` outside the
         range of ``A`` by least squares (module docstring).
+
+    >>> from mirrorflow.geometry import uv
+    >>> A, y = np.array([[1.0, 1.0]]), np.array([2.0])
+    >>> r = implicit_bias(A, y, uv([1.0, 1.0], [0.0, 0.0]), a=0.0)   # symmetric: x = (1, 1)
+    >>> r.status, np.round(r.x, 10)
+    ('converged', array([1., 1.]))
+    >>> r = implicit_bias(A, y, uv([1.0, 1.0], [1.0, 0.0]), a=0.0)   # coordinate 0 is frozen
+    >>> bool(r.x[0] > 0), round(float(r.x.sum()), 10)
+    (True, 2.0)
     """
+    check_family(legendre, "implicit_bias", "conjugate", ("inverse_derivative", "dual_hessian"))
     A, y = _check_problem(A, y, legendre.dim)
     a = check_finite_scalar("a", a, minimum=0.0)
     tol = check_finite_scalar("tol", tol, minimum=0.0, strict=True)
@@ -198,20 +212,22 @@ def _feasibility(A, y, legendre, a) -> tuple[str, str] | None:
         issue = _range_issue(A, y)[0]
         if issue is not None:
             return issue
-    beta = np.asarray(legendre.beta(a), dtype=np.float64)
-    half = np.flatnonzero(beta == 0)
+    if not provides(legendre, "half_line"):
+        return None
+    half = np.flatnonzero(np.broadcast_to(legendre.half_line(a), (d,)))
     if half.size == 0:
         return None
+    xbar0 = np.asarray(legendre.reference(0.0), dtype=np.float64)
     lost = half[np.asarray(legendre.reference(a))[half] == 0]
     if lost.size:
         return ("infeasible",
                 f"at a = {a:g} the reference point x̄(a) = x̄₀e^(−2a) underflows to 0 on "
                 f"{_coords(lost, 'coordinate')}, so R_a is not representable in float64 there; "
-                f"use a smaller a (here about a < {_underflow_a(legendre.xbar0[lost]):.0f})")
+                f"use a smaller a (here about a < {_underflow_a(xbar0[lost]):.0f})")
     issue, x_ls = _range_issue(A, y)
     if issue is not None:
         return issue
-    s = np.sign(legendre.xbar0)[half]
+    s = np.sign(xbar0)[half]
     scale = max(1.0, float(np.abs(x_ls).max()))
     # margin LP: max τ s.t. Ax = y, s_i x_i ≥ τ (i frozen), τ ≤ scale
     c = np.zeros(d + 1)
@@ -248,12 +264,11 @@ def _feasibility(A, y, legendre, a) -> tuple[str, str] | None:
     culprits = half[z > 1e-7]
     if culprits.size == 0:
         culprits = half
-    if np.all(legendre.beta0[culprits] == 0):
-        why = "balanced: u0² = v0², or x = u², so x_i never changes sign"
-        fix = "start them unbalanced (u0² ≠ v0²)"
+    if provides(legendre, "explain_frozen"):
+        why, fix = legendre.explain_frozen(culprits, a)
     else:
-        why = f"β(a) = β₀e^(−2a) underflows to 0 at a = {a:g}, which freezes the sign"
-        fix = f"use a smaller a (about a < {_underflow_a(legendre.beta0[culprits]):.0f})"
+        why = "the family's domain keeps the sign of x̄ there (half_line)"
+        fix = "change the initialization"
     if infeasible:
         return ("infeasible",
                 f"no x with Ax = y keeps the frozen signs of {_coords(culprits, 'coordinate')} "
@@ -262,12 +277,6 @@ def _feasibility(A, y, legendre, a) -> tuple[str, str] | None:
             f"every x with Ax = y has {_coords(culprits, 'coordinate')} at 0, the edge of the "
             f"frozen-sign domain ({why}): the minimizer is on the boundary, where the dual "
             f"diverges; {fix} or change y")
-
-
-def _underflow_a(v: np.ndarray) -> float:
-    """Smallest ``a`` at which ``|v| e^{−2a}`` underflows to 0 in float64 (≈ ``(log|v| + 744)/2``)."""
-    v = np.abs(v[v != 0])
-    return float(np.min((np.log(v) + 744.4) / 2)) if v.size else 0.0
 
 
 def _newton_step(H: np.ndarray, grad: np.ndarray, rho: float) -> tuple[np.ndarray, float]:
@@ -296,6 +305,14 @@ def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
         val = float(legendre.conjugate(mu, a)) - float(lam @ y)
         return val, x, mu
 
+    if provides(legendre, "inverse_derivative"):
+        def newton_matrix(mu):
+            return (A * legendre.inverse_derivative(mu, a)) @ A.T
+    else:
+        def newton_matrix(mu):
+            return A @ np.asarray(legendre.dual_hessian(mu, a)) @ A.T
+    unit = float(legendre.dual_unit()) if provides(legendre, "dual_unit") else 1.0
+
     lam = np.zeros(A.shape[0])
     val, x, mu = dual(lam)
     it = 0
@@ -306,14 +323,13 @@ def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
         if np.linalg.norm(grad) / ynorm <= tol:
             it -= 1
             break
-        curv = legendre.inverse_derivative(mu, a)
-        step, rho = _newton_step((A * curv) @ A.T, grad, 1e-14)
+        step, rho = _newton_step(newton_matrix(mu), grad, 1e-14)
         rho_max = max(rho_max, rho)
         slope = float(grad @ step)
         gnorm = np.linalg.norm(grad)
         # trust region in the exponent: change θ = μ/c by at most 20 per step (a flat start with
         # a tiny scale would otherwise propose steps of size ~1/|δ| that overflow cosh)
-        dmu = np.max(np.abs(A.T @ step)) / legendre.coef
+        dmu = np.max(np.abs(A.T @ step)) / unit
         t = min(1.0, 20.0 / dmu) if dmu > 0 else 1.0
         for _ in range(80):
             new_val, new_x, new_mu = dual(lam + t * step)

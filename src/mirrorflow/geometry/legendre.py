@@ -32,12 +32,13 @@ import numpy as np
 
 from mirrorflow._core.array import array_api, to_numpy
 from mirrorflow._core.validation import MirrorflowError, check_finite_array
+from mirrorflow.geometry.family import LegendreFamily, _underflow_a
 
 __all__ = ["HyperbolicEntropy", "u_squared", "u_squared_minus_v_squared", "uv"]
 
 
 @dataclass(frozen=True, eq=False)
-class HyperbolicEntropy:
+class HyperbolicEntropy(LegendreFamily):
     """Separable time-dependent Legendre function ``R_a(x) = Σ_i R_{a,i}(x_i)``.
 
     Parameters
@@ -56,6 +57,14 @@ class HyperbolicEntropy:
     Array arguments of the methods accept numpy arrays or torch tensors (returned as float64
     tensors). ``a`` broadcasts elementwise against ``x``; for a batch of ``a`` values use
     ``a[:, None]``. See docs/theory.md §3.
+
+    >>> f = uv(1.0, 0.0)                  # δ₀ = 1: β₀ = ½, x̄₀ = 0
+    >>> f.reference(0.0), f.scale(0.0)    # x̄(0) = u₀v₀ and |δ(0)| = u₀² − v₀²
+    (array([0.]), array([1.]))
+    >>> bool(f.grad(np.array([0.5]), 0.0)[0] == 0.5 * np.arcsinh(1.0))   # ½ arcsinh(2x/|δ|)
+    True
+    >>> round(float(f.inverse(f.grad(np.array([0.3]), 2.0), 2.0)[0]), 12)
+    0.3
     """
 
     coef: float
@@ -90,6 +99,28 @@ class HyperbolicEntropy:
     def balanced(self) -> np.ndarray:
         """Boolean mask of coordinates with ``β₀ = 0`` (sign of ``x`` frozen)."""
         return self.beta0 == 0
+
+    def half_line(self, a) -> np.ndarray:
+        """Mask of coordinates with ``β(a) = 0``: their ``x`` keeps the sign of ``x̄`` (balanced,
+        or ``β₀e^{−2a}`` underflowed).
+
+        >>> uv([1.0, 1.0], [1.0, 0.0]).half_line(0.0)
+        array([ True, False])
+        """
+        return self._beta(np.asarray(a, dtype=np.float64)) == 0
+
+    def explain_frozen(self, idx, a) -> tuple[str, str]:
+        """``(why, fix)``: why coordinates ``idx`` keep their sign at ``a``, and what to change."""
+        idx = np.asarray(idx)
+        if np.all(self.beta0[idx] == 0):
+            return ("balanced: u0² = v0², or x = u², so x_i never changes sign",
+                    "start them unbalanced (u0² ≠ v0²)")
+        return (f"β(a) = β₀e^(−2a) underflows to 0 at a = {a:g}, which freezes the sign",
+                f"use a smaller a (about a < {_underflow_a(self.beta0[idx]):.0f})")
+
+    def dual_unit(self) -> float:
+        """Dual movement ``c`` per unit of ``θ = μ/c`` (the Newton trust region is 20 units)."""
+        return self.coef
 
     def _beta(self, a: np.ndarray) -> np.ndarray:
         return self.beta0 * np.exp(-2.0 * a)

@@ -26,12 +26,13 @@ from scipy.integrate import solve_ivp
 from mirrorflow._core.array import array_api, to_numpy
 from mirrorflow._core.validation import MirrorflowError, check_finite_array, check_finite_scalar
 from mirrorflow.geometry.commutation import _resolve_h, check_commutation, weight_decay
+from mirrorflow.geometry.family import LegendreFamily
 
 __all__ = ["NumericLegendre"]
 
 
 @dataclass(frozen=True, eq=False)
-class NumericLegendre:
+class NumericLegendre(LegendreFamily):
     """``R_a`` of a commuting pair by integrating the flows (docs/theory.md §2, §7).
 
     Parameters

@@ -68,5 +68,10 @@ PARAMETERIZATIONS: dict[str, Parameterization] = {
 
 
 def get_parameterization(name: str) -> Parameterization:
-    """Look up a parameterization by name (``uv``, ``u2-v2``, ``u2``)."""
+    """Look up a parameterization by name (``uv``, ``u2-v2``, ``u2``).
+
+    >>> p = get_parameterization("u2-v2")
+    >>> p.forward(2.0, 1.0), p.pullback(2.0, 1.0, 1.0)          # x = u² − v², J_gᵀ = (2u, −2v)
+    (3.0, (4.0, -2.0))
+    """
     return PARAMETERIZATIONS[check_choice("parameterization", name, list(PARAMETERIZATIONS))]

@@ -40,6 +40,7 @@ from mirrorflow._core.validation import (
     check_positive_int,
 )
 from mirrorflow.geometry.commutation import NonCommutingError
+from mirrorflow.geometry.family import LegendreFamily
 
 __all__ = ["PowerParameterization", "matched_constant", "power"]
 
@@ -87,7 +88,7 @@ def matched_constant(g_piece: Callable, h_piece: Callable, points=None, *, tol: 
 
 
 @dataclass(frozen=True, eq=False)
-class PowerParameterization:
+class PowerParameterization(LegendreFamily):
     """``R_a`` of ``x = u^{2k} − v^{2k}`` with the matched regularizer ``h = u^{2k} + v^{2k}``.
 
     Parameters
@@ -148,6 +149,14 @@ class PowerParameterization:
         """``c_v = v₀^{-p}/(2kp)`` (``inf`` where ``v₀ = 0``)."""
         with np.errstate(divide="ignore"):
             return self.v0 ** (-float(self.p)) / self.K
+
+    def half_line(self, a) -> np.ndarray:
+        """Mask of one-sided coordinates (``u₀ = 0`` or ``v₀ = 0``): ``x`` keeps its sign.
+
+        >>> power(2, [1.0, 1.0], [0.0, 0.5]).half_line(0.0)
+        array([ True, False])
+        """
+        return np.isinf(self.c_u) | np.isinf(self.c_v)
 
     def dual_interval(self, a) -> tuple[np.ndarray, np.ndarray]:
         """Range of ``∇R_a`` per coordinate: ``(−c_v − a, c_u + a)`` (docs/theory.md §7)."""

@@ -35,6 +35,7 @@ from mirrorflow._core.validation import (
     check_finite_scalar,
 )
 from mirrorflow.geometry.commutation import NonCommutingError
+from mirrorflow.geometry.family import LegendreFamily
 
 __all__ = [
     "CommutingQuadratic",
@@ -68,7 +69,7 @@ def _commutator_check(mats: list[np.ndarray], names: list[str], tol: float) -> N
 
 
 @dataclass(frozen=True, eq=False)
-class CommutingQuadratic:
+class CommutingQuadratic(LegendreFamily):
     """Time-dependent Legendre function of commuting quadratic ``g`` and ``h`` (theory §7).
 
     Parameters
@@ -327,7 +328,15 @@ def _pair(u0, v0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quadratic_uv(u0, v0) -> CommutingQuadratic:
-    """``x = u ⊙ v`` as a commuting quadratic: ``w = (u, v)``, ``A_i = e_{u_i}e_{v_i}ᵀ + e_{v_i}e_{u_i}ᵀ``."""
+    """``x = u ⊙ v`` as a commuting quadratic: ``w = (u, v)``, ``A_i = e_{u_i}e_{v_i}ᵀ + e_{v_i}e_{u_i}ᵀ``.
+
+    >>> q = quadratic_uv(1.0, 0.5)
+    >>> q.reference(0.0), np.round(q.reference(1.0), 6)     # x̄(a) = u₀v₀e^{−2a}
+    (array([0.5]), array([0.067668]))
+    >>> x = np.array([0.8])          # agrees with the hyperbolic entropy ½[arcsinh(2x/|δ|) − ...]
+    >>> bool(abs(q.grad(x, 0.0)[0] - 0.5 * (np.arcsinh(2 * 0.8 / 0.75) - np.arcsinh(1 / 0.75))) < 1e-10)
+    True
+    """
     u0, v0 = _pair(u0, v0)
     d = u0.size
     A = np.zeros((d, 2 * d, 2 * d))

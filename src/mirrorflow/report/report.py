@@ -43,6 +43,7 @@ import numpy as np
 
 from mirrorflow._core.figure import new_figure
 from mirrorflow._core.validation import MirrorflowError, check_writable_folder
+from mirrorflow.schedules.continuous import SCHEDULE_NAMES
 from mirrorflow.sweep.store import ResultStore, RunRecord
 
 __all__ = ["GroupStats", "ReportFiles", "group_runs", "metric_stats", "write_report"]
@@ -103,7 +104,7 @@ def group_runs(records: Sequence[RunRecord]) -> tuple[list[str], dict[tuple, lis
     return varying, {s: groups[s] for s in order}
 
 
-_SCHEDULE_ORDER = {"none": 0, "constant": 1, "switch-off": 2, "budget": 3}
+_SCHEDULE_ORDER = {name: i for i, name in enumerate(SCHEDULE_NAMES)}  # the one name table
 
 
 def _sort_key(field: str, value: Any) -> tuple:

@@ -9,12 +9,14 @@ any ``torch.optim.Optimizer`` and tracks the integrated decay ``a = Σ η_k λ_k
 from mirrorflow.schedules import training
 from mirrorflow.schedules.continuous import (
     SCHEDULE_NAMES,
+    SCHEDULES,
     BudgetDecay,
     ConstantDecay,
     NoDecay,
     Schedule,
     SwitchOffDecay,
     make_schedule,
+    register_schedule,
 )
 from mirrorflow.schedules.groups import decay_param_groups
 from mirrorflow.schedules.planner import Plan, plan
@@ -26,6 +28,7 @@ from mirrorflow.schedules.scheduler import (
 )
 
 __all__ = [
+    "SCHEDULES",
     "SCHEDULE_NAMES",
     "BudgetDecay",
     "ConstantDecay",
@@ -40,6 +43,7 @@ __all__ = [
     "decay_semantics",
     "make_schedule",
     "plan",
+    "register_schedule",
     "training",
 ]
 

@@ -565,27 +565,11 @@ def from_continuous(schedule, lr: float, total_steps: int | None = None) -> Trai
     >>> from_continuous(SwitchOffDecay(1.0, at=0.6), lr=2e-3).at
     300
     """
-    from mirrorflow.schedules.continuous import (
-        BudgetDecay,
-        ConstantDecay,
-        NoDecay,
-        Schedule,
-        SwitchOffDecay,
-    )
+    from mirrorflow.schedules.continuous import Schedule
 
     lr = check_finite_scalar("lr", lr, minimum=0.0, strict=True)
     total_steps = _check_total(total_steps)
-    if isinstance(schedule, NoDecay) or (isinstance(schedule, ConstantDecay) and schedule.wd == 0):
-        return None
-    if isinstance(schedule, BudgetDecay):
-        return budget(schedule.target_a)
-    if isinstance(schedule, SwitchOffDecay):
-        at = math.ceil(schedule.at / lr - 1e-9)
-        if total_steps is not None and at >= total_steps:
-            return constant()
-        return switch_off(at)
-    if isinstance(schedule, ConstantDecay):
-        return constant()
-    kind = type(schedule).__name__ if isinstance(schedule, Schedule) else repr(schedule)
-    raise MirrorflowError(f"cannot convert {kind} to a step schedule; use a ConstantDecay, "
+    if isinstance(schedule, Schedule):  # the schedule object knows its own step form
+        return schedule.step_form(lr, total_steps)
+    raise MirrorflowError(f"cannot convert {schedule!r} to a step schedule; use a ConstantDecay, "
                           f"SwitchOffDecay or BudgetDecay, or pass a training schedule")
