@@ -40,6 +40,7 @@ import scipy.linalg
 from scipy.optimize import linprog
 
 from mirrorflow._core.array import to_numpy
+from mirrorflow._core.limits import check_deadline, time_left
 from mirrorflow._core.threads import blas_threads
 from mirrorflow._core.validation import (
     MirrorflowError,
@@ -220,9 +221,14 @@ def _feasibility(A, y, legendre, a) -> tuple[str, str] | None:
     A_ub[np.arange(half.size), half] = -s
     A_ub[:, -1] = 1.0
     opts = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
+    left = time_left()  # the run's wall-time bound (docs/reliability.md) holds inside HiGHS too
+    if left is not None:
+        opts["time_limit"] = max(left, 1e-3)
+    check_deadline("implicit bias: the feasibility linear program")
     lp = linprog(c, A_ub=A_ub, b_ub=np.zeros(half.size), A_eq=np.hstack([A, np.zeros((n, 1))]),
                  b_eq=y, bounds=[(None, None)] * d + [(None, scale)], method="highs",
                  options=opts)
+    check_deadline("implicit bias: the feasibility linear program")
     if lp.status == 0 and -lp.fun > 1e-9 * scale:
         return None
     margin = -lp.fun if lp.status == 0 else -np.inf
@@ -244,6 +250,7 @@ def _feasibility(A, y, legendre, a) -> tuple[str, str] | None:
     else:
         cert = linprog(np.sum(SA, axis=0), A_ub=np.vstack([box_ub, -y[None]]),
                        b_ub=np.concatenate([box_b, [0.0]]), **common)
+    check_deadline("implicit bias: the certificate linear programs")
     z = -(SA @ cert.x) if cert.status == 0 else np.zeros(half.size)
     culprits = half[z > 1e-7]
     if culprits.size == 0:
@@ -302,6 +309,7 @@ def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
     rho_max = 0.0
     stalled = False
     for it in range(1, max_iter + 1):
+        check_deadline(f"implicit-bias Newton solve, iteration {it}")
         grad = A @ x - y
         if np.linalg.norm(grad) / ynorm <= tol:
             it -= 1
@@ -316,6 +324,7 @@ def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
         dmu = np.max(np.abs(A.T @ step)) / legendre.coef
         t = min(1.0, 20.0 / dmu) if dmu > 0 else 1.0
         for _ in range(80):
+            check_deadline(f"implicit-bias Newton solve, line search of iteration {it}")
             new_val, new_x, new_mu = dual(lam + t * step)
             if np.isfinite(new_val) and np.all(np.isfinite(new_x)):
                 if new_val <= val + 0.25 * t * slope:
