@@ -33,6 +33,7 @@ as forming one Newton matrix, and a well-posed solve needs only a handful of tho
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -89,9 +90,28 @@ class ImplicitBiasResult:
         return self
 
 
+def _real(name: str, x) -> np.ndarray:
+    """``x`` as float64, refusing what is not real numbers: strings, complex values (which a
+    float64 cast would cut to their real part), objects (one-line :class:`MirrorflowError`)."""
+    kind = getattr(getattr(x, "dtype", None), "is_complex", None)
+    if callable(kind):  # a torch tensor
+        if x.is_complex():
+            raise MirrorflowError(f"{name} is complex ({x.dtype}); the implicit bias is defined "
+                                  f"for real {name}: pass a real (float) array")
+        return to_numpy(x)
+    arr = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if arr.dtype.kind == "c":
+        raise MirrorflowError(f"{name} is complex ({arr.dtype}); the implicit bias is defined for "
+                              f"real {name}: pass a real (float) array")
+    if arr.dtype.kind not in "biuf":
+        raise MirrorflowError(f"{name} must hold real numbers, got an array of dtype "
+                              f"{arr.dtype} ({arr.dtype.kind!r}); pass a float array")
+    return to_numpy(arr)
+
+
 def _check_problem(A, y, d: int) -> tuple[np.ndarray, np.ndarray]:
-    A = to_numpy(A)
-    y = to_numpy(y)
+    A = _real("A", A)
+    y = _real("y", y)
     if A.ndim != 2:
         raise MirrorflowError(f"A must be a 2-d matrix (n, d), got shape {A.shape}")
     if y.ndim != 1 or y.shape[0] != A.shape[0]:
@@ -152,7 +172,10 @@ def implicit_bias(
     max_iter = check_positive_int("max_iter", max_iter)
     if threads is not None:
         threads = check_positive_int("threads", threads)
-    with blas_threads(threads):
+    # e^(−2a) is exactly 0 in float64 from a ≈ 373 on; past 8.9e307 the product 2a itself
+    # overflows to inf (e^(−inf) = 0 all the same): say nothing of that harmless overflow
+    quiet = np.errstate(over="ignore") if a > 1e300 else contextlib.nullcontext()
+    with blas_threads(threads), quiet:
         issue = _feasibility(A, y, legendre, a)
         if issue is not None and issue[0] == "infeasible":
             nan = np.full(A.shape[1], np.nan)
