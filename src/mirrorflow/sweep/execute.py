@@ -42,6 +42,7 @@ import numpy as np
 
 import mirrorflow
 from mirrorflow._core.limits import (
+    WORKER_OVERHEAD_BYTES,
     Limits,
     RunLimitError,
     current_limits,
@@ -342,6 +343,17 @@ class _Worker:
         self.kill()
 
 
+def task_memory(task: Task) -> int:
+    """Estimated peak memory of a task in bytes: the sum of its runs' ``Config.cost()``
+    (0 for runs without an estimate)."""
+    total = 0
+    for r in task:
+        cost = getattr(r.config, "cost", None)
+        est = cost() if callable(cost) else None
+        total += int(est.memory) if est is not None else 0
+    return total
+
+
 def _exit_reason(code: int | None) -> str:
     if code is not None and code < 0:
         try:
@@ -363,6 +375,28 @@ def _pool_imap(tasks: list[Task], n: int, limits: Limits, max_deaths: int,
     queue: deque[Task] = deque(tasks)
     deaths: Counter = Counter()
     workers: list[_Worker] = []
+    budget = limits.max_memory  # for all runs at once on this machine (None: not bounded)
+    if budget is not None:  # each live worker costs its interpreter and imports
+        n = max(1, min(n, budget // WORKER_OVERHEAD_BYTES))
+
+    def fits(task: Task) -> bool:
+        """Admit ``task`` while the estimates of the running tasks, its own and the live
+        workers' overhead fit ``budget``; a task alone is always admitted (its run passed
+        the per-run check before the sweep started)."""
+        running = [w.task for w in workers if w.task is not None]
+        if budget is None or not running:
+            return True
+        need = sum(map(task_memory, running)) + task_memory(task) \
+            + len(workers) * WORKER_OVERHEAD_BYTES
+        return need <= budget
+
+    def next_task() -> Task | None:
+        """The first queued task that fits the memory budget now (``None``: none does)."""
+        for k, t in enumerate(queue):
+            if fits(t):
+                del queue[k]
+                return t
+        return None
 
     def hard_seconds(task: Task) -> float | None:
         if limits.max_seconds is None:
@@ -378,7 +412,9 @@ def _pool_imap(tasks: list[Task], n: int, limits: Limits, max_deaths: int,
                     if not w.proc.is_alive():
                         w.kill()
                         w = workers[i] = _Worker(ctx, limits)
-                    task = queue.popleft()
+                    task = next_task()
+                    if task is None:
+                        break  # nothing fits the memory budget until a running task ends
                     task = keep(task) if keep else task
                     if task and not w.send(task, hard_seconds(task)):
                         queue.appendleft(task)  # it died before taking it: not the task's doing
