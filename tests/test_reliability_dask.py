@@ -12,9 +12,9 @@ import threading
 import time
 
 import pytest
-from reliability_helpers import cli, cli_here, one_error_line, write_spec
 
 from mirrorflow.sweep.execute import DASK_CONNECT_TIMEOUT_S, DASK_HANDSHAKE_TIMEOUT_S
+from reliability_helpers import cli, cli_here, one_error_line, write_spec
 
 
 class _Server:

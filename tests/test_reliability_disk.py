@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from reliability_helpers import cli, one_error_line
 
 from mirrorflow.sweep import ResultStore, RunRecord
+from reliability_helpers import cli, one_error_line
 
 SEEDS = 20
 SPEC = ('experiment = "sparse-regression"\n[base]\nn = 10\nd = 20\nsparsity = 2\nstep = 0.05\n'

@@ -10,6 +10,7 @@ import json
 import sqlite3
 
 import pytest
+
 from reliability_helpers import cli
 
 MEM_MODULE = '''

@@ -10,6 +10,10 @@ import sys
 
 import numpy as np
 import pytest
+
+from mirrorflow._core.validation import MirrorflowError
+from mirrorflow.geometry import uv
+from mirrorflow.geometry.implicit_bias import implicit_bias
 from reliability_helpers import (
     alive,
     cli,
@@ -19,10 +23,6 @@ from reliability_helpers import (
     wait_for,
     workers_of,
 )
-
-from mirrorflow._core.validation import MirrorflowError
-from mirrorflow.geometry import uv
-from mirrorflow.geometry.implicit_bias import implicit_bias
 
 
 @pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])

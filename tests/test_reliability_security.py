@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from reliability_helpers import cli, cli_here, one_error_line
 
 from mirrorflow._core.validation import MirrorflowError
 from mirrorflow.sweep import ResultStore
 from mirrorflow.sweep.store import _SCHEMA
+from reliability_helpers import cli, cli_here, one_error_line
 
 # a row of mirrorflow 0.1 (schema 1) that the v1 -> v2 migration renames (attention teacher)
 OLD_ATTENTION = {"batch_size": 128, "budget": None, "compare": False, "dataset": "digits",

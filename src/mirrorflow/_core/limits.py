@@ -28,10 +28,10 @@ from mirrorflow._core.validation import MirrorflowError
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "WORKER_OVERHEAD_BYTES",
     "Limits",
     "RunCost",
     "RunLimitError",
-    "WORKER_OVERHEAD_BYTES",
     "check_cost",
     "check_deadline",
     "current_limits",
