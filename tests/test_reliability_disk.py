@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mirrorflow.sweep import ResultStore, RunRecord
-from reliability_helpers import cli, one_error_line
+from reliability_helpers import cli, cli_here, one_error_line
 
 SEEDS = 20
 SPEC = ('experiment = "sparse-regression"\n[base]\nn = 10\nd = 20\nsparsity = 2\nstep = 0.05\n'
@@ -59,7 +59,7 @@ def test_a_disk_that_fills_mid_sweep_gives_one_line_and_no_orphan_curves(tmp_pat
         with np.load(db.with_suffix(".curves") / name) as data:
             assert "time" in data.files or data.files
     # the resume the line names finishes the sweep: each seed once
-    again = cli("sweep", spec, "--db", db, "--workers", 1, "--batch", 1)
+    again = cli_here("sweep", spec, "--db", db, "--workers", 1, "--batch", 1)
     assert again.returncode == 0, again.stderr
     files, rows = _files_and_rows(db)
     assert len(rows) == SEEDS and files == {c for c in rows.values() if c}
@@ -82,7 +82,7 @@ def test_an_existing_empty_file_is_not_used_as_a_new_store(tmp_path):
     spec.write_text(SPEC)
     db = tmp_path / "r.sqlite"
     db.write_bytes(b"")
-    one_error_line(cli("sweep", spec, "--db", db, "--workers", 1), "is an empty file")
+    one_error_line(cli_here("sweep", spec, "--db", db, "--workers", 1), "is an empty file")
     assert db.stat().st_size == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.sqlite", "s.toml"]
 

@@ -122,7 +122,7 @@ def test_report_on_an_old_store_migrates_in_memory_and_writes_nothing(tmp_path):
         np.testing.assert_array_equal(store.load_curves(rec)["time"], np.arange(4.0))
         with pytest.raises(MirrorflowError, match="opened for reading"):
             store.write(rec)
-    proc = cli("report", db, "--out", tmp_path / "rep")
+    proc = cli_here("report", db, "--out", tmp_path / "rep")
     assert proc.returncode == 0, proc.stderr
     assert _tree(store_dir) == before and db.stat().st_mode == mode_before
     assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 1
