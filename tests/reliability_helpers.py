@@ -153,8 +153,13 @@ def alive(pid: int) -> bool:
 
 
 def rows(db: Path) -> list[tuple]:
+    """The rows of ``db``; never creates the file (a 0-byte file made by polling too early
+    would be refused by the CLI as 'an empty file, not a results database')."""
+    if not Path(db).is_file():
+        return []
     try:
-        with sqlite3.connect(db, timeout=30) as con:
+        with sqlite3.connect(Path(db).resolve().as_uri() + "?mode=ro", uri=True,
+                             timeout=30) as con:
             return con.execute("SELECT id, status, message FROM runs").fetchall()
     except sqlite3.OperationalError:  # not created yet
         return []

@@ -367,18 +367,53 @@ def _results_store(path: Path) -> Iterator[Any]:
                 curves.rmdir()
 
 
-def _interrupted(store, specs, resume: str) -> None:
-    """Ctrl-C: say what is stored and how to go on; exit 130."""
+def _stored_line(store, specs) -> str:
     ids = {rid for spec in specs for rid in spec.run_ids}
     try:
         stored = store.statuses(ids)
         have = sum(s in ("done", "diverged") for s in stored.values())
-        what = f"{have} of {len(ids)} runs have a result in {store.path}"
+        return f"{have} of {len(ids)} runs have a result in {store.path}"
     except Exception:  # pragma: no cover - the store itself was being written
-        what = f"the finished runs are in {store.path}"
-    _error_line(f"{what}; run `{resume}` again to resume (finished runs are kept)",
-                label="interrupted")
-    raise typer.Exit(130)
+        return f"the finished runs are in {store.path}"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into the same orderly stop as Ctrl-C (exit 143)."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """While a sweep runs, SIGTERM stops it like Ctrl-C: what is stored is said, workers end."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # pragma: no cover
+        yield
+        return
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _interrupted(store, specs, resume: str, exc: BaseException | None = None) -> None:
+    """Ctrl-C (or SIGTERM): say what is stored and how to go on; exit 130 (143)."""
+    _error_line(f"{_stored_line(store, specs)}; run `{resume}` again to resume (finished runs "
+                f"are kept)", label="interrupted")
+    raise typer.Exit(143 if isinstance(exc, _Terminated) else 130)
+
+
+def _store_failed(store, specs, resume: str, exc: BaseException) -> None:
+    """The store could not take a write (full disk, I/O error) after work started: one line
+    saying what is stored and how to resume; exit 1."""
+    _error_line(f"{exc}; {_stored_line(store, specs)}; free space on its disk and run "
+                f"`{resume}` again to resume (finished runs are kept)")
+    raise typer.Exit(1)
 
 
 @app.command("sweep")
@@ -408,12 +443,16 @@ def sweep_command(
     executor = _sweep_executor(dask, workers)
     cmd = " ".join(["mirrorflow", *sys.argv[1:]]) if sys.argv[1:2] == ["sweep"] else \
         f"mirrorflow sweep {spec}"
-    with _results_store(db or spec.with_suffix(".sqlite")) as store:
+    from mirrorflow.sweep.store import StoreWriteError
+
+    with _sigterm_stops(), _results_store(db or spec.with_suffix(".sqlite")) as store:
         try:
             summary = run_sweep(parsed, store, executor, retry_failed=retry_failed, batch=batch,
                                 progress=sys.stderr.isatty(), limits=limits)
-        except KeyboardInterrupt:
-            _interrupted(store, [parsed], cmd)
+        except KeyboardInterrupt as exc:
+            _interrupted(store, [parsed], cmd, exc)
+        except StoreWriteError as exc:
+            _store_failed(store, [parsed], cmd, exc)
         say(f"{summary.line()} -> {store.path}")
     if not summary.complete:
         raise typer.Exit(1)
@@ -480,14 +519,18 @@ def reproduce_command(
         say(f"{name}: no built-in sweep, skipped")
     incomplete = False
     resume = f"mirrorflow reproduce{' --quick' if quick else ''} --out {out}"
+    from mirrorflow.sweep.store import StoreWriteError
+
     try:
-        with _results_store(out / "results.sqlite") as store:
+        with _sigterm_stops(), _results_store(out / "results.sqlite") as store:
             for spec in specs:
                 try:
                     summary = run_sweep(spec, store, executor, retry_failed=retry_failed,
                                         progress=sys.stderr.isatty(), limits=limits)
-                except KeyboardInterrupt:
-                    _interrupted(store, specs, resume)
+                except KeyboardInterrupt as exc:
+                    _interrupted(store, specs, resume, exc)
+                except StoreWriteError as exc:
+                    _store_failed(store, specs, resume, exc)
                 incomplete |= not summary.complete
                 say(summary.line())
             files = write_report(store, out)

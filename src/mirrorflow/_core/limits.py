@@ -28,6 +28,7 @@ from mirrorflow._core.validation import MirrorflowError
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "WORKER_OVERHEAD_BYTES",
     "Limits",
     "RunCost",
     "RunLimitError",
@@ -50,6 +51,12 @@ def physical_memory() -> int:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
         return 0
+
+
+#: Memory of one idle worker process of the local pool (Python, numpy, scipy, torch and
+#: mirrorflow imported): 300 MB measured as VmRSS after those imports on the dev machine
+#: (docs/reliability.md). The pool counts it for every live worker against ``max_memory``.
+WORKER_OVERHEAD_BYTES = int(0.3 * 2**30)
 
 
 def _default_memory() -> int:

@@ -130,9 +130,11 @@ def flow_to_convergence(
         return b - G @ legendre.inverse(mu, 0.0)
 
     def jac(t, mu):
+        check_deadline(f"ODE tail at t = {t:.4g} (Jacobian)")
         return -G * legendre.inverse_derivative(mu, 0.0)
 
     def event(t, mu):
+        check_deadline(f"ODE tail at t = {t:.4g}")
         # aim at tol/2 so that the event's root (located to solver accuracy) is safely ≤ tol
         return np.linalg.norm(A @ legendre.inverse(mu, 0.0) - y) / ynorm - 0.5 * tol
 

@@ -33,6 +33,7 @@ as forming one Newton matrix, and a well-posed solve needs only a handful of tho
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -40,6 +41,7 @@ import scipy.linalg
 from scipy.optimize import linprog
 
 from mirrorflow._core.array import to_numpy
+from mirrorflow._core.limits import check_deadline, time_left
 from mirrorflow._core.threads import blas_threads
 from mirrorflow._core.validation import (
     MirrorflowError,
@@ -88,9 +90,28 @@ class ImplicitBiasResult:
         return self
 
 
+def _real(name: str, x) -> np.ndarray:
+    """``x`` as float64, refusing what is not real numbers: strings, complex values (which a
+    float64 cast would cut to their real part), objects (one-line :class:`MirrorflowError`)."""
+    kind = getattr(getattr(x, "dtype", None), "is_complex", None)
+    if callable(kind):  # a torch tensor
+        if x.is_complex():
+            raise MirrorflowError(f"{name} is complex ({x.dtype}); the implicit bias is defined "
+                                  f"for real {name}: pass a real (float) array")
+        return to_numpy(x)
+    arr = np.asarray(x) if not isinstance(x, np.ndarray) else x
+    if arr.dtype.kind == "c":
+        raise MirrorflowError(f"{name} is complex ({arr.dtype}); the implicit bias is defined for "
+                              f"real {name}: pass a real (float) array")
+    if arr.dtype.kind not in "biuf":
+        raise MirrorflowError(f"{name} must hold real numbers, got an array of dtype "
+                              f"{arr.dtype} ({arr.dtype.kind!r}); pass a float array")
+    return to_numpy(arr)
+
+
 def _check_problem(A, y, d: int) -> tuple[np.ndarray, np.ndarray]:
-    A = to_numpy(A)
-    y = to_numpy(y)
+    A = _real("A", A)
+    y = _real("y", y)
     if A.ndim != 2:
         raise MirrorflowError(f"A must be a 2-d matrix (n, d), got shape {A.shape}")
     if y.ndim != 1 or y.shape[0] != A.shape[0]:
@@ -165,7 +186,10 @@ def implicit_bias(
     max_iter = check_positive_int("max_iter", max_iter)
     if threads is not None:
         threads = check_positive_int("threads", threads)
-    with blas_threads(threads):
+    # e^(−2a) is exactly 0 in float64 from a ≈ 373 on; past 8.9e307 the product 2a itself
+    # overflows to inf (e^(−inf) = 0 all the same): say nothing of that harmless overflow
+    quiet = np.errstate(over="ignore") if a > 1e300 else contextlib.nullcontext()
+    with blas_threads(threads), quiet:
         issue = _feasibility(A, y, legendre, a)
         if issue is not None and issue[0] == "infeasible":
             nan = np.full(A.shape[1], np.nan)
@@ -236,9 +260,14 @@ def _feasibility(A, y, legendre, a) -> tuple[str, str] | None:
     A_ub[np.arange(half.size), half] = -s
     A_ub[:, -1] = 1.0
     opts = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
+    left = time_left()  # the run's wall-time bound (docs/reliability.md) holds inside HiGHS too
+    if left is not None:
+        opts["time_limit"] = max(left, 1e-3)
+    check_deadline("implicit bias: the feasibility linear program")
     lp = linprog(c, A_ub=A_ub, b_ub=np.zeros(half.size), A_eq=np.hstack([A, np.zeros((n, 1))]),
                  b_eq=y, bounds=[(None, None)] * d + [(None, scale)], method="highs",
                  options=opts)
+    check_deadline("implicit bias: the feasibility linear program")
     if lp.status == 0 and -lp.fun > 1e-9 * scale:
         return None
     margin = -lp.fun if lp.status == 0 else -np.inf
@@ -260,6 +289,7 @@ def _feasibility(A, y, legendre, a) -> tuple[str, str] | None:
     else:
         cert = linprog(np.sum(SA, axis=0), A_ub=np.vstack([box_ub, -y[None]]),
                        b_ub=np.concatenate([box_b, [0.0]]), **common)
+    check_deadline("implicit bias: the certificate linear programs")
     z = -(SA @ cert.x) if cert.status == 0 else np.zeros(half.size)
     culprits = half[z > 1e-7]
     if culprits.size == 0:
@@ -319,6 +349,7 @@ def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
     rho_max = 0.0
     stalled = False
     for it in range(1, max_iter + 1):
+        check_deadline(f"implicit-bias Newton solve, iteration {it}")
         grad = A @ x - y
         if np.linalg.norm(grad) / ynorm <= tol:
             it -= 1
@@ -332,6 +363,7 @@ def _solve(A, y, legendre, a, tol, max_iter) -> ImplicitBiasResult:
         dmu = np.max(np.abs(A.T @ step)) / unit
         t = min(1.0, 20.0 / dmu) if dmu > 0 else 1.0
         for _ in range(80):
+            check_deadline(f"implicit-bias Newton solve, line search of iteration {it}")
             new_val, new_x, new_mu = dual(lam + t * step)
             if np.isfinite(new_val) and np.all(np.isfinite(new_x)):
                 if new_val <= val + 0.25 * t * slope:

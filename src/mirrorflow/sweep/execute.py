@@ -42,6 +42,7 @@ import numpy as np
 
 import mirrorflow
 from mirrorflow._core.limits import (
+    WORKER_OVERHEAD_BYTES,
     Limits,
     RunLimitError,
     current_limits,
@@ -55,10 +56,13 @@ from mirrorflow.sweep.spec import RunSpec, SweepSpec
 from mirrorflow.sweep.store import FINAL, ResultStore, RunRecord
 
 __all__ = [
+    "DASK_CONNECT_TIMEOUT_S",
+    "DASK_HANDSHAKE_TIMEOUT_S",
     "DaskExecutor",
     "LocalExecutor",
     "Outcome",
     "SweepSummary",
+    "check_scheduler",
     "classify",
     "execute_task",
     "make_executor",
@@ -208,12 +212,14 @@ def execute_task(experiment: str, configs: Sequence[Mapping[str, Any]],
             ))
         return out
 
+    started = time.time()
     try:
         return run(configs, run_ids)
-    except RunLimitError as exc:
+    except RunLimitError as exc:  # the time it ran until the bound stopped it, honestly stored
         now = time.time()
         return [Outcome(run_id=rid, status="failed", metrics={}, message=_one_line(exc, False),
-                        started_at=now, finished_at=now, host=host) for rid in run_ids]
+                        started_at=started, finished_at=now,
+                        runtime_s=(now - started) / len(run_ids), host=host) for rid in run_ids]
     except Exception as exc:
         if len(configs) > 1:
             out: list[Outcome] = []
@@ -222,7 +228,8 @@ def execute_task(experiment: str, configs: Sequence[Mapping[str, Any]],
             return out
         now = time.time()
         return [Outcome(run_id=run_ids[0], status="failed", metrics={},
-                        message=_one_line(exc), started_at=now, finished_at=now, host=host)]
+                        message=_one_line(exc), started_at=started, finished_at=now,
+                        runtime_s=now - started, host=host)]
 
 
 def make_tasks(runs: Sequence[RunSpec], batch: int, batched: bool) -> list[list[RunSpec]]:
@@ -336,6 +343,17 @@ class _Worker:
         self.kill()
 
 
+def task_memory(task: Task) -> int:
+    """Estimated peak memory of a task in bytes: the sum of its runs' ``Config.cost()``
+    (0 for runs without an estimate)."""
+    total = 0
+    for r in task:
+        cost = getattr(r.config, "cost", None)
+        est = cost() if callable(cost) else None
+        total += int(est.memory) if est is not None else 0
+    return total
+
+
 def _exit_reason(code: int | None) -> str:
     if code is not None and code < 0:
         try:
@@ -357,6 +375,28 @@ def _pool_imap(tasks: list[Task], n: int, limits: Limits, max_deaths: int,
     queue: deque[Task] = deque(tasks)
     deaths: Counter = Counter()
     workers: list[_Worker] = []
+    budget = limits.max_memory  # for all runs at once on this machine (None: not bounded)
+    if budget is not None:  # each live worker costs its interpreter and imports
+        n = max(1, min(n, budget // WORKER_OVERHEAD_BYTES))
+
+    def fits(task: Task) -> bool:
+        """Admit ``task`` while the estimates of the running tasks, its own and the live
+        workers' overhead fit ``budget``; a task alone is always admitted (its run passed
+        the per-run check before the sweep started)."""
+        running = [w.task for w in workers if w.task is not None]
+        if budget is None or not running:
+            return True
+        need = sum(map(task_memory, running)) + task_memory(task) \
+            + len(workers) * WORKER_OVERHEAD_BYTES
+        return need <= budget
+
+    def next_task() -> Task | None:
+        """The first queued task that fits the memory budget now (``None``: none does)."""
+        for k, t in enumerate(queue):
+            if fits(t):
+                del queue[k]
+                return t
+        return None
 
     def hard_seconds(task: Task) -> float | None:
         if limits.max_seconds is None:
@@ -372,7 +412,9 @@ def _pool_imap(tasks: list[Task], n: int, limits: Limits, max_deaths: int,
                     if not w.proc.is_alive():
                         w.kill()
                         w = workers[i] = _Worker(ctx, limits)
-                    task = queue.popleft()
+                    task = next_task()
+                    if task is None:
+                        break  # nothing fits the memory budget until a running task ends
                     task = keep(task) if keep else task
                     if task and not w.send(task, hard_seconds(task)):
                         queue.appendleft(task)  # it died before taking it: not the task's doing
@@ -476,6 +518,82 @@ def _die_with_parent(parent_pid: int) -> None:
 
 #: Dask scheduler address schemes mirrorflow accepts.
 _DASK_SCHEMES = ("tcp", "tls")
+#: Seconds to open a TCP connection to a Dask scheduler, and then (separately) for Dask's
+#: handshake and its answer to ``identity`` (docs/reliability.md).
+DASK_CONNECT_TIMEOUT_S = 5.0
+DASK_HANDSHAKE_TIMEOUT_S = 3.0
+
+
+def check_scheduler(address: str, connect_timeout: float = DASK_CONNECT_TIMEOUT_S,
+                    handshake_timeout: float = DASK_HANDSHAKE_TIMEOUT_S) -> None:
+    """One-line :class:`MirrorflowError` unless a Dask scheduler answers at ``address``.
+
+    First a plain TCP connection (``connect_timeout`` s: nothing listening, a host that does
+    not answer); then Dask's handshake and an ``identity`` request, under ``handshake_timeout``
+    s, whose answer must be a scheduler's. A port that speaks HTTP (the dashboard, by mistake)
+    never answers the handshake; a server of another protocol sends bytes that Dask reads as
+    absurd frame sizes (a ``MemoryError`` of exabytes) or closes the connection: each is a
+    one-line error before anything is created.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.security import Security
+
+    hint = "start one with `dask scheduler` or use --dask local"
+    host, port = parse_host_port(parse_address(address)[1])
+    try:
+        socket.create_connection((host, port), timeout=connect_timeout).close()
+    except OSError as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise MirrorflowError(f"cannot reach Dask scheduler at {address} ({text}); {hint}"
+                              ) from None
+
+    async def probe():
+        args = Security().get_connection_args("client")
+        comm = await connect(address, timeout=handshake_timeout, **args)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def in_own_loop():  # a thread of its own: the caller may be inside an event loop
+        box: dict[str, Any] = {}
+
+        def target():
+            try:
+                box["answer"] = asyncio.run(asyncio.wait_for(probe(), handshake_timeout))
+            except BaseException as exc:  # handed to the caller's thread below
+                box["error"] = exc
+
+        t = threading.Thread(target=target, name="mirrorflow-dask-probe", daemon=True)
+        t.start()
+        t.join()
+        if "error" in box:
+            raise box["error"]
+        return box["answer"]
+
+    try:
+        answer = in_own_loop()
+    except (asyncio.TimeoutError, TimeoutError):
+        raise MirrorflowError(
+            f"no Dask scheduler at {address}: the server accepted the connection but did not "
+            f"answer Dask's handshake within {handshake_timeout:g} s (an HTTP port such as the "
+            f"dashboard's?); pass the scheduler's address (port 8786 by default)") from None
+    except MemoryError:
+        raise MirrorflowError(
+            f"no Dask scheduler at {address}: the server speaks another protocol (its first "
+            f"bytes do not read as Dask frames); pass the scheduler's address") from None
+    except Exception as exc:  # closed mid-handshake, nonsense frames, a TLS mismatch, ...
+        raise MirrorflowError(
+            f"no Dask scheduler at {address}: the server does not speak Dask's protocol "
+            f"({_one_line(exc)[:200]}); pass the scheduler's address") from None
+    if not (isinstance(answer, dict) and answer.get("type") == "Scheduler"):
+        what = answer.get("type") if isinstance(answer, dict) else type(answer).__name__
+        raise MirrorflowError(f"no Dask scheduler at {address}: it answered as {what!r}; "
+                              f"pass the scheduler's address")
 
 
 @dataclass(frozen=True)
@@ -508,6 +626,7 @@ class DaskExecutor:
                                    dashboard_address=None, **where)
             client = Client(cluster)
         else:
+            check_scheduler(self.address)
             try:
                 client = Client(self.address, timeout="10s")
             except (OSError, ValueError, TypeError) as exc:
@@ -554,11 +673,17 @@ def _dask_outcomes(fut: Any, task: Task) -> list[Outcome]:
 
 
 def make_executor(dask: str | None = None, workers: int = 0) -> LocalExecutor | DaskExecutor:
-    """``LocalExecutor(workers)`` or, with ``dask`` (``"local"`` / ``"tcp://HOST:PORT"``), Dask."""
+    """``LocalExecutor(workers)`` or, with ``dask`` (``"local"`` / ``"tcp://HOST:PORT"``), Dask.
+
+    A scheduler address is checked with :func:`check_scheduler` here (one line within
+    about ``DASK_CONNECT_TIMEOUT_S`` s when nothing, an HTTP server or another protocol answers)."""
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise MirrorflowError(f"workers must be >= 0 (0 = one per core), got {workers}")
     if dask:
-        return DaskExecutor(address=dask, n_workers=workers)
+        executor = DaskExecutor(address=dask, n_workers=workers)
+        if dask != "local":  # before any store or cluster is created
+            check_scheduler(dask)
+        return executor
     return LocalExecutor(workers=workers)
 
 

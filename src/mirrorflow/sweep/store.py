@@ -13,10 +13,20 @@ Table ``runs`` has one row per finished run::
     started_at, finished_at    wall-clock (unix seconds) of the task that ran it
     runtime_s                  seconds per run, host
 
-The curves of ``results.sqlite`` live in ``results.curves/<id>.npz``. A run is written in one
-SQLite transaction, after its curves file has been atomically renamed into place: a crash
-leaves either the whole row or no row (an orphan ``.npz`` at worst, overwritten on re-run).
-Only finished runs are written, so a killed sweep leaves no half-finished rows behind.
+The curves of ``results.sqlite`` live in ``results.curves/<id>.npz``. A run's curves are
+written to a temporary file first, then its row is committed in one SQLite transaction, and
+only then is the file renamed into place: a failed or rolled-back commit (a full disk, an I/O
+error) leaves no curves file behind, and a crash between the commit and the rename leaves a
+complete temporary file that the next opening for writing puts in place
+(:meth:`ResultStore._repair_curves`). Only finished runs are written, so a killed sweep leaves
+no half-finished rows behind. Curves files get the permission bits of the store file.
+
+**Untrusted stores** (docs/reliability.md): every curves name read from a store must be a plain
+file name (``[A-Za-z0-9_.-]``, no ``..``, no separator) that resolves inside the store's curves
+folder (a symlink out of it is refused); otherwise the store is refused with one line before
+anything is read or written. Opening for reading (``create=False``: ``mirrorflow report``)
+never writes: the SQLite file is opened read-only, and an old layout is migrated in a copy in
+memory; only a command that writes (``sweep``, ``reproduce``) migrates the file itself.
 
 A result is never lost to a later write (docs/reliability.md): inside the write transaction
 the stored row is read, and a ``done`` or ``diverged`` row is kept — whatever another sweep or
@@ -28,9 +38,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +53,7 @@ import numpy as np
 from mirrorflow._core.jsonable import jsonable
 from mirrorflow._core.validation import MirrorflowError, check_writable_folder
 
-__all__ = ["STATUSES", "ResultStore", "RunRecord", "jsonable"]
+__all__ = ["STATUSES", "ResultStore", "RunRecord", "StoreWriteError", "jsonable"]
 
 STATUSES = ("done", "diverged", "failed")
 #: Statuses that are results: a row with one of them is never replaced.
@@ -69,6 +81,17 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 _COLUMNS = ("id", "experiment", "sweep", "version", "config", "status", "message",
             "diverged_step", "metrics", "curves", "started_at", "finished_at", "runtime_s", "host")
+
+
+#: What a curves name read from a store may look like: a plain file name in the curves folder.
+_CURVES_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,200}\.npz")
+#: Temporary curves files older than this are a killed writer's leftovers (removed at opening).
+_STALE_TMP_S = 24 * 3600.0
+
+
+class StoreWriteError(MirrorflowError):
+    """The store could not take a write: a full disk, a file-size limit, an I/O error, a lock
+    held too long. One line naming the store and the cause; nothing of the run was kept."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +141,11 @@ class ResultStore:
         if not create and self.path.stat().st_size == 0:
             raise MirrorflowError(f"{self.path} is an empty file, not a results database; run "
                                   f"`mirrorflow sweep SPEC --db {self.path}` into it first")
+        if create and self.path.is_file() and self.path.stat().st_size == 0:
+            raise MirrorflowError(f"{self.path} is an empty file, not a results database; "
+                                  f"remove it or pass another path as the results database")
+        self.readonly = not create
+        existed = self.path.exists()
         self.curves_dir = self.path.with_suffix(".curves")
         if create:  # a sweep writes: find out now, not after the first run has been computed
             check_writable_folder(self.path.parent, what=f"results database {self.path}")
@@ -128,7 +156,11 @@ class ResultStore:
                                       f"is a file, not a folder; move it away")
         self._conn = None
         try:
-            self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            if self.readonly:  # reading never writes, not even a journal or a migration
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+            else:
+                self._conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             version = self._conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in self._conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table'")}
@@ -154,18 +186,95 @@ class ResultStore:
             self.close()
             raise MirrorflowError(f"{self.path} holds no results database (no tables); run "
                                   f"`mirrorflow sweep SPEC --db {self.path}` into it first")
+        if tables:
+            self._check_curves_names()  # before anything is read from or written to disk
         try:
             if not tables:
                 with self._transaction():
                     self._conn.execute(_SCHEMA)
                     self._conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
             elif version < 2:
+                if self.readonly:  # migrate a copy in memory; the file stays as it is
+                    mem = sqlite3.connect(":memory:", isolation_level=None)
+                    self._conn.backup(mem)
+                    self._conn.close()
+                    self._conn = mem
                 self._add_missing_columns()
                 self._migrate_v1()
-        except sqlite3.OperationalError as exc:  # e.g. a read-only file or folder
+            elif not self.readonly:
+                self._repair_curves()
+        except (sqlite3.OperationalError, OSError) as exc:  # read-only place, full disk, I/O
             self.close()
-            raise MirrorflowError(f"cannot write to {self.path} ({exc}); check its permissions"
+            if not existed:  # leave no (empty) file of our own behind
+                for extra in ("", "-journal", "-wal", "-shm"):
+                    Path(f"{self.path}{extra}").unlink(missing_ok=True)
+            raise MirrorflowError(f"cannot write to {self.path} ({' '.join(str(exc).split())}); "
+                                  f"check its permissions and the free space on its disk"
                                   ) from None
+
+    def _check_curves_names(self) -> None:
+        """One-line error when a row names a curves file that is not a plain file name in the
+        curves folder (``../x``, ``/etc/x``, ``a/b.npz``): such a store is not trusted."""
+        have = {r[1] for r in self._conn.execute("PRAGMA table_info(runs)")}
+        if "curves" not in have:
+            return
+        for rid, name in self._conn.execute(
+                "SELECT id, curves FROM runs WHERE curves IS NOT NULL"):
+            if not (isinstance(name, str) and _CURVES_NAME.fullmatch(name) and ".." not in name):
+                self.close()
+                raise MirrorflowError(self._untrusted(rid, name))
+
+    def _untrusted(self, rid, name) -> str:
+        shown = repr(name)[:120]
+        return (f"{self.path} is refused: run {str(rid)[:40]!r} names curves file {shown}, "
+                f"which is not a file inside {self.curves_dir}; nothing was read or changed "
+                f"(a damaged or untrusted store: recreate it with `mirrorflow sweep`)")
+
+    def _curves_path(self, rid, name: str) -> Path:
+        """The path of curves file ``name``, checked to be inside the curves folder (a symlink
+        out of it is refused)."""
+        if not (_CURVES_NAME.fullmatch(name) and ".." not in name):
+            raise MirrorflowError(self._untrusted(rid, name))
+        path = self.curves_dir / name
+        if path.is_symlink() or not path.resolve().is_relative_to(self.curves_dir.resolve()):
+            raise MirrorflowError(self._untrusted(rid, name))
+        return path
+
+    def _repair_curves(self) -> None:
+        """Put in place the curves of committed rows whose rename did not happen (a crash right
+        after the commit): their complete temporary file is next to where the file belongs.
+        Temporary files older than a day (killed writers) are removed."""
+        if not self.curves_dir.is_dir():
+            return
+        tmps = list(self.curves_dir.glob(".*.npz.*.tmp"))
+        if not tmps:
+            return
+        by_name: dict[str, list[Path]] = {}
+        for t in tmps:
+            by_name.setdefault(t.name[1:].split(".npz.", 1)[0] + ".npz", []).append(t)
+        rows = self._conn.execute(
+            f"SELECT id, curves FROM runs WHERE status IN ('done', 'diverged') AND curves IN "
+            f"({', '.join('?' * len(by_name))})", tuple(by_name)).fetchall() if len(by_name) < 900 \
+            else self._conn.execute("SELECT id, curves FROM runs WHERE curves IS NOT NULL").fetchall()
+        for rid, name in rows:
+            final = self._curves_path(rid, name)
+            if final.exists():
+                continue
+            for t in sorted(by_name.get(name, []), key=lambda p: -p.stat().st_mtime):
+                try:
+                    with np.load(t, allow_pickle=False) as data:
+                        data.files  # noqa: B018 - a complete zip has a readable directory
+                except (OSError, ValueError, EOFError):
+                    continue
+                os.replace(t, final)
+                break
+        now = time.time()
+        for t in tmps:
+            try:
+                if t.exists() and now - t.stat().st_mtime > _STALE_TMP_S:
+                    t.unlink()
+            except OSError:
+                pass
 
     def _damaged(self, detail) -> str:
         detail = " ".join(str(detail).split())
@@ -222,17 +331,18 @@ class ResultStore:
             if new_id != rid and new_id in taken:
                 continue  # the same run is already stored under the new id
             new_curves = curves
-            if curves and new_id != rid and (self.curves_dir / curves).is_file():
-                new_curves = f"{new_id}.npz"
-                shutil.copyfile(self.curves_dir / curves, self.curves_dir / new_curves)
-                old_files.append(self.curves_dir / curves)
+            if curves and new_id != rid and not self.readonly \
+                    and self._curves_path(rid, curves).is_file():
+                new_curves = f"{new_id}.npz"  # (read-only: the row keeps naming the old file)
+                shutil.copyfile(self._curves_path(rid, curves), self.curves_dir / new_curves)
+                old_files.append(self._curves_path(rid, curves))
             taken.add(new_id)
             updates.append((new_id, new_name, json.dumps(new_cfg, sort_keys=True), new_curves, rid))
         with self._transaction():
             self._conn.executemany("UPDATE runs SET id = ?, experiment = ?, config = ?, curves = ? "
                                    "WHERE id = ?", updates)
             self._conn.execute("PRAGMA user_version = 2")
-        for f in old_files:
+        for f in old_files:  # each checked by _curves_path: inside the curves folder
             f.unlink(missing_ok=True)
 
     # -- context management ------------------------------------------------------------------
@@ -255,7 +365,19 @@ class ResultStore:
                 conn.execute("BEGIN IMMEDIATE")
 
             def __exit__(self_inner, exc_type, exc, tb):
-                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                if exc_type is None:
+                    try:
+                        conn.execute("COMMIT")
+                        return False
+                    except sqlite3.Error:  # e.g. a full disk at COMMIT: roll back, re-raise
+                        if conn.in_transaction:
+                            try:
+                                conn.execute("ROLLBACK")
+                            except sqlite3.Error:
+                                pass
+                        raise
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 return False
 
         return _Tx()
@@ -266,44 +388,66 @@ class ResultStore:
 
         A stored ``done`` or ``diverged`` row of the same id is kept (``False``): the decision
         is taken inside the write transaction, so it holds against concurrent writers. A
-        ``failed`` row is replaced. The curves file is renamed into place only when the row is
-        written, inside the transaction.
+        ``failed`` row is replaced. The curves go to a temporary file first; it is renamed into
+        place only after the row is committed, so a commit that fails leaves no curves file.
+        A full disk, a file-size limit or an I/O error raise :class:`StoreWriteError` (one
+        line); the run is then not stored.
         """
+        if self.readonly:
+            raise MirrorflowError(f"{self.path} was opened for reading; open it with "
+                                  f"create=True to write")
         if record.status not in STATUSES:
             raise MirrorflowError(f"status must be one of {', '.join(STATUSES)}, "
                                   f"got {record.status!r}")
         curves_file = tmp = None
-        if curves:
-            curves_file = f"{record.run_id}.npz"
-            tmp = self._write_npz(self.curves_dir / curves_file, curves, publish=False)
-        row = (
-            record.run_id, record.experiment, record.sweep, record.version,
-            json.dumps(jsonable(record.config), sort_keys=True, allow_nan=False),
-            record.status, record.message, record.diverged_step,
-            json.dumps(jsonable(record.metrics), sort_keys=True, allow_nan=False),
-            curves_file, record.started_at, record.finished_at, record.runtime_s, record.host,
-        )
+        row_in = False
         try:
+            if curves:
+                curves_file = f"{record.run_id}.npz"
+                tmp = self._write_npz(self.curves_dir / curves_file, curves, publish=False,
+                                      mode=self._file_mode())
+            row = (
+                record.run_id, record.experiment, record.sweep, record.version,
+                json.dumps(jsonable(record.config), sort_keys=True, allow_nan=False),
+                record.status, record.message, record.diverged_step,
+                json.dumps(jsonable(record.metrics), sort_keys=True, allow_nan=False),
+                curves_file, record.started_at, record.finished_at, record.runtime_s, record.host,
+            )
             with self._transaction():
                 old = self._conn.execute("SELECT status FROM runs WHERE id = ?",
                                          (record.run_id,)).fetchone()
                 if old is not None and old[0] in FINAL:
                     return False  # a result stays; nothing of it is touched
-                if tmp is not None:
-                    os.replace(tmp, self.curves_dir / curves_file)
-                    tmp = None
                 self._conn.execute(
                     f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(_COLUMNS))})", row)
-            return True
-        finally:
+            row_in = True  # committed: now, and only now, the curves go in place
             if tmp is not None:
+                os.replace(tmp, self.curves_dir / curves_file)
+                tmp = None
+            return True
+        except (sqlite3.OperationalError, OSError) as exc:
+            what = "its curves could not be put in place" if row_in else "it was not stored"
+            raise StoreWriteError(f"cannot write run {record.run_id} to {self.path} "
+                                  f"({' '.join(str(exc).split()) or type(exc).__name__}); "
+                                  f"{what}") from None
+        finally:
+            if tmp is not None and not row_in:  # (after the commit: _repair_curves uses it)
                 tmp.unlink(missing_ok=True)
 
+    def _file_mode(self) -> int:
+        """Permission bits for curves files: those of the store file (read/write bits)."""
+        try:
+            return self.path.stat().st_mode & 0o666
+        except OSError:  # pragma: no cover - the store file is there while it is open
+            return 0o644
+
     @staticmethod
-    def _write_npz(path: Path, curves: Mapping[str, Any], publish: bool = True) -> Path:
+    def _write_npz(path: Path, curves: Mapping[str, Any], publish: bool = True,
+                   mode: int | None = None) -> Path:
         """Write ``curves`` to a temporary file next to ``path``; rename it to ``path`` when
-        ``publish`` (else return the temporary path for the caller to rename)."""
+        ``publish`` (else return the temporary path for the caller to rename). A failed write
+        (full disk) leaves no temporary file."""
         arrays = {}
         for k, v in curves.items():
             arr = np.asarray(v)
@@ -314,8 +458,14 @@ class ResultStore:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                if mode is not None:
+                    os.fchmod(fh.fileno(), mode)
+                fh.write(buf.getvalue())
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
         if publish:
             os.replace(name, path)
             return path
@@ -372,7 +522,7 @@ class ResultStore:
         """The curves of a run (empty dict when it has none or the file is missing)."""
         if not record.curves_file:
             return {}
-        path = self.curves_dir / record.curves_file
+        path = self._curves_path(record.run_id, record.curves_file)
         if not path.is_file():
             return {}
         with np.load(path, allow_pickle=False) as data:
