@@ -3,6 +3,7 @@ decision rule promises; the registry's claims find their runs in the built-in sw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -379,3 +380,166 @@ def test_end_to_end_on_tiny_real_runs(tmp_path):
     assert a_only["verdict"] == SUPPORTED, a_only["reason"]
     assert "claims_forest.png" in files.files
     assert data["vit/switch-off-wins"]["verdict"] == NOT_EVALUATED
+
+
+# ----------------------------------------------------------- pairing rule, convergence, δ
+def _sr_like(order_seed: int | None, prefer: bool = True, n: int = 6):
+    """Per seed: none, switch-off, and TWO constant runs differing only in the free field t_max
+    (300: worse; 2000: better) — a quick and a full sweep in one store."""
+    rng = np.random.default_rng(7)
+    recs = []
+    for s in range(n):
+        base = float(np.exp(rng.normal(0, 0.1)))
+        recs.append(_rec(len(recs), "none", s, {"err": 3.0 * base}))
+        recs.append(_rec(len(recs), "switch-off", s, {"err": 1.0 * base}))
+        recs.append(_rec(len(recs), "constant", s, {"err": 4.0 * base}, t_max=300.0))
+        recs.append(_rec(len(recs), "constant", s, {"err": 0.3 * base}, t_max=2000.0))
+    if order_seed is not None:
+        recs = [recs[i] for i in np.random.default_rng(order_seed).permutation(len(recs))]
+    const = Arm("constant", {"schedule": "constant", "wd": 0.2},
+                {"t_max": 2000.0} if prefer else {})
+    return recs, _claim(Compare("err", SW, const))
+
+
+def test_several_candidates_are_never_resolved_by_insertion_order():
+    """The same records in shuffled orders: identical verdicts and effects. With the arm's
+    declared setting (t_max = 2000) the full-sweep run is used (switch-off worse by 0.3/1:
+    contradicted); without it the pairs are left out — and both say how many."""
+    results = []
+    for order in (None, 0, 1, 2, 3):
+        recs, claim = _sr_like(order)
+        results.append(claim.evaluate(recs))
+    e = results[0].effects[0]
+    assert {r.verdict for r in results} == {CONTRADICTED}
+    assert {r.effects[0].estimate for r in results} == {e.estimate}
+    assert e.estimate == pytest.approx(math.log(0.3), rel=1e-12)  # log(0.3 b / 1.0 b)
+    assert e.n == 6 and "6 pair(s) had several candidate runs of one arm: 6 resolved" in e.reason
+    assert e.pairing["several_candidates"] == 6 and e.pairing["ambiguous_left_out"] == 0
+    for order in (None, 5):
+        recs, claim = _sr_like(order, prefer=False)
+        res = claim.evaluate(recs)
+        assert res.verdict == INCONCLUSIVE and res.effects[0].n == 0
+        assert "6 pair(s) had several candidate runs of one arm: 0 resolved" in res.reason
+        assert "6 left out" in res.reason
+        assert res.effects[0].pairing["ambiguous_left_out"] == 6
+
+
+def test_pairs_stay_inside_one_version_and_the_newest_is_used():
+    """Seeds run under two versions are one pair each (from the newest version, compared as
+    numbers: 0.10.0 > 0.9.0), never two; a seed with only some arms in the newest version
+    falls back to a version that has them all."""
+    recs = []
+    for s in range(5):
+        for v, f in (("0.9.0", 1.0), ("0.10.0", 2.0)):
+            recs.append(RunRecord(run_id=f"n{s}{v}", experiment="toy",
+                                  config={"schedule": "none", "seed": s, "t_max": 1.0},
+                                  status="done", metrics={"err": 4.0 * f}, version=v))
+            if not (s == 4 and v == "0.10.0"):
+                recs.append(RunRecord(run_id=f"s{s}{v}", experiment="toy",
+                                      config={"schedule": "switch-off", "seed": s, "wd": 0.2,
+                                              "switch_at": 20.0, "t_max": 1.0},
+                                      status="done", metrics={"err": 1.0}, version=v))
+    p = pair_runs(recs, [SW, NONE], free=("t_max",))
+    assert len(p.pairs) == 5 and p.older == 5
+    versions = [q["none"].version for q in sorted(p.pairs, key=lambda q: q["none"].config["seed"])]
+    assert versions == ["0.10.0"] * 4 + ["0.9.0"]
+    assert all(q["none"].version == q["switch-off"].version for q in p.pairs)
+
+
+def test_runs_that_did_not_converge_are_left_out_and_counted():
+    """A store whose constant-decay runs all stopped at t_max (status max-time) is never
+    supported: those pairs are left out and the reason says so; a fixed-horizon claim keeps
+    them and says that too."""
+    recs = []
+    for s in range(6):
+        recs.append(_rec(len(recs), "none", s, {"err": 3.0, "status": "converged"}))
+        recs.append(_rec(len(recs), "switch-off", s, {"err": 1.0 + 0.01 * s,
+                                                      "status": "converged"}))
+        recs.append(_rec(len(recs), "constant", s, {"err": 2.0, "status": "max-time"}))
+    res = _wins().evaluate(recs)
+    assert res.verdict == INCONCLUSIVE and res.effects[0].verdict == SUPPORTED
+    e = res.effects[1]
+    assert e.n == 0 and e.pairing["excluded"]["not converged"] == 6
+    assert "6 pair(s) with runs that did not converge" in res.reason
+    fixed = dataclasses.replace(_wins(), fixed_horizon="no convergence test")
+    res2 = fixed.evaluate(recs)
+    assert res2.verdict == SUPPORTED and "fixed horizon: no convergence test" in res2.reason
+    assert "runs ending at their fixed horizon kept (status max-time 6)" in res2.reason
+    # a diverged status inside an otherwise 'done' record is never kept, even fixed-horizon
+    recs[2] = _rec(2, "constant", 0, {"err": 2.0, "status": "diverged"})
+    assert fixed.evaluate(recs).effects[1].pairing["excluded"]["not converged"] == 1
+
+
+def test_an_effect_below_the_smallest_effect_of_interest_is_not_supported():
+    """Switch-off better by a factor 1 + 1e-9 on every seed: not supported (δ = log 1.05);
+    the reason says the data rule out an effect of interest."""
+    n = 8
+    none = np.exp(np.random.default_rng(8).normal(0, 0.001, n))
+    res = _claim(Compare("err", SW, NONE)).evaluate(
+        _store({"none": none * (1 + 1e-9), "switch-off": none}))
+    e = res.effects[0]
+    assert res.verdict == INCONCLUSIVE and 0 < e.estimate < 1e-8
+    assert "rule out an effect of interest" in e.reason and e.hi < math.log(1.05)
+    assert "δ = 0.0488 (factor 1.05)" in e.smallest
+
+
+def test_a_two_test_claim_is_contradicted_only_past_the_bonferroni_level():
+    """A claim of two tests is contradicted when 2 · (the smaller contradicted-side p) ≤ 2.5%:
+    a test contradicted at its own p ∈ (1.25%, 2.5%] leaves the claim inconclusive."""
+    from mirrorflow.report.claims import compare_sides
+
+    rng = np.random.default_rng(12)
+    for _ in range(400):
+        d = rng.normal(-0.02, 0.02, 6)
+        _, pc = compare_sides(d, math.log(1.05))
+        if 0.0125 < pc <= 0.025 and np.all(d < 0):
+            break
+    else:
+        pytest.fail("no sample in the window")
+    base = np.exp(rng.normal(0, 0.2, 6))
+    recs = _store({"none": base, "switch-off": base * np.exp(-d),
+                   "constant": base * 10.0})
+    res = _wins().evaluate(recs)
+    assert res.effects[0].verdict == CONTRADICTED and res.verdict == INCONCLUSIVE
+    assert res.p_contradicted == pytest.approx(2 * float(pc), rel=1e-9)
+    assert "Bonferroni inside the claim" in res.reason
+
+
+def test_holm_adjusted_verdicts_in_evaluate_claims():
+    """Holm over the claims with runs: a claim decided at raw p just under 2.5% is not decided
+    after Holm among several; a very small p stays decided."""
+    rng = np.random.default_rng(13)
+    strong = _store({"none": np.exp(rng.normal(2, 0.05, 8)), "switch-off": np.ones(8)})
+    c_strong = Claim("toy/strong", "s", "t", "toy", (Compare("err", SW, NONE),), free=("t_max",))
+    others = []
+    for i in range(4):
+        others.append(Claim(f"toy/weak{i}", "w", "t", f"toy{i}", (Compare("err", SW, NONE),),
+                            free=("t_max",)))
+    recs = list(strong)
+    for i in range(4):
+        d = np.array([0.3, 0.1, 0.2, 0.15, 0.12, 0.02]) + 0.05 * i
+        for r in _store({"none": np.exp(d), "switch-off": np.ones(6)}):
+            recs.append(RunRecord(**{**r.__dict__, "experiment": f"toy{i}",
+                                     "run_id": f"{i}{r.run_id}"}))
+    res = evaluate_claims(recs, [c_strong, *others])
+    from mirrorflow.report.claims import holm
+
+    p2 = [r.p_two_sided for r in res]
+    expect = holm(p2, RULE.family_alpha)
+    for r, ok in zip(res, expect):
+        assert r.verdict_holm == (r.verdict if ok else INCONCLUSIVE)
+    assert res[0].verdict_holm == SUPPORTED
+    assert any(r.verdict == SUPPORTED and r.verdict_holm == INCONCLUSIVE for r in res) or \
+        all(expect)
+
+
+def test_a_matched_constant_arm_selects_by_integrated_decay():
+    """``IntegratedDecay(a)`` picks the constant run whose λ · steps · lr equals a (0.5 · 600 ·
+    2e-3 = 0.6), not λ = 1 (a = 1.2); a switch-off run's a is λ · switch_at."""
+    from mirrorflow.report.claims import IntegratedDecay
+
+    arm = Arm("c", {"schedule": "constant", "a": IntegratedDecay(0.6)})
+    assert arm.matches({"schedule": "constant", "wd": 0.5, "steps": 600, "lr": 2e-3})
+    assert not arm.matches({"schedule": "constant", "wd": 1.0, "steps": 600, "lr": 2e-3})
+    assert IntegratedDecay(0.8)({"schedule": "switch-off", "wd": 5.0, "switch_at": 0.16})
+    assert arm.describe() == "schedule=constant, a = 0.6"

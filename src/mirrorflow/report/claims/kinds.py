@@ -33,10 +33,12 @@ from mirrorflow.report.claims.pairing import Arm, Pairing, _is_number, pair_runs
 from mirrorflow.report.claims.statistics import (
     RULE,
     Rule,
+    compare_sides,
     fieller_interval,
     holm,
     mean_interval,
-    one_sided,
+    nearer_sides,
+    same_sides,
     seeds_for_power,
     signflip_pvalues,
     t_pvalues,
@@ -230,7 +232,7 @@ def _finish(effect: Effect, notes: Sequence[str], n: int, rule: Rule) -> Effect:
 
 
 def _power_reps(rule: Rule) -> int:
-    return 200
+    return rule.power_reps
 
 
 def _power_rule(rule: Rule) -> Rule:
@@ -332,8 +334,7 @@ def decide_compare(d: np.ndarray, delta: float, rule: Rule = RULE,
     lo, hi = mean_interval(d, rule)
     if n < 2:
         return Effect("", INCONCLUSIVE, "one pair", est, lo, hi, n, reference=(0.0, delta))
-    p_sup = _p(one_sided(d - delta, rule)[0])
-    p_con = _p(one_sided(d, rule)[1])
+    p_sup, p_con = map(_p, compare_sides(d, delta, rule))
     ci = f"95% CI [{lo:.3g}, {hi:.3g}]"
     k = int(np.sum(d > delta))
     rules_out = f"effects above {hi:.3g} and below {lo:.3g} (95%)"
@@ -358,7 +359,7 @@ def decide_compare(d: np.ndarray, delta: float, rule: Rule = RULE,
     eff = Effect("", verdict, reason, est, lo, hi, n, reference=(0.0, delta),
                  p_supported=p_sup, p_contradicted=p_con,
                  rules_out=rules_out if verdict == INCONCLUSIVE else "")
-    if power and verdict != SUPPORTED:
+    if power and verdict != SUPPORTED and rule.power_reps > 0:
         sd = float(np.std(d, ddof=1))
         at = 2 * delta
 
@@ -368,7 +369,7 @@ def decide_compare(d: np.ndarray, delta: float, rule: Rule = RULE,
         pr = _power_rule(rule)
 
         def decide(x):
-            return one_sided(x - delta, pr)[0] <= rule.alpha_side
+            return compare_sides(x, delta, pr)[0] <= rule.alpha_side
 
         n80, _ = seeds_for_power(decide, draw, pr, _power_reps(rule)) if sd > 0 else \
             (rule.min_pairs, {})
@@ -390,7 +391,7 @@ def decide_nearer(x: np.ndarray, y: np.ndarray, theta: float, rule: Rule = RULE,
     ref = (theta,)
     if n < 2:
         return Effect("", INCONCLUSIVE, "one pair", est, n=n, reference=ref)
-    p_gap = _p(one_sided(y, rule)[0])
+    p_sup, p_con, p_gap = map(_p, nearer_sides(x, y, theta, rule))
     ylo, yhi = mean_interval(y, rule)
     lo, hi = fieller_interval(x, y, rule)
     if p_gap > rule.alpha_side:
@@ -398,8 +399,6 @@ def decide_nearer(x: np.ndarray, y: np.ndarray, theta: float, rule: Rule = RULE,
                       f"decayed: 95% CI [{ylo:.3g}, {yhi:.3g}], p = {_pfmt(p_gap)}), so "
                       f"'nearer' cannot be tested", est, lo, hi, n, reference=ref,
                       rules_out="nothing about T (its interval is unbounded)")
-    g, le = one_sided(x - theta * y, rule)
-    p_sup, p_con = max(p_gap, _p(g)), max(p_gap, _p(le))
     ci = f"Fieller 95% CI [{lo:.3g}, {hi:.3g}]"
     dd = x - theta * y
     if p_sup <= rule.alpha_side:
@@ -418,7 +417,7 @@ def decide_nearer(x: np.ndarray, y: np.ndarray, theta: float, rule: Rule = RULE,
                  p_contradicted=p_con,
                  rules_out=f"T below {lo:.3g} and above {hi:.3g}" if verdict == INCONCLUSIVE
                  else "")
-    if power and verdict != SUPPORTED:
+    if power and verdict != SUPPORTED and rule.power_reps > 0:
         cov = np.cov(x, y, ddof=1)
 
         def draw(rng, reps, m):
@@ -429,9 +428,7 @@ def decide_nearer(x: np.ndarray, y: np.ndarray, theta: float, rule: Rule = RULE,
         pr = _power_rule(rule)
 
         def decide(z):
-            xs, ys = z[..., 0], z[..., 1]
-            return ((one_sided(ys, pr)[0] <= rule.alpha_side)
-                    & (one_sided(xs - theta * ys, pr)[0] <= rule.alpha_side))
+            return nearer_sides(z[..., 0], z[..., 1], theta, pr)[0] <= rule.alpha_side
 
         n80, _ = seeds_for_power(decide, draw, pr, _power_reps(rule))
         eff = dataclasses.replace(eff, power_seeds=n80, power_at=power_at,
@@ -452,7 +449,7 @@ def decide_same(q: np.ndarray, delta: np.ndarray, margin: float, rule: Rule = RU
         return Effect("", INCONCLUSIVE, "one pair", est, n=n, reference=ref)
     s = 1.0 if md >= 0 else -1.0
     y = s * delta
-    p_gate = _p(one_sided(y, rule)[0])
+    p_sup, p_con, p_gate = map(_p, same_sides(q, delta, margin, rule))
     dlo, dhi = mean_interval(delta, rule)
     lo, hi = fieller_interval(q, y, rule)
     if p_gate > rule.alpha_side:
@@ -460,10 +457,6 @@ def decide_same(q: np.ndarray, delta: np.ndarray, margin: float, rule: Rule = RU
                       f"(unequal-a difference 95% CI [{dlo:.3g}, {dhi:.3g}], p = "
                       f"{_pfmt(p_gate)}), so 'only through a' cannot be tested", est, lo, hi, n,
                       reference=ref, rules_out="nothing about T (its interval is unbounded)")
-    up_g, up_l = one_sided(q - margin * y, rule)   # T vs +margin
-    dn_g, dn_l = one_sided(q + margin * y, rule)   # T vs −margin
-    p_sup = max(p_gate, _p(up_l), _p(dn_g))
-    p_con = max(p_gate, min(1.0, 2 * min(_p(up_g), _p(dn_l))))
     ci = f"Fieller 95% CI [{lo:.3g}, {hi:.3g}]"
     if p_sup <= rule.alpha_side:
         verdict, reason = SUPPORTED, (f"equal-a difference is {est:.3g} of the unequal-a one, "
@@ -481,7 +474,7 @@ def decide_same(q: np.ndarray, delta: np.ndarray, margin: float, rule: Rule = RU
                  p_contradicted=p_con,
                  rules_out=f"T below {lo:.3g} and above {hi:.3g}" if verdict == INCONCLUSIVE
                  else "")
-    if power and verdict != SUPPORTED:
+    if power and verdict != SUPPORTED and rule.power_reps > 0:
         cov = np.cov(q, y, ddof=1)
         my = float(np.mean(y))
 
@@ -491,10 +484,7 @@ def decide_same(q: np.ndarray, delta: np.ndarray, margin: float, rule: Rule = RU
         pr = _power_rule(rule)
 
         def decide(z):
-            qs, ys = z[..., 0], z[..., 1]
-            a = rule.alpha_side
-            return ((one_sided(ys, pr)[0] <= a) & (one_sided(qs - margin * ys, pr)[1] <= a)
-                    & (one_sided(qs + margin * ys, pr)[0] <= a))
+            return same_sides(z[..., 0], z[..., 1], margin, pr)[0] <= rule.alpha_side
 
         n80, _ = seeds_for_power(decide, draw, pr, _power_reps(rule))
         eff = dataclasses.replace(eff, power_seeds=n80, power_at=0.0,

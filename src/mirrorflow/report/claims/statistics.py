@@ -33,10 +33,13 @@ import numpy as np
 __all__ = [
     "RULE",
     "Rule",
+    "compare_sides",
     "fieller_interval",
     "holm",
     "mean_interval",
+    "nearer_sides",
     "one_sided",
+    "same_sides",
     "seeds_for_power",
     "sign_test",
     "signflip_pvalues",
@@ -53,7 +56,8 @@ class Rule:
     test required beside the t test (5%: reachable with 5 pairs, p = 1/32). ``min_pairs``:
     fewest pairs for a verdict (with 4 the sign-flip p is at least 1/16). ``family_alpha``:
     Holm's family-wise level across claims (two-sided scale). ``power``: target of the seeds
-    the report asks for. ``n_flips``: random sign patterns above ``exact_up_to`` pairs.
+    the report asks for, from ``power_reps`` simulated stores per seed count (0: not
+    computed). ``n_flips``: random sign patterns above ``exact_up_to`` pairs.
     """
 
     min_pairs: int = 5
@@ -61,6 +65,7 @@ class Rule:
     alpha_signflip: float = 0.05
     family_alpha: float = 0.05
     power: float = 0.8
+    power_reps: int = 200
     exact_up_to: int = 12
     n_flips: int = 20000
     seed: int = 0
@@ -237,3 +242,41 @@ def holm(pvalues: Sequence[float], alpha: float) -> list[bool]:
             break
         out[i] = True
     return out
+
+
+# ------------------------------------------------- the decision p-values of each test kind
+# Vectorized over leading axes (the calibration suite runs thousands of stores at once); the
+# test kinds of :mod:`mirrorflow.report.claims.kinds` call the same functions for one store.
+def compare_sides(d: np.ndarray, delta: float, rule: Rule = RULE
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(p_supported, p_contradicted)`` of Compare: H0 ``mean d ≤ delta`` and H0
+    ``mean d ≥ 0``."""
+    d = np.asarray(d, dtype=np.float64)
+    return one_sided(d - delta, rule)[0], one_sided(d, rule)[1]
+
+
+def nearer_sides(x: np.ndarray, y: np.ndarray, theta: float, rule: Rule = RULE
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(p_supported, p_contradicted, p_gap)`` of Nearer: ``T = mean x / mean y`` above /
+    below ``theta``, each together with ``mean y > 0`` (intersection–union: the larger p)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    p_gap = one_sided(y, rule)[0]
+    g, le = one_sided(x - theta * y, rule)
+    return np.maximum(p_gap, g), np.maximum(p_gap, le), p_gap
+
+
+def same_sides(q: np.ndarray, delta: np.ndarray, margin: float, rule: Rule = RULE
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(p_supported, p_contradicted, p_gate)`` of SameThroughA, ``T = mean q / |mean Δ|``:
+    supported ``|T| < margin`` (two one-sided tests), contradicted ``T > margin`` or
+    ``T < −margin`` (Bonferroni over the two), each with ``Δ ≠ 0`` shown in the direction of
+    its mean (a two-sided test at ``2·alpha_side``)."""
+    q, delta = np.asarray(q, dtype=np.float64), np.asarray(delta, dtype=np.float64)
+    s = np.where(delta.mean(axis=-1) >= 0, 1.0, -1.0)[..., None]
+    y = s * delta
+    p_gate = one_sided(y, rule)[0]
+    up_g, up_l = one_sided(q - margin * y, rule)
+    dn_g, dn_l = one_sided(q + margin * y, rule)
+    p_sup = np.maximum(p_gate, np.maximum(up_l, dn_g))
+    p_con = np.maximum(p_gate, np.minimum(1.0, 2.0 * np.minimum(up_g, dn_l)))
+    return p_sup, p_con, p_gate
