@@ -543,3 +543,22 @@ def test_a_matched_constant_arm_selects_by_integrated_decay():
     assert not arm.matches({"schedule": "constant", "wd": 1.0, "steps": 600, "lr": 2e-3})
     assert IntegratedDecay(0.8)({"schedule": "switch-off", "wd": 5.0, "switch_at": 0.16})
     assert arm.describe() == "schedule=constant, a = 0.6"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "5"], "--budget only applies with --until-decided"),
+    (["--until-decided"], "--until-decided needs --budget MINUTES"),
+    (["--until-decided", "--budget", "-1"], "--budget must be a positive number of minutes"),
+    (["--until-decided", "--budget", "5", "--looks", "1"], "--looks must be ≥ 2"),
+])
+def test_reproduce_until_decided_refuses_bad_input_before_running(tmp_path, args, message):
+    """Bad options: one line, exit 2, nothing written (the out folder is not created)."""
+    from typer.testing import CliRunner
+
+    from mirrorflow.cli import app
+
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert not out.exists()

@@ -258,3 +258,70 @@ def test_false_verdict_rates_at_the_boundaries_slow():
     for n in (5, 6, 7, 8, 9, 10, 12, 15, 20, 25, 30):
         d = DELTA + 0.8 + rng.standard_normal((reps, n))
         print(f"| {n} | {np.mean(compare_sides(d, DELTA)[0] <= A):.1%} |")
+
+
+# -------------------------------------------------------- sequential design (until decided)
+def sequential_rates(reps: int, dist: str = "normal", looks: int = 3, first: int = 5):
+    """False-verdict rates at ANY look of the ``reproduce --until-decided`` design: seeds
+    5 → 10 → 20 (nested: later looks reuse the earlier seeds), every look at the split level."""
+    from mirrorflow.report.claims.sequential import look_rule, seeds_schedule
+
+    rule = look_rule(looks)
+    ns = seeds_schedule(first, looks, rule)
+    rng = np.random.default_rng([77, looks, hash(dist) % 1000])
+    nmax = ns[-1]
+    data = {
+        "Compare, null effect": 0.05 * _noise(rng, dist, (reps, nmax)),
+        "Compare, effect = δ": DELTA + 0.05 * _noise(rng, dist, (reps, nmax)),
+    }
+    ex, ey = _pair_noise(rng, dist, (reps, nmax))
+    data["Nearer, T = θ"] = (THETA + 0.3 * ex, 1.0 + 0.3 * ey)
+    eq, ed = _pair_noise(rng, dist, (reps, nmax), rho=0.3)
+    data["SameThroughA, T = margin"] = (MARGIN + 0.2 * eq, 1.0 + 0.4 * ed)
+    out = {}
+    for name, arr in data.items():
+        sup = np.zeros(reps, bool)
+        con = np.zeros(reps, bool)
+        for n in ns:
+            if name.startswith("Compare"):
+                ps, pc = compare_sides(arr[:, :n], DELTA, rule)
+            elif name.startswith("Nearer"):
+                ps, pc, _ = nearer_sides(arr[0][:, :n], arr[1][:, :n], THETA, rule)
+            else:
+                ps, pc, _ = same_sides(arr[0][:, :n], arr[1][:, :n], MARGIN, rule)
+            dec_s, dec_c = ps <= rule.alpha_side, pc <= rule.alpha_side
+            sup |= dec_s & ~con  # the first decision is the final one
+            con |= dec_c & ~sup
+        out[name] = (int(sup.sum()), int(con.sum()))
+    return ns, out
+
+
+def test_sequential_design_keeps_the_error_rates_fast():
+    from mirrorflow.report.claims.sequential import look_rule, seeds_schedule, with_seeds
+
+    assert seeds_schedule(5, 3) == [5, 10, 20] and seeds_schedule(2, 3) == [2, 6, 12]
+    r = look_rule(3)
+    assert r.alpha_side == pytest.approx(0.025 / 3) and r.family_alpha == pytest.approx(0.05 / 3)
+    entry = {"grid": {"seed": [0, 1]}, "case": [{"grid": {"seed": [0]}, "zip": {"x": [1]}}]}
+    assert with_seeds(entry, 4) == {"grid": {"seed": [0, 1, 2, 3]},
+                                    "case": [{"grid": {"seed": [0, 1, 2, 3]},
+                                              "zip": {"x": [1]}}]}
+    assert entry["grid"]["seed"] == [0, 1]  # a copy
+    reps = 200
+    _, out = sequential_rates(reps)
+    for name, (ks, kc) in out.items():
+        assert not _too_high(ks, reps, A) and not _too_high(kc, reps, A), (name, ks, kc)
+
+
+@pytest.mark.slow
+def test_sequential_design_keeps_the_error_rates_slow():
+    reps = 2000
+    print("\n| scenario | noise | seeds per look | false supported (any look) | "
+          "false contradicted (any look) |")
+    print("| --- | --- | --- | --- | --- |")
+    for dist in ("normal", "t3"):
+        ns, out = sequential_rates(reps, dist)
+        for name, (ks, kc) in out.items():
+            print(f"| {name} | {dist} | {' → '.join(map(str, ns))} | {ks / reps:.2%} | "
+                  f"{kc / reps:.2%} |")
+            assert not _too_high(ks, reps, A) and not _too_high(kc, reps, A), (name, ks, kc)

@@ -26,6 +26,7 @@ from mirrorflow.report.claims import (
     SUPPORTED,
     Claim,
     ClaimResult,
+    Rule,
     evaluate_claims,
     family_size,
 )
@@ -47,12 +48,14 @@ def _cell(text: str) -> str:
 
 
 def claims_section(records: Sequence[RunRecord], out: Path,
-                   claims: Sequence[Claim] | None = None) -> tuple[list[str], list[str]]:
+                   claims: Sequence[Claim] | None = None,
+                   rule: Rule | None = None) -> tuple[list[str], list[str]]:
     """``(markdown lines, notes)``; writes ``claims.json`` and ``claims_forest.png`` to ``out``."""
-    results = evaluate_claims(records, CLAIMS if claims is None else claims)
+    rule = RULE if rule is None else rule
+    results = evaluate_claims(records, CLAIMS if claims is None else claims, rule)
     m = family_size(results)
     (out / "claims.json").write_text(json.dumps(
-        {"rule": rule_json(m), "claims": [r.to_json() for r in results]}, indent=2,
+        {"rule": rule_json(m, rule), "claims": [r.to_json() for r in results]}, indent=2,
         allow_nan=False), encoding="utf-8")
     counts = {v: sum(r.verdict == v for r in results) for v in _MARK}
     holm_counts = {v: sum(r.verdict_holm == v for r in results) for v in _MARK}
@@ -61,7 +64,7 @@ def claims_section(records: Sequence[RunRecord], out: Path,
           f"contradicted, {counts[INCONCLUSIVE]} inconclusive, {counts[NOT_EVALUATED]} not "
           f"evaluated (runs missing); after Holm's step-down across the {m} claims with runs: "
           f"{holm_counts[SUPPORTED]} supported, {holm_counts[CONTRADICTED]} contradicted.", "",
-          *rule_markdown(m), ""]
+          *rule_markdown(m, rule), ""]
     rows = []
     for r in results:
         effects = "<br>".join(
@@ -108,15 +111,15 @@ def claims_section(records: Sequence[RunRecord], out: Path,
     return md, notes
 
 
-def rule_json(family: int) -> dict:
+def rule_json(family: int, rule: Rule = RULE) -> dict:
     """The ``rule`` block of claims.json: the decision rule per test kind, as applied."""
-    a = RULE.alpha_side
+    a = rule.alpha_side
     both = (f"both Student's one-sided t test at {a:g} and the exact sign-flip permutation "
-            f"test at {RULE.alpha_signflip:g} (all 2^n sign patterns up to {RULE.exact_up_to} "
-            f"pairs, {RULE.n_flips} seeded random ones above)")
-    return {**RULE.to_json(),
+            f"test at {rule.alpha_signflip:g} (all 2^n sign patterns up to {rule.exact_up_to} "
+            f"pairs, {rule.n_flips} seeded random ones above)")
+    return {**rule.to_json(),
             "decision": f"each side of a test decides when {both} reject; a verdict needs ≥ "
-                        f"{RULE.min_pairs} pairs",
+                        f"{rule.min_pairs} pairs",
             "kinds": {
                 "Compare": "d = log(m_worse / m_better) per pair (difference for linear "
                            "scale); supported: mean d > δ, the claim's smallest effect of "
@@ -136,35 +139,44 @@ def rule_json(family: int) -> dict:
                      "tests ≤ alpha_side (Bonferroni inside the claim)",
             "holm": f"Holm's step-down over the {family} claims with runs and a statistical "
                     f"test, on p_two_sided = 2·min(p_supported, p_contradicted), at "
-                    f"family-wise level {RULE.family_alpha:g}: the probability that any "
-                    f"'after Holm' verdict is false is at most {RULE.family_alpha:g} (under "
+                    f"family-wise level {rule.family_alpha:g}: the probability that any "
+                    f"'after Holm' verdict is false is at most {rule.family_alpha:g} (under "
                     f"the tests' assumptions)",
-            "power": f"seeds for {RULE.power:.0%} power: simulated (normal per-seed values "
+            "sequential": ("" if rule.looks == 1 else
+                           f"one look of a {rule.looks}-look group-sequential design "
+                           f"(reproduce --until-decided): every level is the single-look level "
+                           f"divided by {rule.looks} (Bonferroni over looks), so the error "
+                           f"rates hold over all looks together"),
+            "power": f"seeds for {rule.power:.0%} power: simulated (normal per-seed values "
                      f"with the observed spread) at 2δ for Compare, T = 1 for Nearer, T = 0 "
                      f"for SameThroughA; the fewest seeds from which the power stays ≥ "
-                     f"{RULE.power:.0%} at every larger seed count tried"}
+                     f"{rule.power:.0%} at every larger seed count tried"}
 
 
-def rule_markdown(family: int) -> list[str]:
+def rule_markdown(family: int, rule: Rule = RULE) -> list[str]:
     """The report's statement of the rule (the same as claims.json's ``rule`` block)."""
-    a = RULE.alpha_side
+    a = rule.alpha_side
     return [
         f"**Rule, fixed before the runs** (docs/claims.md): pairs over seeds (same version; "
         f"several candidate runs are resolved by the arm's declared setting or left out, "
         f"never by order; runs that did not converge are left out and counted). Each test has "
         f"a boundary and two one-sided decisions at {a:g}, each needing Student's t test "
-        f"**and** the exact sign-flip permutation test (p < {RULE.alpha_signflip:g}), "
-        f"with ≥ {RULE.min_pairs} pairs. `Compare`: *supported* when the mean effect is above "
+        f"**and** the exact sign-flip permutation test (p < {rule.alpha_signflip:g}), "
+        f"with ≥ {rule.min_pairs} pairs. `Compare`: *supported* when the mean effect is above "
         f"the claim's smallest effect of interest δ, *contradicted* when below 0 (t interval). "
         f"`Nearer`: T above / below its threshold θ (Fieller interval), once the decay is "
         f"shown to move the metric. `SameThroughA`: |T| inside / outside its margin (Fieller "
         f"interval), once a is shown to matter. A claim is supported when all its tests are, "
         f"contradicted when one is at {a:g}/k (k tests). *After Holm*: Holm's step-down over "
-        f"the {family} claims with runs at family-wise level {RULE.family_alpha:g} — the chance "
-        f"that any verdict of that column is false is at most {RULE.family_alpha:g}. "
+        f"the {family} claims with runs at family-wise level {rule.family_alpha:g} — the chance "
+        f"that any verdict of that column is false is at most {rule.family_alpha:g}. "
         f"Inconclusive verdicts say what the 95% interval rules out, and the seeds that would "
-        f"give {RULE.power:.0%} power. Effects and boundaries per claim are in "
-        f"[claims.json](claims.json)."]
+        f"give {rule.power:.0%} power. Effects and boundaries per claim are in "
+        f"[claims.json](claims.json)."
+        + ("" if rule.looks == 1 else
+           f" **Sequential design**: this is one look of at most {rule.looks} (`reproduce "
+           f"--until-decided`); every level above is the single-look level divided by "
+           f"{rule.looks}, so the error rates hold over all looks together.")]
 
 
 def forest_plot(results: Sequence[ClaimResult], path: Path) -> bool:

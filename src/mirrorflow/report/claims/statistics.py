@@ -57,7 +57,9 @@ class Rule:
     fewest pairs for a verdict (with 4 the sign-flip p is at least 1/16). ``family_alpha``:
     Holm's family-wise level across claims (two-sided scale). ``power``: target of the seeds
     the report asks for, from ``power_reps`` simulated stores per seed count (0: not
-    computed). ``n_flips``: random sign patterns above ``exact_up_to`` pairs.
+    computed). ``n_flips``: random sign patterns above ``exact_up_to`` pairs. ``looks``: the
+    number of looks of a sequential design whose share of the levels this rule is
+    (:func:`mirrorflow.report.claims.sequential.look_rule`; 1: a single look).
     """
 
     min_pairs: int = 5
@@ -69,6 +71,7 @@ class Rule:
     exact_up_to: int = 12
     n_flips: int = 20000
     seed: int = 0
+    looks: int = 1
 
     @property
     def confidence(self) -> float:
@@ -79,7 +82,8 @@ class Rule:
         return {"min_pairs": self.min_pairs, "alpha_side": self.alpha_side,
                 "confidence": self.confidence, "alpha_signflip": self.alpha_signflip,
                 "family_alpha": self.family_alpha, "power": self.power,
-                "exact_up_to": self.exact_up_to, "n_flips": self.n_flips, "seed": self.seed}
+                "exact_up_to": self.exact_up_to, "n_flips": self.n_flips, "seed": self.seed,
+                "looks": self.looks}
 
 
 RULE = Rule()
