@@ -194,11 +194,10 @@ class Pairing:
 def pair_runs(records: Sequence[RunRecord], arms: Sequence[Arm], free: Sequence[str] = (),
               fixed_horizon: bool = False) -> Pairing:
     """Pair the runs of ``arms`` by the rule of this module's docstring."""
-    drop = {k for arm in arms for k in arm.where} | set(free) | {"seed"}
+    drop = {k for arm in arms for k in arm.where} | set(free)
     for arm in arms:  # a field one arm's schedule ignores cannot tell the arms' runs apart
         sched = arm.where.get("schedule")
         drop |= set(_IRRELEVANT.get(sched, ())) if isinstance(sched, str) else set()
-    drop.discard("seed")
     by_arm: dict[str, dict[tuple, list[RunRecord]]] = {}
     for arm in arms:
         groups: dict[tuple, list[RunRecord]] = {}
