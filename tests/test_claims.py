@@ -563,3 +563,37 @@ def test_reproduce_until_decided_refuses_bad_input_before_running(tmp_path, args
     assert res.exit_code == 2, res.output
     assert message in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_reproduce_until_decided_adds_seeds_to_undecided_experiments(tmp_path, monkeypatch):
+    """A tiny built-in sweep of 2 seeds leaves the sparse-regression claims undecided at look
+    1; look 2 runs the schedule's 6 seeds, reusing the 6 stored runs, and the report states the
+    per-look rule (levels divided by the 2 looks)."""
+    from typer.testing import CliRunner
+
+    import mirrorflow.experiments as experiments
+    from mirrorflow.cli import app
+    from mirrorflow.experiments.base import Registry
+
+    tiny = {"quick": {"base": {"n": 10, "d": 20, "sparsity": 2, "step": 0.05, "tail": "gd",
+                               "t_max": 40.0, "wd": 0.2},
+                      "grid": {"seed": [0, 1]},
+                      "zip": {"schedule": ["none", "constant", "switch-off"],
+                              "switch_at": [0.0, 0.0, 20.0]}}}
+    only = Registry()
+    only["sparse-regression"] = dataclasses.replace(experiments.REGISTRY["sparse-regression"],
+                                                    sweeps=tiny)
+    monkeypatch.setattr(experiments, "REGISTRY", only)
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out), "--workers", "1",
+                                   "--until-decided", "--budget", "30", "--looks", "2"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the console folds long lines
+    assert "look 1/2" in said and "undecided experiments: sparse-regression" in said, said
+    assert "look 2: sparse-regression-quick: 18 runs" in said and "6 already stored" in said
+    with ResultStore(out / "results.sqlite", create=False) as store:
+        assert store.count() == 18
+    data = json.loads((out / "claims.json").read_text())
+    assert data["rule"]["looks"] == 2 and data["rule"]["alpha_side"] == pytest.approx(0.0125)
+    assert "2-look group-sequential design" in data["rule"]["sequential"]
+    assert "Sequential design" in (out / "report.md").read_text()
