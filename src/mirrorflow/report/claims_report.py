@@ -53,7 +53,7 @@ def claims_section(records: Sequence[RunRecord], out: Path,
     """``(markdown lines, notes)``; writes ``claims.json`` and ``claims_forest.png`` to ``out``."""
     rule = RULE if rule is None else rule
     results = evaluate_claims(records, CLAIMS if claims is None else claims, rule)
-    m = family_size(results)
+    m = family_size(results, rule)
     (out / "claims.json").write_text(json.dumps(
         {"rule": rule_json(m, rule), "claims": [r.to_json() for r in results]}, indent=2,
         allow_nan=False), encoding="utf-8")
@@ -62,7 +62,8 @@ def claims_section(records: Sequence[RunRecord], out: Path,
     md = ["## Claims", "",
           f"{len(results)} claims: {counts[SUPPORTED]} supported, {counts[CONTRADICTED]} "
           f"contradicted, {counts[INCONCLUSIVE]} inconclusive, {counts[NOT_EVALUATED]} not "
-          f"evaluated (runs missing); after Holm's step-down across the {m} claims with runs: "
+          f"evaluated (runs missing); after Holm's step-down across the {m} claims with "
+          f"enough pairs to decide: "
           f"{holm_counts[SUPPORTED]} supported, {holm_counts[CONTRADICTED]} contradicted.", "",
           *rule_markdown(m, rule), ""]
     rows = []
@@ -138,7 +139,7 @@ def rule_json(family: int, rule: Rule = RULE) -> dict:
                      "contradicted: the smallest contradicted-side p times the number of "
                      "tests ≤ alpha_side (Bonferroni inside the claim)",
             "holm": f"Holm's step-down over the {family} claims with runs and a statistical "
-                    f"test, on p_two_sided = 2·min(p_supported, p_contradicted), at "
+                    f"test of at least {rule.min_pairs} pairs, on p_two_sided = 2·min(p_supported, p_contradicted), at "
                     f"family-wise level {rule.family_alpha:g}: the probability that any "
                     f"'after Holm' verdict is false is at most {rule.family_alpha:g} (under "
                     f"the tests' assumptions)",
@@ -168,7 +169,8 @@ def rule_markdown(family: int, rule: Rule = RULE) -> list[str]:
         f"shown to move the metric. `SameThroughA`: |T| inside / outside its margin (Fieller "
         f"interval), once a is shown to matter. A claim is supported when all its tests are, "
         f"contradicted when one is at {a:g}/k (k tests). *After Holm*: Holm's step-down over "
-        f"the {family} claims with runs at family-wise level {rule.family_alpha:g} — the chance "
+        f"the {family} claims with enough pairs to decide, at family-wise level "
+        f"{rule.family_alpha:g} — the chance "
         f"that any verdict of that column is false is at most {rule.family_alpha:g}. "
         f"Inconclusive verdicts say what the 95% interval rules out, and the seeds that would "
         f"give {rule.power:.0%} power. Effects and boundaries per claim are in "

@@ -750,12 +750,14 @@ class Claim:
 def evaluate_claims(records: Sequence[RunRecord], claims: Sequence[Claim] | None = None,
                     rule: Rule = RULE) -> list[ClaimResult]:
     """The verdict on every claim (default: the registry's ``CLAIMS``) from ``records``, with
-    Holm's step-down across the claims that have a statistical test and runs (family-wise
-    level ``rule.family_alpha`` on the two-sided scale): ``verdict_holm``."""
+    Holm's step-down across the claims that have runs and a statistical test with at least
+    ``rule.min_pairs`` pairs (family-wise level ``rule.family_alpha`` on the two-sided scale):
+    ``verdict_holm`` (claims outside the family keep their raw verdict, which is then
+    inconclusive, not evaluated, or a deterministic check's)."""
     if claims is None:
         from mirrorflow.report.claims.registry import CLAIMS as claims
     results = [c.evaluate(records, rule) for c in claims]
-    family = [i for i, r in enumerate(results) if r.statistical and r.verdict != NOT_EVALUATED]
+    family = [i for i, r in enumerate(results) if _in_family(r, rule)]
     keep = holm([results[i].p_two_sided for i in family], rule.family_alpha)
     out = list(results)
     for i, ok in zip(family, keep):
@@ -765,6 +767,13 @@ def evaluate_claims(records: Sequence[RunRecord], claims: Sequence[Claim] | None
     return out
 
 
-def family_size(results: Sequence[ClaimResult]) -> int:
+def _in_family(r: ClaimResult, rule: Rule) -> bool:
+    """A claim enters Holm's family when it has runs and a statistical test with enough pairs
+    to decide (fixed by the design's seed count, not by the outcome)."""
+    return (r.statistical and r.verdict != NOT_EVALUATED
+            and any(e.statistical and e.n >= rule.min_pairs for e in r.effects))
+
+
+def family_size(results: Sequence[ClaimResult], rule: Rule = RULE) -> int:
     """How many claims Holm's step-down ran over."""
-    return sum(r.statistical and r.verdict != NOT_EVALUATED for r in results)
+    return sum(_in_family(r, rule) for r in results)
