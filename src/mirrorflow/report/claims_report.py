@@ -58,13 +58,18 @@ def claims_section(records: Sequence[RunRecord], out: Path,
         {"rule": rule_json(m, rule), "claims": [r.to_json() for r in results]}, indent=2,
         allow_nan=False), encoding="utf-8")
     counts = {v: sum(r.verdict == v for r in results) for v in _MARK}
-    holm_counts = {v: sum(r.verdict_holm == v for r in results) for v in _MARK}
+    fam = [r for r in results if r.statistical and r.verdict != NOT_EVALUATED
+           and any(e.statistical and e.n >= rule.min_pairs for e in r.effects)]
+    holm_counts = {v: sum(r.verdict_holm == v for r in fam) for v in _MARK}
+    det = [r for r in results if not r.statistical]
     md = ["## Claims", "",
           f"{len(results)} claims: {counts[SUPPORTED]} supported, {counts[CONTRADICTED]} "
           f"contradicted, {counts[INCONCLUSIVE]} inconclusive, {counts[NOT_EVALUATED]} not "
-          f"evaluated (runs missing); after Holm's step-down across the {m} claims with "
-          f"enough pairs to decide: "
-          f"{holm_counts[SUPPORTED]} supported, {holm_counts[CONTRADICTED]} contradicted.", "",
+          f"evaluated (runs missing). After Holm's step-down across the {m} claims with "
+          f"enough pairs to decide: {holm_counts[SUPPORTED]} of them supported, "
+          f"{holm_counts[CONTRADICTED]} contradicted"
+          + (f"; the {len(det)} deterministic checks are outside the family "
+             f"({sum(r.verdict == SUPPORTED for r in det)} supported)." if det else "."), "",
           *rule_markdown(m, rule), ""]
     rows = []
     for r in results:

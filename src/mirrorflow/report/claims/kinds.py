@@ -670,8 +670,8 @@ class ClaimResult:
                 "verdict_holm": self.verdict_holm, "reason": self.reason,
                 "p_supported": self.p_supported, "p_contradicted": self.p_contradicted,
                 "p_two_sided": self.p_two_sided if self.statistical else None,
-                "seeds_for_80pct_power": (None if self.power_seeds is None or
-                                          self.power_seeds < 0 else self.power_seeds),
+                "seeds_for_80pct_power": ("> 50" if self.power_seeds is None else
+                                          None if self.power_seeds < 0 else self.power_seeds),
                 "fixed_horizon": c.fixed_horizon,
                 "seeds": list(self.seeds), "missing": list(self.missing),
                 "effects": [e.to_json() for e in self.effects]}
