@@ -3,6 +3,7 @@ decision rule promises; the registry's claims find their runs in the built-in sw
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -74,8 +75,14 @@ def test_known_effect_is_supported_with_the_hand_computed_effect_and_sign_test()
     assert e_none.estimate == pytest.approx(d.mean(), rel=1e-12)
     assert e_none.n == n and e_none.seeds == tuple(range(n))
     assert e_none.lo > 0 and e_none.lo < d.mean() < e_none.hi
-    # the sign test p-value of n positive of n is 2^-n
-    assert f"p = {0.5 ** n:.3g}" in e_none.reason
+    # the exact sign-flip p of n differences all above δ is 2^-n; the t p is scipy's
+    delta = math.log(1.05)
+    assert f"sign-flip p = {0.5 ** n:.2g}" in e_none.reason
+    t_p = stats.ttest_1samp(d - delta, 0.0, alternative="greater").pvalue
+    assert f"t p = {t_p:.2g}" in e_none.reason
+    # the interval is Student's t interval of the mean (scipy's)
+    ci = stats.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert (e_none.lo, e_none.hi) == pytest.approx((ci.low, ci.high), rel=1e-10)
     assert e_const.estimate == pytest.approx((np.log(const) - np.log(sw)).mean(), rel=1e-12)
 
 
@@ -87,11 +94,12 @@ def test_null_effect_is_inconclusive_and_reversed_effect_contradicted():
     null = _claim(Compare("err", SW, NONE)).evaluate(
         _store({"none": base, "switch-off": noise * 1.0}))
     assert null.verdict == INCONCLUSIVE
-    assert null.effects[0].lo < 0 < null.effects[0].hi and "crosses zero" in null.reason
+    assert null.effects[0].lo < 0 < null.effects[0].hi
+    assert "contains the smallest effect" in null.reason and "rules out" in null.reason
     worse = _claim(Compare("err", SW, NONE)).evaluate(
         _store({"none": base, "switch-off": base * 3.0 * np.exp(rng.normal(0, 0.05, n))}))
     assert worse.verdict == CONTRADICTED
-    assert worse.effects[0].hi < 0 and "negative" in worse.reason
+    assert worse.effects[0].hi < 0 and "below 0: the other arm is better" in worse.reason
     # a claim of two tests is contradicted when one test is
     both = _wins().evaluate(_store({"none": base * 5, "constant": base * 0.1,
                                     "switch-off": base}))
@@ -110,7 +118,7 @@ def test_too_few_seeds_diverged_runs_and_missing_arms():
     six = {"none": [10.0] * 6, "switch-off": [0.1] * 6}
     bad = _claim(Compare("err", SW, NONE)).evaluate(
         _store(six, {("switch-off", 1): "diverged", ("switch-off", 4): "failed"}))
-    assert bad.verdict == INCONCLUSIVE and "runs diverged" in bad.reason
+    assert bad.verdict == INCONCLUSIVE and "runs diverged or did not converge" in bad.reason
     assert "1 pair(s) with diverged runs and 1 with failed runs left out" in bad.reason
     missing = _wins().evaluate(_store({"none": [1.0] * 6, "switch-off": [0.5] * 6}))
     assert missing.verdict == NOT_EVALUATED
@@ -208,27 +216,37 @@ def test_nearer_supported_and_contradicted():
     assert far.verdict == CONTRADICTED and far.effects[0].hi < 0.5
 
 
-def test_bootstrap_ci_matches_scipy_on_the_paired_differences():
+def test_fieller_interval_is_the_set_of_ratios_the_t_test_does_not_reject():
+    """Fieller's interval against a brute-force inversion: the θ on a fine grid whose contrast
+    x − θy is rejected by neither one-sided t test (scipy) at 2.5%."""
+    from mirrorflow.report.claims import fieller_interval
+
     rng = np.random.default_rng(4)
-    none, sw = np.exp(rng.normal(1, 0.2, 6)), np.exp(rng.normal(0, 0.2, 6))
-    res = _claim(Compare("err", SW, NONE)).evaluate(_store({"none": none, "switch-off": sw}))
-    d = np.log(none) - np.log(sw)
-    ref = stats.bootstrap((d,), np.mean, confidence_level=0.95, method="BCa",
-                          n_resamples=RULE.n_resamples, rng=np.random.default_rng(RULE.seed))
-    assert res.effects[0].lo == pytest.approx(ref.confidence_interval.low, rel=1e-12)
-    assert res.effects[0].hi == pytest.approx(ref.confidence_interval.high, rel=1e-12)
+    y = rng.normal(1.0, 0.2, 6)
+    x = 0.6 * y + rng.normal(0.0, 0.1, 6)
+    lo, hi = fieller_interval(x, y)
+    grid = np.linspace(-1.0, 2.0, 30001)
+    d = x[None, :] - grid[:, None] * y[None, :]  # t statistic of every contrast, by hand
+    t = d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(6))
+    keep = grid[np.abs(t) <= stats.t.ppf(0.975, 5)]
+    assert stats.ttest_1samp(x - keep[0] * y, 0.0, alternative="less").pvalue > 0.025
+    assert lo == pytest.approx(min(keep), abs=2e-4) and hi == pytest.approx(max(keep), abs=2e-4)
+    # a denominator that is not significantly nonzero: nothing is ruled out
+    assert fieller_interval(x, rng.normal(0.0, 1.0, 6)) == (-math.inf, math.inf)
 
 
 def test_geometry_claims_follow_the_closed_form():
-    """The range claim's slope is −2 (β(a) = β0 e^{−2a}, theory §3): checked against the
-    closed-form reach of the hyperbolic entropy, x(±m) = β sinh(±m/c + arcsinh(x̄/β))."""
+    """The range claim is read off SIMULATED gradient descent; its widths match the closed
+    form of theory §3 for u ⊙ v from u = 1, v = 0: x(μ) = e^{−2a} sinh(2μ)/2, so the reach of
+    |μ| ≤ 1 is e^{−2a} sinh 2 (discrete steps of 1e-3: within 1% up to a = 6)."""
     res = {r.claim.id: r for r in evaluate_claims([])}
     rng_claim = res["geometry/reach-shrinks-e-2a"]
     assert rng_claim.verdict == SUPPORTED
-    assert rng_claim.effects[0].estimate == pytest.approx(-2.0, abs=1e-6)
-    beta0, c = 0.5, 0.5  # u0 = 1, v0 = 0: |u0² − v0²|/2, x̄0 = 0
-    width = 2 * beta0 * math.exp(-2 * 3.0) * math.sinh(1.0 / c)
-    assert f"width(3) = {width:.3g}" in rng_claim.effects[0].detail
+    assert rng_claim.effects[0].estimate == pytest.approx(-2.0, abs=0.005)
+    from mirrorflow.report.claims import simulated_reach
+
+    a, width = simulated_reach()
+    assert np.allclose(width, math.sinh(2.0) * np.exp(-2.0 * a), rtol=1e-2)
     # type: ι = 2 − log2(κ(2t)/κ(t)) with κ(x) = x² R_a''(x), R_a'' = 1/sqrt(δ² + 4x²) for
     # u ⊙ v (theory §3), δ(a) = e^{−2a}, t = 0.1: computed here from the closed form
     type_claim = res["geometry/type-l2-to-l1"]
@@ -239,10 +257,21 @@ def test_geometry_claims_follow_the_closed_form():
         assert f"ι({a:g}) = {iota:.3f}" in type_claim.effects[0].detail
 
 
+def test_reach_claim_can_fail(monkeypatch):
+    """A simulator whose decay shrank x = uv like e^{−a} (decay on x, not on u and v) would
+    give slope −1: the claim is contradicted, not re-read from the closed form."""
+    import mirrorflow.report.claims.registry as registry
+
+    a = np.asarray(registry._GEOMETRY_A)
+    monkeypatch.setattr(registry, "simulated_reach", lambda: (a, 3.6 * np.exp(-a)))
+    verdict = {r.claim.id: r for r in evaluate_claims([])}["geometry/reach-shrinks-e-2a"]
+    assert verdict.verdict == CONTRADICTED and "not −2" in verdict.reason
+
+
 def test_type_claim_refuses_a_measure_that_mixes_in_position(monkeypatch):
     """The control: a 'type' read off values around the moving reference point x̄(a) changes
     for u², whose type does not change (theory §4), so the claim cannot be decided with it."""
-    import mirrorflow.report.claims as claims
+    import mirrorflow.report.claims.registry as claims
 
     monkeypatch.setattr(claims, "type_index",
                         lambda rep: np.tanh(np.abs(np.asarray(rep.reference)[:, 0]) + rep.a))
@@ -267,7 +296,8 @@ def test_every_claim_finds_its_runs_in_the_builtin_sweeps(quick):
     names = {s.experiment for s in specs}
     # the quick sweeps of these real networks are too short for a verdict, by design
     quick_only = {"vit", "lora"}
-    for res in evaluate_claims(recs):
+    no_power = dataclasses.replace(RULE, power_reps=0)  # the verdicts' power notes: not here
+    for res in evaluate_claims(recs, rule=no_power):
         if res.claim.experiment is None or res.claim.experiment in names:
             assert res.verdict != NOT_EVALUATED, (res.claim.id, res.reason)
             if res.claim.experiment is None:
@@ -294,7 +324,10 @@ def test_claims_json_and_table_in_the_report(tmp_path):
     assert ids == [c.id for c in CLAIMS]
     md = (tmp_path / "out" / "report.md").read_text()
     assert md.index("## Claims") < md.index("## toy")
-    assert "| claim | verdict | effect [95% CI] | pairs | figure | why |" in md
+    assert ("| claim | verdict | after Holm | effect [95% CI] | boundary | pairs | seeds for 80% "
+            "power | figure | why |") in md
+    assert data["rule"]["alpha_side"] == 0.025 and "Fieller" in data["rule"]["kinds"]["Nearer"]
+    assert "Holm" in md and "sign-flip" in md
     assert "not evaluated" in md and any("not evaluated" in n for n in files.notes)
 
 
@@ -320,20 +353,247 @@ def test_end_to_end_on_tiny_real_runs(tmp_path):
     data = {c["id"]: c for c in json.loads((tmp_path / "out" / "claims.json").read_text())
             ["claims"]}
     exp = get_experiment("sparse-regression")
-    err = {}  # computed again, directly, outside the store and the claims
+    err, status = {}, {}  # computed again, directly, outside the store and the claims
     main = [r for r in spec.runs if r.config.schedule != "switch-off"
             or (r.config.wd, r.config.switch_at) == (0.2, 20.0)]
     for r, res in zip(main, exp.run_many([r.config for r in main])):
         c = r.config
-        err[c.schedule, c.wd, c.switch_at, c.seed] = res.recovery_error
-    none = np.array([err["none", 0.2, 20.0, s] for s in range(5)])
-    sw = np.array([err["switch-off", 0.2, 20.0, s] for s in range(5)])
-    const = np.array([err["constant", 0.2, 20.0, s] for s in range(5)])
+        err[c.schedule, c.seed] = res.recovery_error
+        status[c.schedule, c.seed] = res.status
+    ok = [s for s in range(5) if status["none", s] == status["switch-off", s] == "converged"]
+    none = np.array([err["none", s] for s in ok])
+    sw = np.array([err["switch-off", s] for s in ok])
     wins = data["sparse-regression/switch-off-wins"]
     assert wins["effects"][0]["estimate"] == pytest.approx(np.mean(np.log(none / sw)), rel=1e-9)
-    assert wins["effects"][1]["estimate"] == pytest.approx(np.mean(np.log(const / sw)), rel=1e-9)
-    assert wins["effects"][0]["n"] == 5 and wins["verdict"] != NOT_EVALUATED
+    # constant decay stopped at t_max = 200: the seeds whose run did not converge are left out
+    # of the statistic and counted in the reason
+    ok_c = [s for s in ok if status["constant", s] == "converged"]
+    e_c = wins["effects"][1]
+    assert e_c["n"] == len(ok_c) and e_c["pairing"]["excluded"]["not converged"] == 5 - len(ok_c)
+    if ok_c:
+        const = np.array([err["constant", s] for s in ok_c])
+        sw_c = np.array([err["switch-off", s] for s in ok_c])
+        assert e_c["estimate"] == pytest.approx(np.mean(np.log(const / sw_c)), rel=1e-9)
+    if len(ok_c) < 5:
+        assert "did not converge" in e_c["reason"] and wins["verdict"] != SUPPORTED
+    assert wins["effects"][0]["n"] == len(ok) == 5 and wins["verdict"] != NOT_EVALUATED
     a_only = data["sparse-regression/only-through-a"]
     assert a_only["verdict"] == SUPPORTED, a_only["reason"]
     assert "claims_forest.png" in files.files
     assert data["vit/switch-off-wins"]["verdict"] == NOT_EVALUATED
+
+
+# ----------------------------------------------------------- pairing rule, convergence, δ
+def _sr_like(order_seed: int | None, prefer: bool = True, n: int = 6):
+    """Per seed: none, switch-off, and TWO constant runs differing only in the free field t_max
+    (300: worse; 2000: better) — a quick and a full sweep in one store."""
+    rng = np.random.default_rng(7)
+    recs = []
+    for s in range(n):
+        base = float(np.exp(rng.normal(0, 0.1)))
+        recs.append(_rec(len(recs), "none", s, {"err": 3.0 * base}))
+        recs.append(_rec(len(recs), "switch-off", s, {"err": 1.0 * base}))
+        recs.append(_rec(len(recs), "constant", s, {"err": 4.0 * base}, t_max=300.0))
+        recs.append(_rec(len(recs), "constant", s, {"err": 0.3 * base}, t_max=2000.0))
+    if order_seed is not None:
+        recs = [recs[i] for i in np.random.default_rng(order_seed).permutation(len(recs))]
+    const = Arm("constant", {"schedule": "constant", "wd": 0.2},
+                {"t_max": 2000.0} if prefer else {})
+    return recs, _claim(Compare("err", SW, const))
+
+
+def test_several_candidates_are_never_resolved_by_insertion_order():
+    """The same records in shuffled orders: identical verdicts and effects. With the arm's
+    declared setting (t_max = 2000) the full-sweep run is used (switch-off worse by 0.3/1:
+    contradicted); without it the pairs are left out — and both say how many."""
+    results = []
+    for order in (None, 0, 1, 2, 3):
+        recs, claim = _sr_like(order)
+        results.append(claim.evaluate(recs))
+    e = results[0].effects[0]
+    assert {r.verdict for r in results} == {CONTRADICTED}
+    assert {r.effects[0].estimate for r in results} == {e.estimate}
+    assert e.estimate == pytest.approx(math.log(0.3), rel=1e-12)  # log(0.3 b / 1.0 b)
+    assert e.n == 6 and "6 pair(s) had several candidate runs of one arm: 6 resolved" in e.reason
+    assert e.pairing["several_candidates"] == 6 and e.pairing["ambiguous_left_out"] == 0
+    for order in (None, 5):
+        recs, claim = _sr_like(order, prefer=False)
+        res = claim.evaluate(recs)
+        assert res.verdict == INCONCLUSIVE and res.effects[0].n == 0
+        assert "6 pair(s) had several candidate runs of one arm: 0 resolved" in res.reason
+        assert "6 left out" in res.reason
+        assert res.effects[0].pairing["ambiguous_left_out"] == 6
+
+
+def test_pairs_stay_inside_one_version_and_the_newest_is_used():
+    """Seeds run under two versions are one pair each (from the newest version, compared as
+    numbers: 0.10.0 > 0.9.0), never two; a seed with only some arms in the newest version
+    falls back to a version that has them all."""
+    recs = []
+    for s in range(5):
+        for v, f in (("0.9.0", 1.0), ("0.10.0", 2.0)):
+            recs.append(RunRecord(run_id=f"n{s}{v}", experiment="toy",
+                                  config={"schedule": "none", "seed": s, "t_max": 1.0},
+                                  status="done", metrics={"err": 4.0 * f}, version=v))
+            if not (s == 4 and v == "0.10.0"):
+                recs.append(RunRecord(run_id=f"s{s}{v}", experiment="toy",
+                                      config={"schedule": "switch-off", "seed": s, "wd": 0.2,
+                                              "switch_at": 20.0, "t_max": 1.0},
+                                      status="done", metrics={"err": 1.0}, version=v))
+    p = pair_runs(recs, [SW, NONE], free=("t_max",))
+    assert len(p.pairs) == 5 and p.older == 5
+    versions = [q["none"].version for q in sorted(p.pairs, key=lambda q: q["none"].config["seed"])]
+    assert versions == ["0.10.0"] * 4 + ["0.9.0"]
+    assert all(q["none"].version == q["switch-off"].version for q in p.pairs)
+
+
+def test_runs_that_did_not_converge_are_left_out_and_counted():
+    """A store whose constant-decay runs all stopped at t_max (status max-time) is never
+    supported: those pairs are left out and the reason says so; a fixed-horizon claim keeps
+    them and says that too."""
+    recs = []
+    for s in range(6):
+        recs.append(_rec(len(recs), "none", s, {"err": 3.0, "status": "converged"}))
+        recs.append(_rec(len(recs), "switch-off", s, {"err": 1.0 + 0.01 * s,
+                                                      "status": "converged"}))
+        recs.append(_rec(len(recs), "constant", s, {"err": 2.0, "status": "max-time"}))
+    res = _wins().evaluate(recs)
+    assert res.verdict == INCONCLUSIVE and res.effects[0].verdict == SUPPORTED
+    e = res.effects[1]
+    assert e.n == 0 and e.pairing["excluded"]["not converged"] == 6
+    assert "6 pair(s) with runs that did not converge" in res.reason
+    fixed = dataclasses.replace(_wins(), fixed_horizon="no convergence test")
+    res2 = fixed.evaluate(recs)
+    assert res2.verdict == SUPPORTED and "fixed horizon: no convergence test" in res2.reason
+    assert "runs ending at their fixed horizon kept (status max-time 6)" in res2.reason
+    # a diverged status inside an otherwise 'done' record is never kept, even fixed-horizon
+    recs[2] = _rec(2, "constant", 0, {"err": 2.0, "status": "diverged"})
+    assert fixed.evaluate(recs).effects[1].pairing["excluded"]["not converged"] == 1
+
+
+def test_an_effect_below_the_smallest_effect_of_interest_is_not_supported():
+    """Switch-off better by a factor 1 + 1e-9 on every seed: not supported (δ = log 1.05);
+    the reason says the data rule out an effect of interest."""
+    n = 8
+    none = np.exp(np.random.default_rng(8).normal(0, 0.001, n))
+    res = _claim(Compare("err", SW, NONE)).evaluate(
+        _store({"none": none * (1 + 1e-9), "switch-off": none}))
+    e = res.effects[0]
+    assert res.verdict == INCONCLUSIVE and 0 < e.estimate < 1e-8
+    assert "rule out an effect of interest" in e.reason and e.hi < math.log(1.05)
+    assert "δ = 0.0488 (factor 1.05)" in e.smallest
+
+
+def test_a_two_test_claim_is_contradicted_only_past_the_bonferroni_level():
+    """A claim of two tests is contradicted when 2 · (the smaller contradicted-side p) ≤ 2.5%:
+    a test contradicted at its own p ∈ (1.25%, 2.5%] leaves the claim inconclusive."""
+    from mirrorflow.report.claims import compare_sides
+
+    rng = np.random.default_rng(12)
+    for _ in range(400):
+        d = rng.normal(-0.02, 0.02, 6)
+        _, pc = compare_sides(d, math.log(1.05))
+        if 0.0125 < pc <= 0.025 and np.all(d < 0):
+            break
+    else:
+        pytest.fail("no sample in the window")
+    base = np.exp(rng.normal(0, 0.2, 6))
+    recs = _store({"none": base, "switch-off": base * np.exp(-d),
+                   "constant": base * 10.0})
+    res = _wins().evaluate(recs)
+    assert res.effects[0].verdict == CONTRADICTED and res.verdict == INCONCLUSIVE
+    assert res.p_contradicted == pytest.approx(2 * float(pc), rel=1e-9)
+    assert "Bonferroni inside the claim" in res.reason
+
+
+def test_holm_adjusted_verdicts_in_evaluate_claims():
+    """Holm over the claims with runs: a claim decided at raw p just under 2.5% is not decided
+    after Holm among several; a very small p stays decided."""
+    rng = np.random.default_rng(13)
+    strong = _store({"none": np.exp(rng.normal(2, 0.05, 8)), "switch-off": np.ones(8)})
+    c_strong = Claim("toy/strong", "s", "t", "toy", (Compare("err", SW, NONE),), free=("t_max",))
+    others = []
+    for i in range(4):
+        others.append(Claim(f"toy/weak{i}", "w", "t", f"toy{i}", (Compare("err", SW, NONE),),
+                            free=("t_max",)))
+    recs = list(strong)
+    for i in range(4):
+        d = np.array([0.3, 0.1, 0.2, 0.15, 0.12, 0.02]) + 0.05 * i
+        for r in _store({"none": np.exp(d), "switch-off": np.ones(6)}):
+            recs.append(RunRecord(**{**r.__dict__, "experiment": f"toy{i}",
+                                     "run_id": f"{i}{r.run_id}"}))
+    res = evaluate_claims(recs, [c_strong, *others])
+    from mirrorflow.report.claims import holm
+
+    p2 = [r.p_two_sided for r in res]
+    expect = holm(p2, RULE.family_alpha)
+    for r, ok in zip(res, expect):
+        assert r.verdict_holm == (r.verdict if ok else INCONCLUSIVE)
+    assert res[0].verdict_holm == SUPPORTED
+    # 6 pairs all above δ: raw p2 = 2 · (1/64)/2 ≈ 0.016 > 0.05/4 — decided raw, not after Holm
+    assert any(r.verdict == SUPPORTED and r.verdict_holm == INCONCLUSIVE for r in res)
+
+
+def test_a_matched_constant_arm_selects_by_integrated_decay():
+    """``IntegratedDecay(a)`` picks the constant run whose λ · steps · lr equals a (0.5 · 600 ·
+    2e-3 = 0.6), not λ = 1 (a = 1.2); a switch-off run's a is λ · switch_at."""
+    from mirrorflow.report.claims import IntegratedDecay
+
+    arm = Arm("c", {"schedule": "constant", "a": IntegratedDecay(0.6)})
+    assert arm.matches({"schedule": "constant", "wd": 0.5, "steps": 600, "lr": 2e-3})
+    assert not arm.matches({"schedule": "constant", "wd": 1.0, "steps": 600, "lr": 2e-3})
+    assert IntegratedDecay(0.8)({"schedule": "switch-off", "wd": 5.0, "switch_at": 0.16})
+    assert arm.describe() == "schedule=constant, a = 0.6"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget", "5"], "--budget only applies with --until-decided"),
+    (["--until-decided"], "--until-decided needs --budget MINUTES"),
+    (["--until-decided", "--budget", "-1"], "--budget must be a positive number of minutes"),
+    (["--until-decided", "--budget", "5", "--looks", "1"], "--looks must be ≥ 2"),
+])
+def test_reproduce_until_decided_refuses_bad_input_before_running(tmp_path, args, message):
+    """Bad options: one line, exit 2, nothing written (the out folder is not created)."""
+    from typer.testing import CliRunner
+
+    from mirrorflow.cli import app
+
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_reproduce_until_decided_adds_seeds_to_undecided_experiments(tmp_path, monkeypatch):
+    """A tiny built-in sweep of 2 seeds leaves the sparse-regression claims undecided at look
+    1; look 2 runs the schedule's 6 seeds, reusing the 6 stored runs, and the report states the
+    per-look rule (levels divided by the 2 looks)."""
+    from typer.testing import CliRunner
+
+    import mirrorflow.experiments as experiments
+    from mirrorflow.cli import app
+    from mirrorflow.experiments.base import Registry
+
+    tiny = {"quick": {"base": {"n": 10, "d": 20, "sparsity": 2, "step": 0.05, "tail": "gd",
+                               "t_max": 40.0, "wd": 0.2},
+                      "grid": {"seed": [0, 1]},
+                      "zip": {"schedule": ["none", "constant", "switch-off"],
+                              "switch_at": [0.0, 0.0, 20.0]}}}
+    only = Registry()
+    only["sparse-regression"] = dataclasses.replace(experiments.REGISTRY["sparse-regression"],
+                                                    sweeps=tiny)
+    monkeypatch.setattr(experiments, "REGISTRY", only)
+    out = tmp_path / "rep"
+    res = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out), "--workers", "1",
+                                   "--until-decided", "--budget", "30", "--looks", "2"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the console folds long lines
+    assert "look 1/2" in said and "undecided experiments: sparse-regression" in said, said
+    assert "look 2: sparse-regression-quick: 18 runs" in said and "6 already stored" in said
+    with ResultStore(out / "results.sqlite", create=False) as store:
+        assert store.count() == 18
+    data = json.loads((out / "claims.json").read_text())
+    assert data["rule"]["looks"] == 2 and data["rule"]["alpha_side"] == pytest.approx(0.0125)
+    assert "2-look group-sequential design" in data["rule"]["sequential"]
+    assert "Sequential design" in (out / "report.md").read_text()

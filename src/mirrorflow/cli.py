@@ -500,11 +500,31 @@ def reproduce_command(
     max_seconds: MaxSeconds = None,
     max_steps: MaxSteps = None,
     max_memory: MaxMemory = None,
+    until_decided: Annotated[bool, typer.Option("--until-decided", help="add seeds to the experiments of undecided claims, in rounds, under a group-sequential design (docs/claims.md)")] = False,
+    budget: Annotated[float | None, typer.Option(help="with --until-decided: minutes of wall time; no new round starts past it")] = None,
+    looks: Annotated[int, typer.Option(help="with --until-decided: most looks (rounds) of the sequential design; each look's levels are the single-look ones divided by LOOKS")] = 3,
 ) -> None:
-    """Run the built-in sweep of every available experiment and write the report to OUT."""
+    """Run the built-in sweep of every available experiment and write the report to OUT.
+
+    With --until-decided: after each round, the experiments of claims still undecided get
+    twice the seeds (stored runs are reused), for at most LOOKS rounds and BUDGET minutes;
+    every look decides at the levels divided by LOOKS, so the error rates hold over all looks."""
     from mirrorflow.report import write_report
     from mirrorflow.sweep import builtin_specs, check_sweep_limits, run_sweep
 
+    if budget is not None and not until_decided:
+        raise MirrorflowError("--budget only applies with --until-decided; add --until-decided "
+                              "or drop --budget")
+    if until_decided:
+        if budget is None:
+            raise MirrorflowError("--until-decided needs --budget MINUTES (the most wall time "
+                                  "to spend on added seeds), e.g. --budget 60")
+        if not (budget > 0 and budget < 1e6):
+            raise MirrorflowError(f"--budget must be a positive number of minutes, got {budget:g}")
+        check_positive_int("--looks", looks)
+        if looks < 2:
+            raise MirrorflowError(f"--looks must be ≥ 2 with --until-decided (one look is a "
+                                  f"plain reproduce), got {looks}")
     limits = _limits(max_seconds, max_steps, max_memory)
     specs, skipped = builtin_specs(quick=quick)  # all validated before anything runs
     if not specs:
@@ -518,9 +538,15 @@ def reproduce_command(
     for name in skipped:
         say(f"{name}: no built-in sweep, skipped")
     incomplete = False
-    resume = f"mirrorflow reproduce{' --quick' if quick else ''} --out {out}"
+    resume = (f"mirrorflow reproduce{' --quick' if quick else ''}"
+              + (f" --until-decided --budget {budget:g} --looks {looks}" if until_decided else "")
+              + f" --out {out}")
+    import time
+
     from mirrorflow.sweep.store import StoreWriteError
 
+    started = time.monotonic()
+    rule = None
     try:
         with _sigterm_stops(), _results_store(out / "results.sqlite") as store:
             for spec in specs:
@@ -533,7 +559,11 @@ def reproduce_command(
                     _store_failed(store, specs, resume, exc)
                 incomplete |= not summary.complete
                 say(summary.line())
-            files = write_report(store, out)
+            if until_decided:
+                rule, more = _until_decided(store, specs, executor, quick, looks, budget,
+                                            limits, retry_failed, resume, started)
+                incomplete |= more
+            files = write_report(store, out, rule=rule)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             shutil.rmtree(out, ignore_errors=True)  # nothing was stored: leave nothing behind
@@ -599,6 +629,65 @@ def plan_command(
         save_figure(p.figure(), plot)
         if not as_json:
             say(f"figure written to {plot}")
+
+
+def _until_decided(store, specs, executor, quick: bool, looks: int, budget: float, limits,
+                   retry_failed: bool, resume: str, started: float) -> tuple[Any, bool]:
+    """The rounds of ``reproduce --until-decided`` after the first sweep (look 1): evaluate the
+    claims with the per-look rule; the experiments of undecided claims get the next seed
+    count of the schedule; stop when all are decided, after ``looks`` looks, or when the next
+    round would not fit in ``budget`` minutes. Returns ``(rule, some run incomplete)``."""
+    import time
+
+    import mirrorflow
+    from mirrorflow.experiments import REGISTRY
+    from mirrorflow.report.claims import evaluate_claims
+    from mirrorflow.report.claims.sequential import (
+        look_rule,
+        seeds_schedule,
+        undecided_experiments,
+        with_seeds,
+    )
+    from mirrorflow.sweep import check_sweep_limits, parse_spec, run_sweep
+    from mirrorflow.sweep.store import StoreWriteError
+
+    rule = look_rule(looks)
+    kind = "quick" if quick else "full"
+    first = {s.experiment: len({r.config.seed for r in s.runs}) for s in specs}
+    start, incomplete = started, False
+    last_round = time.monotonic() - started  # the first round's time: the built-in sweeps
+    for look in range(1, looks + 1):
+        records = [r for r in store.records() if r.version == mirrorflow.__version__]
+        results = evaluate_claims(records, rule=rule)
+        todo = undecided_experiments(results)
+        decided = sum(r.verdict in ("supported", "contradicted") for r in results)
+        say(f"look {look}/{looks}: {decided} claims decided at the per-look level "
+            f"{rule.alpha_side:.3g} per side; undecided experiments: {', '.join(todo) or 'none'}")
+        if not todo or look == looks:
+            break
+        used = (time.monotonic() - start) / 60.0
+        if used + last_round / 60.0 > budget:  # the next round: about the runs added so far
+            say(f"budget: {used:.1f} of {budget:g} min used; the next round would not fit, "
+                f"stopping after look {look}")
+            break
+        t0 = time.monotonic()
+        for name in todo:
+            n = seeds_schedule(first.get(name, 1), looks, rule)[look]
+            entry = with_seeds(REGISTRY[name].sweeps[kind], n)
+            spec = parse_spec({"experiment": name, "name": f"{name}-{kind}", **entry},
+                              source=f"built-in {kind} sweep of {name} with {n} seeds")
+            check_sweep_limits(spec, limits)
+            try:
+                summary = run_sweep(spec, store, executor, retry_failed=retry_failed,
+                                    progress=sys.stderr.isatty(), limits=limits)
+            except KeyboardInterrupt as exc:
+                _interrupted(store, [spec], resume, exc)
+            except StoreWriteError as exc:
+                _store_failed(store, [spec], resume, exc)
+            incomplete |= not summary.complete
+            say(f"look {look + 1}: {summary.line()}")
+        last_round = time.monotonic() - t0
+    return rule, incomplete
 
 
 def main() -> None:  # pragma: no cover - console entry point

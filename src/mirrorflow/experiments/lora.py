@@ -467,17 +467,25 @@ def plot(results: Sequence[Result], path: Path) -> None:
 _LORA_MAIN = {"zip": {"schedule": ["none", "constant", "switch-off"]}}
 _LORA_EXTRA = {"zip": {"schedule": ["constant", "switch-off", "switch-off"],
                        "wd": [0.5, 10.0, 10.0], "switch_at": [0.16, 0.08, 0.16]}}
+
+
+def _lora_a_matched(steps: int) -> dict:
+    """Constant decay over all ``steps`` (lr 2e-3) with switch-off's a = 0.8 (claims)."""
+    return {"zip": {"schedule": ["constant"], "wd": [0.8 / (steps * 2e-3)]}}
+
+
 SWEEPS = {
     "quick": {
         "base": {"dataset": "shakespeare", "max_per_class": 200, "steps": 150, "batch_size": 8,
                  "eval_every": 50},
-        "case": [{"grid": {"seed": [0, 1]}, **_LORA_MAIN}, {"grid": {"seed": [0]}, **_LORA_EXTRA}],
+        "case": [{"grid": {"seed": [0, 1]}, **_LORA_MAIN}, {"grid": {"seed": [0]}, **_LORA_EXTRA},
+                 {"grid": {"seed": [0]}, **_lora_a_matched(150)}],
     },
     "full": {
         "base": {"dataset": "shakespeare", "max_per_class": 600, "steps": 600, "batch_size": 16,
                  "eval_every": 50},
         "grid": {"seed": [0, 1, 2, 3, 4]},
-        "case": [_LORA_MAIN, _LORA_EXTRA],
+        "case": [_LORA_MAIN, _LORA_EXTRA, _lora_a_matched(600)],
     },
 }
 

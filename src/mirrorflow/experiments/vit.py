@@ -268,8 +268,8 @@ def plot(results: Sequence[Result], path: Path) -> None:
 # only 1e-4 and 1) and switch-off runs with equal a from another (λ, switch point) — λ = 2 to
 # t = 0.3 (a = 0.6) — and unequal a, λ = 2 to t = 0.6 (a = 1.2). The quick sweep runs the extra
 # settings for one seed: its claims are "inconclusive (quick)" by design.
-_VIT_EXTRA = {"zip": {"schedule": ["constant", "switch-off", "switch-off"],
-                      "wd": [1e-4, 2.0, 2.0], "switch_at": [0.6, 0.3, 0.6]}}
+_VIT_EXTRA = {"zip": {"schedule": ["constant", "switch-off", "switch-off", "constant"],
+                      "wd": [1e-4, 2.0, 2.0, 0.5], "switch_at": [0.6, 0.3, 0.6, 0.6]}}
 SWEEPS = {
     "quick": {
         "base": {"compare": False},

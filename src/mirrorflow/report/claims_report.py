@@ -26,7 +26,9 @@ from mirrorflow.report.claims import (
     SUPPORTED,
     Claim,
     ClaimResult,
+    Rule,
     evaluate_claims,
+    family_size,
 )
 from mirrorflow.sweep.store import RunRecord
 
@@ -46,36 +48,45 @@ def _cell(text: str) -> str:
 
 
 def claims_section(records: Sequence[RunRecord], out: Path,
-                   claims: Sequence[Claim] | None = None) -> tuple[list[str], list[str]]:
+                   claims: Sequence[Claim] | None = None,
+                   rule: Rule | None = None) -> tuple[list[str], list[str]]:
     """``(markdown lines, notes)``; writes ``claims.json`` and ``claims_forest.png`` to ``out``."""
-    results = evaluate_claims(records, CLAIMS if claims is None else claims)
+    rule = RULE if rule is None else rule
+    results = evaluate_claims(records, CLAIMS if claims is None else claims, rule)
+    m = family_size(results, rule)
     (out / "claims.json").write_text(json.dumps(
-        {"rule": {"min_pairs": RULE.min_pairs, "confidence": RULE.confidence,
-                  "alpha": RULE.alpha, "n_resamples": RULE.n_resamples,
-                  "bootstrap": "BCa (percentile where BCa is undefined), paired over seeds",
-                  "sign_test": "one-sided binomial test on the signs of the paired differences"},
-         "claims": [r.to_json() for r in results]}, indent=2, allow_nan=False),
-        encoding="utf-8")
+        {"rule": rule_json(m, rule), "claims": [r.to_json() for r in results]}, indent=2,
+        allow_nan=False), encoding="utf-8")
     counts = {v: sum(r.verdict == v for r in results) for v in _MARK}
+    fam = [r for r in results if r.statistical and r.verdict != NOT_EVALUATED
+           and any(e.statistical and e.n >= rule.min_pairs for e in r.effects)]
+    holm_counts = {v: sum(r.verdict_holm == v for r in fam) for v in _MARK}
+    det = [r for r in results if not r.statistical]
     md = ["## Claims", "",
           f"{len(results)} claims: {counts[SUPPORTED]} supported, {counts[CONTRADICTED]} "
           f"contradicted, {counts[INCONCLUSIVE]} inconclusive, {counts[NOT_EVALUATED]} not "
-          f"evaluated (runs missing). Rule, fixed before the runs: paired over seeds; "
-          f"*supported* needs ≥ {RULE.min_pairs} pairs, the bootstrap {RULE.confidence:.0%} CI "
-          f"of the mean effect on the claimed side of its threshold and a one-sided sign test "
-          f"at p < {RULE.alpha:g}; *contradicted* is the same on the other side; anything else "
-          f"is *inconclusive*, with the reason. Effects and thresholds per claim are in "
-          f"[claims.json](claims.json).", ""]
+          f"evaluated (runs missing). After Holm's step-down across the {m} claims with "
+          f"enough pairs to decide: {holm_counts[SUPPORTED]} of them supported, "
+          f"{holm_counts[CONTRADICTED]} contradicted"
+          + (f"; the {len(det)} deterministic checks are outside the family "
+             f"({sum(r.verdict == SUPPORTED for r in det)} supported)." if det else "."), "",
+          *rule_markdown(m, rule), ""]
     rows = []
     for r in results:
         effects = "<br>".join(
             f"{_cell(e.label)}: {_fmt(e.estimate)} [{_fmt(e.lo)}, {_fmt(e.hi)}]"
             for e in r.effects)
+        smallest = "<br>".join(_cell(e.smallest.split(":")[0]) for e in r.effects
+                               if e.smallest) or "–"
         seeds = f"{max((e.n for e in r.effects), default=0)}"
+        ps = r.power_seeds
+        power = "> 50" if ps is None else ("–" if ps < 0 else str(ps))
         fig = f"[figure]({r.claim.figure})" if r.claim.figure else "–"
-        rows.append([f"`{r.claim.id}`: {_cell(r.claim.statement)}", _MARK[r.verdict],
-                     effects, seeds, fig, _cell(r.reason)])
-    header = ["claim", "verdict", "effect [95% CI]", "pairs", "figure", "why"]
+        holm_v = _MARK[r.verdict_holm] if r.statistical else "(no test)"
+        rows.append([f"`{r.claim.id}`: {_cell(r.claim.statement)}", _MARK[r.verdict], holm_v,
+                     effects, smallest, seeds, power, fig, _cell(r.reason)])
+    header = ["claim", "verdict", "after Holm", "effect [95% CI]", "boundary",
+              "pairs", "seeds for 80% power", "figure", "why"]
     md += ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     md += ["| " + " | ".join(row) + " |" for row in rows]
     md.append("")
@@ -91,16 +102,88 @@ def claims_section(records: Sequence[RunRecord], out: Path,
     missing = [r for r in results if r.verdict == NOT_EVALUATED]
     for r in missing:
         notes.append(f"claim {r.claim.id} not evaluated: needs " + "; ".join(r.missing))
-    md += ["<details><summary>claims: sources, settings and per-arm values</summary>", ""]
+    md += ["<details><summary>claims: sources, settings, boundaries and per-arm values"
+           "</summary>", ""]
     for r in results:
         c = r.claim
         md.append(f"- `{c.id}` — source: {c.source}. Setting: {c.setting or 'defaults'}. "
                   f"Tested by: {', '.join(c.sweeps) or 'a computation (no runs)'}.")
         for e in r.effects:
+            if e.smallest:
+                md.append(f"  - {e.label}: boundary {e.smallest}")
             if e.detail:
                 md.append(f"  - {e.label}: {e.detail}")
     md += ["", "</details>", ""]
     return md, notes
+
+
+def rule_json(family: int, rule: Rule = RULE) -> dict:
+    """The ``rule`` block of claims.json: the decision rule per test kind, as applied."""
+    a = rule.alpha_side
+    both = (f"both Student's one-sided t test at {a:g} and the exact sign-flip permutation "
+            f"test at {rule.alpha_signflip:g} (all 2^n sign patterns up to {rule.exact_up_to} "
+            f"pairs, {rule.n_flips} seeded random ones above)")
+    return {**rule.to_json(),
+            "decision": f"each side of a test decides when {both} reject; a verdict needs ≥ "
+                        f"{rule.min_pairs} pairs",
+            "kinds": {
+                "Compare": "d = log(m_worse / m_better) per pair (difference for linear "
+                           "scale); supported: mean d > δ, the claim's smallest effect of "
+                           "interest (H0: mean d ≤ δ rejected); contradicted: mean d < 0 (H0: "
+                           "mean d ≥ 0 rejected); interval: Student t 95%",
+                "Nearer": "T = mean(none − switch) / mean(none − decayed); needs mean(none − "
+                          "decayed) > 0 shown at the same level; supported: T > θ via d = "
+                          "(none − switch) − θ(none − decayed) > 0; contradicted: d < 0; "
+                          "interval: Fieller 95%",
+                "SameThroughA": "T = mean(q) / |mean(Δ)|; needs Δ ≠ 0 shown; supported: "
+                                "|T| < margin (two one-sided tests of q ∓ margin·sΔ); "
+                                "contradicted: T > margin or T < −margin, each at half the "
+                                "level; interval: Fieller 95%",
+                "GeometryCheck": "deterministic computation; no p-value, outside Holm"},
+            "claim": "supported: every test supported (p = the largest supported-side p); "
+                     "contradicted: the smallest contradicted-side p times the number of "
+                     "tests ≤ alpha_side (Bonferroni inside the claim)",
+            "holm": f"Holm's step-down over the {family} claims with runs and a statistical "
+                    f"test of at least {rule.min_pairs} pairs, on p_two_sided = 2·min(p_supported, p_contradicted), at "
+                    f"family-wise level {rule.family_alpha:g}: the probability that any "
+                    f"'after Holm' verdict is false is at most {rule.family_alpha:g} (under "
+                    f"the tests' assumptions)",
+            "sequential": ("" if rule.looks == 1 else
+                           f"one look of a {rule.looks}-look group-sequential design "
+                           f"(reproduce --until-decided): every level is the single-look level "
+                           f"divided by {rule.looks} (Bonferroni over looks), so the error "
+                           f"rates hold over all looks together"),
+            "power": f"seeds for {rule.power:.0%} power: simulated (normal per-seed values "
+                     f"with the observed spread) at 2δ for Compare, T = 1 for Nearer, T = 0 "
+                     f"for SameThroughA; the fewest seeds from which the power stays ≥ "
+                     f"{rule.power:.0%} at every larger seed count tried"}
+
+
+def rule_markdown(family: int, rule: Rule = RULE) -> list[str]:
+    """The report's statement of the rule (the same as claims.json's ``rule`` block)."""
+    a = rule.alpha_side
+    return [
+        f"**Rule, fixed before the runs** (docs/claims.md): pairs over seeds (same version; "
+        f"several candidate runs are resolved by the arm's declared setting or left out, "
+        f"never by order; runs that did not converge are left out and counted). Each test has "
+        f"a boundary and two one-sided decisions at {a:g}, each needing Student's t test "
+        f"**and** the exact sign-flip permutation test (p < {rule.alpha_signflip:g}), "
+        f"with ≥ {rule.min_pairs} pairs. `Compare`: *supported* when the mean effect is above "
+        f"the claim's smallest effect of interest δ, *contradicted* when below 0 (t interval). "
+        f"`Nearer`: T above / below its threshold θ (Fieller interval), once the decay is "
+        f"shown to move the metric. `SameThroughA`: |T| inside / outside its margin (Fieller "
+        f"interval), once a is shown to matter. A claim is supported when all its tests are, "
+        f"contradicted when one is at {a:g}/k (k tests). *After Holm*: Holm's step-down over "
+        f"the {family} claims with enough pairs to decide, at family-wise level "
+        f"{rule.family_alpha:g} — the chance "
+        f"that any verdict of that column is false is at most {rule.family_alpha:g}. "
+        f"Inconclusive verdicts say what the 95% interval rules out, and the seeds that would "
+        f"give {rule.power:.0%} power. Effects and boundaries per claim are in "
+        f"[claims.json](claims.json)."
+        + ("" if rule.looks == 1 else
+           f" **Sequential design**: this is one look of at most {rule.looks} (`reproduce "
+           f"--until-decided`); every level above is the single-look level divided by "
+           f"{rule.looks}, so the error rates hold over all looks together.")]
 
 
 def forest_plot(results: Sequence[ClaimResult], path: Path) -> bool:
@@ -128,6 +211,6 @@ def forest_plot(results: Sequence[ClaimResult], path: Path) -> bool:
                   "black ticks: the row's decision threshold(s); colour: verdict", fontsize=8)
     handles = [ax.plot([], [], "o-", color=c, label=v)[0] for v, c in _COLORS.items()]
     ax.legend(handles=handles, fontsize=7, loc="lower right")
-    ax.set_title("claims: effects with 95% bootstrap CIs", fontsize=10)
+    ax.set_title("claims: effects with 95% CIs (t / Fieller)", fontsize=10)
     fig.savefig(path, dpi=110)
     return True

@@ -162,11 +162,13 @@ def _safe(name: str) -> str:
 
 
 def write_report(db: str | Path | ResultStore, out: str | Path,
-                 version: str | None = None) -> ReportFiles:
+                 version: str | None = None, rule=None) -> ReportFiles:
     """Write the report of every experiment in the results database ``db`` to folder ``out``.
 
     Only runs written by mirrorflow ``version`` enter it (default: this version, or the only
-    version in the store); the others are counted in the notes.
+    version in the store); the others are counted in the notes. ``rule``: the claims' decision
+    rule (default :data:`mirrorflow.report.claims.RULE`; ``reproduce --until-decided`` passes
+    its per-look rule).
     """
     out = Path(out)
     if not out.parent.is_dir():
@@ -175,9 +177,9 @@ def write_report(db: str | Path | ResultStore, out: str | Path,
         raise MirrorflowError(f"--out {out} is a file; pass a folder")
     check_writable_folder(out if out.is_dir() else out.parent, what=f"report to {out}")
     if isinstance(db, ResultStore):
-        return _write(db, out, version)
+        return _write(db, out, version, rule)
     with ResultStore(db, create=False) as store:
-        return _write(store, out, version)
+        return _write(store, out, version, rule)
 
 
 def _one_version(records: list[RunRecord], version: str | None,
@@ -221,7 +223,7 @@ def _stale_tmp(out: Path) -> None:
             continue
 
 
-def _write(store: ResultStore, out: Path, version: str | None) -> ReportFiles:
+def _write(store: ResultStore, out: Path, version: str | None, rule=None) -> ReportFiles:
     records = store.records()
     if not records:
         raise MirrorflowError(f"{store.path} holds no runs; run a sweep into it first")
@@ -239,7 +241,7 @@ def _write(store: ResultStore, out: Path, version: str | None) -> ReportFiles:
               f"{len(by_exp)} experiment(s). Tables: mean ± sample sd over seeds of the "
               f"`done` runs (n = number of values); diverged and failed runs are counted, "
               f"not averaged.", ""]
-        md += _claims(records, tmp, notes)
+        md += _claims(records, tmp, notes, rule)
         run_rows = []
         for exp_name, recs in sorted(by_exp.items()):
             md += _experiment_section(store, exp_name, recs, tmp, notes, run_rows)
@@ -256,11 +258,11 @@ def _write(store: ResultStore, out: Path, version: str | None) -> ReportFiles:
     return ReportFiles(out=out, files=tuple(files), notes=tuple(notes))
 
 
-def _claims(records: list[RunRecord], tmp: Path, notes: list[str]) -> list[str]:
+def _claims(records: list[RunRecord], tmp: Path, notes: list[str], rule=None) -> list[str]:
     """The claims table, forest plot and claims.json (:mod:`mirrorflow.report.claims_report`)."""
     from mirrorflow.report.claims_report import claims_section
 
-    md, claim_notes = claims_section(records, tmp)
+    md, claim_notes = claims_section(records, tmp, rule=rule)
     notes.extend(claim_notes)
     return [*md, "## Experiments", ""]
 
