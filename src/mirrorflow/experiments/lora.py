@@ -81,11 +81,11 @@ class Config(ScheduleConfig):
     n_classes: int = Field(4, ge=2, description="classes of the pydoc / shakespeare task")
     max_per_class: int = Field(160, ge=2, description="passages per class (pydoc / shakespeare)")
     steps: int = Field(200, ge=1, description="optimizer steps")
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-3, gt=0, allow_inf_nan=False)
+    batch_size: int = Field(8, ge=1, description="training mini-batch")
+    lr: float = Field(2e-3, gt=0, allow_inf_nan=False, description="AdamW learning rate")
     wd: Decay = 5.0
     switch_at: SwitchTime = 0.16
-    eval_every: int = Field(25, ge=1)
+    eval_every: int = Field(25, ge=1, description="steps between two validation points")
     threads: int | None = Field(1, ge=1, description="torch threads during training (None: keep)")
 
     @model_validator(mode="after")
