@@ -46,7 +46,15 @@ import numpy as np
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.figure import (
+    figure_legend,
+    legend_height,
+    new_figure,
+    save_figure,
+    series_style,
+    switch_note,
+    unique_labels,
+)
 from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.threads import blas_threads
@@ -355,25 +363,32 @@ def run(config: Config, progress: bool = False) -> Result:
 
 def _label(r: Result) -> str:
     c = r.config
-    name = f"power k={c.k}" if c.codes == "power" else c.codes
-    return f"{name}, {c.schedule} (wd={c.wd:g}, a={r.integrated_wd:.2f})"
+    if c.codes == "power":  # the init matters for power codes only
+        init = "authors' init" if c.init == "authors" else "matched-speed init"
+        name = f"power k={c.k}, {init}"
+    else:
+        name = c.codes
+    return f"{name}, {c.make_schedule().describe()}, a={r.integrated_wd:.2f}"
 
 
 def plot(results: Sequence[Result], path: Path) -> None:
-    """Held-out MSE and code sparsity vs iteration, one line per run (schedule / k)."""
-    fig, axes = new_figure(1, 3, figsize=(14, 3.8))
-    for r in results:
+    """Held-out MSE and code sparsity vs iteration, one line per run (schedule / k / init)."""
+    labels = unique_labels([_label(r) for r in results],
+                           [f"seed {r.config.seed}" for r in results])
+    fig, axes = new_figure(1, 3, figsize=(14, 3.6 + legend_height(len(results), 2)))
+    for i, (r, lab) in enumerate(zip(results, labels)):
         it = r.curves["iteration"]
-        axes[0].semilogy(it, r.curves["train_mse"], label=_label(r))
-        axes[1].semilogy(it, r.curves["test_mse"], label=_label(r))
-        axes[2].plot(it, r.curves["sparsity"], label=_label(r))
+        style = series_style(i, len(it))
+        axes[0].semilogy(it, r.curves["train_mse"], label=lab, **style)
+        axes[1].semilogy(it, r.curves["test_mse"], label=lab, **style)
+        axes[2].plot(it, r.curves["sparsity"], label=lab, **style)
         c = r.config
         mark_switch(axes, c, per_unit=1.0 / c.step)
     axes[0].set(xlabel="iteration", ylabel="MSE per pixel", title="training reconstruction")
     axes[1].set(xlabel="iteration", ylabel="MSE per pixel", title="held-out reconstruction")
     axes[2].set(xlabel="iteration", ylabel=r"fraction |c| ≤ tol", title="code sparsity")
-    axes[2].legend(fontsize=7)
-    fig.suptitle("sparse coding: dotted line = weight decay switched off")
+    figure_legend(fig, axes, ncols=2)
+    fig.suptitle("sparse coding" + switch_note(r.config for r in results))
     save_figure(fig, path)
 
 
