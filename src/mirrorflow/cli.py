@@ -576,7 +576,7 @@ def report_command(
 @cli_errors
 def reproduce_command(
     out: Annotated[Path, typer.Option(help="folder for the results database and the report")] = Path("report"),
-    quick: Annotated[bool, typer.Option("--quick", help="small built-in sweeps (about 4 min on 2 cores)")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="small built-in sweeps (time: docs/sweeps.md, Time)")] = False,
     workers: Annotated[int, typer.Option(help="local processes / LocalCluster workers (0: one per core)")] = 0,
     dask: Annotated[str | None, typer.Option(help="'local' (start a LocalCluster) or tcp://HOST:PORT")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed runs again")] = False,

@@ -74,8 +74,10 @@ MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 def series_style(i: int, n_points: int | None = None) -> dict:
     """Keyword arguments for series ``i`` of a panel: its own colour, dash and marker, so that
     no two of the first 40 series look alike even where their data coincide."""
+    # open markers: a curve drawn on top of another leaves the other's markers visible
     style = {"color": f"C{i % 10}", "ls": LINESTYLES[(i // 10 + i) % len(LINESTYLES)],
-             "marker": MARKERS[i % len(MARKERS)], "ms": 4, "lw": 1.4}
+             "marker": MARKERS[i % len(MARKERS)], "ms": 5, "mfc": "none", "mew": 1.1,
+             "lw": 1.4}
     if n_points is not None and n_points > 12:
         # markers at staggered points: coinciding curves show both marker sets
         step = max(1, n_points // 8)
@@ -89,10 +91,10 @@ def unique_labels(labels: list[str], extra: list[str]) -> list[str]:
 
 
 def switch_note(configs) -> str:
-    """``"; dotted line = weight decay switched off"`` when a config's schedule ends its decay
+    """``" (dotted vertical line: weight decay switched off)"`` when a config's schedule ends its decay
     (``mark_switch`` draws that line), else ``""``: a title names only what is drawn."""
     ends = any(getattr(c, "schedule", None) in ("switch-off", "budget") for c in configs)
-    return "; dotted line = weight decay switched off" if ends else ""
+    return " (dotted vertical line: weight decay switched off)" if ends else ""
 
 
 def legend_height(n_labels: int, ncols: int = 3) -> float:

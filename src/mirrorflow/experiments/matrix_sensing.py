@@ -327,7 +327,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
     axes[3].set(xlabel="index", ylabel="σ_i(X)", title="final singular values")
     figure_legend(fig, axes, ncols=3)
     fig.suptitle("matrix sensing, X = U Vᵀ" + switch_note(r.config for r in results)
-                 + ("; dashed = convex baseline" if baseline else ""))
+                 + (" — dashed black: convex baseline" if baseline else ""))
     save_figure(fig, path)
 
 

@@ -368,25 +368,32 @@ def _label(r: Result) -> str:
         name = f"power k={c.k}, {init}"
     else:
         name = c.codes
-    return f"{name}, {c.make_schedule().describe()}, a={r.integrated_wd:.2f}"
+    return f"{name}, {c.make_schedule().describe()}, a={r.integrated_wd:.3g}"
 
 
 def plot(results: Sequence[Result], path: Path) -> None:
-    """Held-out MSE and code sparsity vs iteration, one line per run (schedule / k / init)."""
+    """Train / held-out MSE and code sparsity vs iteration, one line per run (codes, k, init,
+    schedule); runs of different lengths on rows of their own, so short runs are not squeezed
+    into the first tenth of a long axis."""
     labels = unique_labels([_label(r) for r in results],
                            [f"seed {r.config.seed}" for r in results])
-    fig, axes = new_figure(1, 3, figsize=(14, 3.6 + legend_height(len(results), 2)))
-    for i, (r, lab) in enumerate(zip(results, labels)):
-        it = r.curves["iteration"]
-        style = series_style(i, len(it))
-        axes[0].semilogy(it, r.curves["train_mse"], label=lab, **style)
-        axes[1].semilogy(it, r.curves["test_mse"], label=lab, **style)
-        axes[2].plot(it, r.curves["sparsity"], label=lab, **style)
-        c = r.config
-        mark_switch(axes, c, per_unit=1.0 / c.step)
-    axes[0].set(xlabel="iteration", ylabel="MSE per pixel", title="training reconstruction")
-    axes[1].set(xlabel="iteration", ylabel="MSE per pixel", title="held-out reconstruction")
-    axes[2].set(xlabel="iteration", ylabel=r"fraction |c| ≤ tol", title="code sparsity")
+    lengths = sorted({r.config.iterations for r in results}, reverse=True)
+    fig, axes = new_figure(len(lengths), 3, squeeze=False,
+                           figsize=(14, 3.3 * len(lengths) + legend_height(len(results), 2)))
+    for row, n_it in zip(axes, lengths):
+        for i, (r, lab) in enumerate(zip(results, labels)):
+            if r.config.iterations != n_it:
+                continue
+            it = r.curves["iteration"]
+            style = series_style(i, len(it))
+            row[0].semilogy(it, r.curves["train_mse"], label=lab, **style)
+            row[1].semilogy(it, r.curves["test_mse"], **style)
+            row[2].plot(it, r.curves["sparsity"], **style)
+            mark_switch(row, r.config, per_unit=1.0 / r.config.step)
+        row[0].set(xlabel="iteration", ylabel="MSE per pixel",
+                   title=f"training reconstruction ({n_it} iterations)")
+        row[1].set(xlabel="iteration", ylabel="MSE per pixel", title="held-out reconstruction")
+        row[2].set(xlabel="iteration", ylabel=r"fraction |c| ≤ tol", title="code sparsity")
     figure_legend(fig, axes, ncols=2)
     fig.suptitle("sparse coding" + switch_note(r.config for r in results))
     save_figure(fig, path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,8 +38,28 @@ _MARK = {SUPPORTED: "**supported**", CONTRADICTED: "**contradicted**",
          INCONCLUSIVE: "*inconclusive*", NOT_EVALUATED: "not evaluated"}
 
 
+#: How the report writes a number or an interval that is missing (too few values): the same
+#: mark in the claims table and in the details, never ``nan``.
+MISSING = "—"
+
+
 def _fmt(x: float) -> str:
-    return "–" if not math.isfinite(x) else f"{x:.3g}"
+    return MISSING if not math.isfinite(x) else f"{x:.3g}"
+
+
+def _interval(lo: float, hi: float) -> str:
+    """``[lo, hi]``, or ``CI —`` when either end is missing."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"CI {MISSING}"
+    return f"[{_fmt(lo)}, {_fmt(hi)}]"
+
+
+_NAN_INTERVAL = re.compile(r"(?:CI )?\[nan, nan\]")
+
+
+def _detail(text: str) -> str:
+    """A claim's detail line with missing intervals written as in the table."""
+    return re.sub(r"\bnan\b", MISSING, _NAN_INTERVAL.sub(f"CI {MISSING}", text))
 
 
 def _cell(text: str) -> str:
@@ -69,12 +90,12 @@ def claims_section(records: Sequence[RunRecord], out: Path,
     rows = []
     for r in results:
         effects = "<br>".join(
-            f"{_cell(e.label)}: {_fmt(e.estimate)} [{_fmt(e.lo)}, {_fmt(e.hi)}]"
+            f"{_cell(e.label)}: {_fmt(e.estimate)} {_interval(e.lo, e.hi)}"
             for e in r.effects)
         seeds = f"{max((e.n for e in r.effects), default=0)}"
-        fig = f"[figure]({r.claim.figure})" if r.claim.figure else "–"
+        fig = f"[figure]({r.claim.figure})" if r.claim.figure else MISSING
         rows.append([f"`{r.claim.id}`: {_cell(r.claim.statement)}", _MARK[r.verdict],
-                     effects, seeds, fig, _cell(r.reason)])
+                     effects, seeds, fig, _cell(_detail(r.reason))])
     header = ["claim", "verdict", "effect [95% CI]", "pairs", "figure", "why"]
     md += ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     md += ["| " + " | ".join(row) + " |" for row in rows]
@@ -86,7 +107,7 @@ def claims_section(records: Sequence[RunRecord], out: Path,
     if plain:
         md += ["**Where the claims do not hold (or cannot be decided here):**", ""]
         for r in plain:
-            md.append(f"- `{r.claim.id}` is **{r.verdict}**: {r.reason}")
+            md.append(f"- `{r.claim.id}` is **{r.verdict}**: {_detail(r.reason)}")
         md.append("")
     missing = [r for r in results if r.verdict == NOT_EVALUATED]
     for r in missing:
@@ -98,7 +119,7 @@ def claims_section(records: Sequence[RunRecord], out: Path,
                   f"Tested by: {', '.join(c.sweeps) or 'a computation (no runs)'}.")
         for e in r.effects:
             if e.detail:
-                md.append(f"  - {e.label}: {e.detail}")
+                md.append(f"  - {e.label}: {_detail(e.detail)}")
     md += ["", "</details>", ""]
     return md, notes
 

@@ -162,8 +162,8 @@ def _setting_labels(varying: Sequence[str], settings: Sequence[tuple]) -> dict[t
 
 def _fmt(st: GroupStats) -> str:
     if st.n == 0:
-        return "–"
-    sd = "–" if math.isnan(st.sd) else f"{st.sd:.2g}"
+        return "—"
+    sd = "—" if math.isnan(st.sd) else f"{st.sd:.2g}"
     return f"{st.mean:.4g} ± {sd} (n={st.n})"
 
 
