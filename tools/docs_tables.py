@@ -95,7 +95,7 @@ def render(name: str, data: dict) -> str:
         return "\n".join(lines) + "\n"
     if kind == "quick-time":
         t = data["timing"]["quick"]
-        wall, cpu = int(round(t["wall_s"])), int(round(t["cpu_s"]))
+        wall, cpu = round(t["wall_s"]), round(t["cpu_s"])
         return (f"`mirrorflow reproduce --quick` took {wall // 60} min {wall % 60} s wall "
                 f"({cpu // 60} min {cpu % 60} s of CPU, user + sys of the process tree) on "
                 f"{t['machine']}, {t['measured']}.\n")

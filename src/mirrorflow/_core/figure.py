@@ -122,7 +122,6 @@ def figure_legend(fig: Figure, axes, ncols: int | None = None, fontsize: float =
 
 def _renderer(fig: Figure):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     fig.canvas.draw()
@@ -170,7 +169,7 @@ def _overlap(a, b) -> float:
     return max(w, 0.0) * max(h, 0.0)
 
 
-def figure_problems(fig: Figure, max_covered: float = 0.02) -> list[str]:
+def figure_problems(fig: Figure, max_covered: float = 0.02, renderer=None) -> list[str]:
     """What breaks the figure rules, as sentences (empty: none).
 
     * overlapping text: tick labels, titles, axis labels and legends whose bounding boxes
@@ -181,12 +180,15 @@ def figure_problems(fig: Figure, max_covered: float = 0.02) -> list[str]:
     * a labelled series no legend of the figure names;
     * two labelled series of one panel drawn alike (same colour, dash and marker);
     * a title that promises a dashed or dotted series that is not drawn.
+
+    ``renderer``: the one of a draw in progress (a ``draw_event`` of ``savefig``: the figure is
+    checked as saved, without drawing it again); default: draw it with Agg.
     """
     import numpy as np
     from matplotlib.collections import PathCollection
     from matplotlib.lines import Line2D
 
-    renderer = _renderer(fig)
+    renderer = renderer or _renderer(fig)
     problems: list[str] = []
     texts = _texts(fig, renderer)
     for i, (oa, ta, ba) in enumerate(texts):
