@@ -441,8 +441,22 @@ def bench(
         typer.echo(json.dumps(jsonable({"machine": info, "results": rows})))
         return
     table = bench_table(rows, info, quick)
-    # piped into a file or CI log: do not fold the rows at 80 columns
-    (console if console.is_terminal else Console(width=max(console.width, 170))).print(table)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        print_unfolded(table)
+
+
+def print_unfolded(table: Table, file=None) -> None:
+    """Print ``table`` as wide as it needs (piped into a file or CI log): one row per line,
+    no column shrunk to "…" or folded at 80 columns."""
+    import io
+
+    from rich.measure import Measurement
+
+    probe = Console(width=10_000, file=io.StringIO())
+    width = Measurement.get(probe, probe.options, table).maximum
+    Console(width=max(80, width), file=file or sys.stdout).print(table)
 
 
 # --- sweeps, reports, reproduction (issue 8) -----------------------------------------------
