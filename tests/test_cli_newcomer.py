@@ -161,3 +161,31 @@ def test_progress_is_silent_when_disabled_or_quick():
     with progress_bar(5, "sweep", True, interval=60, stream=buf) as advance:
         advance(5)  # finished before the first interval: nothing to say
     assert buf.getvalue() == ""
+
+
+# --- report rendering: missing intervals, settings of schedule=none ------------------------
+def test_missing_interval_is_one_mark_in_table_and_details():
+    from mirrorflow.report import claims_report
+
+    nan = float("nan")
+    assert claims_report._interval(nan, nan) == "CI —"
+    assert claims_report._interval(0.5, nan) == "CI —"
+    assert claims_report._interval(0.12345, 2.0) == "[0.123, 2]"
+    assert claims_report._detail("a: 1.2; unequal-a difference 0.3 CI [nan, nan]") == \
+        "a: 1.2; unequal-a difference 0.3 CI —"
+    assert claims_report._detail("ratio [nan, nan], sd nan; nanometre") == \
+        "ratio CI —, sd —; nanometre"
+
+
+def test_settings_of_schedule_none_are_not_labelled_by_decay_fields():
+    from mirrorflow.report.report import _setting_labels
+
+    varying = ["schedule", "switch_at", "wd"]
+    settings = [("none", 0.16, 5.0), ("constant", 0.16, 5.0), ("switch-off", 0.08, 10.0)]
+    assert list(_setting_labels(varying, settings).values()) == [
+        "schedule=none", "schedule=constant, wd=5.0",
+        "schedule=switch-off, switch_at=0.08, wd=10.0"]
+    # two settings that differ only in a field their schedule ignores keep it, to stay apart
+    both = [("none", 0.16, 5.0), ("none", 0.16, 1.0)]
+    assert list(_setting_labels(varying, both).values()) == [
+        "schedule=none, switch_at=0.16, wd=5.0", "schedule=none, switch_at=0.16, wd=1.0"]
