@@ -12,6 +12,7 @@ from mirrorflow.bench._harness import BenchmarkMismatch
 from mirrorflow.schedules import training
 
 
+@pytest.mark.slow  # runs the scheduler benchmark itself (mirrorflow bench)
 def test_scheduler_rows_report_hook_share_of_a_step():
     rows = bench_scheduler._scheduler_rows(quick=True)
     assert rows

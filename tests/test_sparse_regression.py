@@ -34,6 +34,7 @@ def test_prediction_is_recomputed_independently():
     assert np.linalg.norm(A @ r.curves["x_final"] - y) <= 1e-9 * np.linalg.norm(y)
 
 
+@pytest.mark.slow  # experiment-scale: the reference case over 5 seeds (docs/index.md, Tests)
 def test_ordering_switch_off_beats_constant_beats_none():
     """Theory §5: recovery error switch-off < constant < none on at least 4 of 5 seeds."""
     seeds = range(5)
@@ -64,6 +65,7 @@ def test_bad_config_is_one_line_error(overrides, match):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow  # 300 000 gradient steps × 5 seeds
 def test_long_plain_gd_simulation_matches_prediction():
     """Pure gradient descent (no ODE tail), 300 000 steps, seeds 0–4 (theory §5's check).
 

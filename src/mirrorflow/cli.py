@@ -22,7 +22,7 @@ import typer.core
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from mirrorflow._core.jsonable import jsonable
 from mirrorflow._core.limits import DEFAULT_LIMITS, Limits, RunLimitError
@@ -32,9 +32,20 @@ from mirrorflow._core.validation import MirrorflowError, check_positive_int, che
 click = getattr(typer.core, "_click", None) or __import__("click")
 
 
+def _no_bool_metavar(params):
+    """A flag takes no value: show no ``<bool>`` for it (typer shows the metavar, here none)."""
+    for p in params:
+        if getattr(p, "is_flag", False) and getattr(p, "metavar", None) is None:
+            p.metavar = ""
+    return params
+
+
 class _OneLineErrors(TyperGroup):
     """typer's group, with command-line usage errors as one line (``error: ...``) and exit 2
     instead of a multi-line box."""
+
+    def get_params(self, ctx):
+        return _no_bool_metavar(super().get_params(ctx))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
@@ -42,7 +53,9 @@ class _OneLineErrors(TyperGroup):
         try:
             rv = super().main(args, prog_name, complete_var, False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:  # `mirrorflow` alone: the help
-            click.echo(exc.ctx.get_help())
+            text = exc.format_message()  # rich help was printed when the error was made
+            if text.strip():
+                click.echo(text)
             sys.exit(2)
         except click.ClickException as exc:
             where = f" (see `{exc.ctx.command_path} --help`)" \
@@ -52,6 +65,87 @@ class _OneLineErrors(TyperGroup):
         except typer.Abort:  # end of input at a prompt
             sys.exit(130)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _unwrap(text: str | None) -> str | None:
+    """Help text with each paragraph on one line: a docstring's line breaks are not the
+    terminal's, so paragraphs are joined and rich folds them at the real width."""
+    if not text:
+        return text
+    import inspect
+
+    paras = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paras)
+
+
+class _Command(TyperCommand):
+    """typer's command with plainer help: a flag shows no ``<bool>`` (it takes no value), a
+    docstring's paragraphs are not broken mid-sentence."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help = _unwrap(self.help)
+        self.short_help = self.short_help or (self.help or "").split("\n\n")[0]
+
+    def get_params(self, ctx):
+        return _no_bool_metavar(super().get_params(ctx))
+
+
+class _RunCommand(_Command):
+    """``mirrorflow run NAME --help`` also lists the experiment's Config fields."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["mirrorflow.args"] = list(args)  # --help is eager: NAME is not parsed yet
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx, formatter):
+        super().format_help(ctx, formatter)
+        from mirrorflow.experiments import REGISTRY
+
+        names = [a for a in ctx.meta.get("mirrorflow.args", []) if a in REGISTRY]
+        out = Console() if Console().is_terminal else Console(width=200)
+        if not names:
+            out.print("Give NAME to list its config fields: mirrorflow run NAME --help "
+                      "(names: mirrorflow list)", markup=False, highlight=False, soft_wrap=True)
+            return
+        out.print(config_fields_table(names[0]))
+
+
+def config_fields_table(name: str) -> Table:
+    """The Config fields of experiment ``name`` (type, default, description), as a table."""
+    from mirrorflow.experiments import REGISTRY
+
+    exp = REGISTRY[name]
+    table = Table(title=f"{name}: config fields (set any with --set FIELD=VALUE)",
+                  title_justify="left", show_edge=False, box=None, pad_edge=False)
+    for col in ("field", "type", "default"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("description", overflow="fold")
+    for fname, info in exp.config_cls.__pydantic_fields__.items():
+        table.add_row(fname, _type_name(info.annotation), repr(info.default),
+                      info.description or "")
+    return table
+
+
+def _type_name(annotation: Any) -> str:
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(str(a) for a in args)
+    if origin is not None and args:  # unions, Optional
+        return " | ".join(_type_name(a) for a in args)
+    if annotation is type(None):
+        return "None"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        import mirrorflow
+
+        typer.echo(f"mirrorflow {mirrorflow.__version__}")
+        raise typer.Exit(0)
 
 
 app = typer.Typer(
@@ -64,6 +158,15 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+command = functools.partial(app.command, cls=_Command)
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="print the version and exit")] = False,
+) -> None:
+    """Time-dependent mirror flows: the lasting geometry of weight decay."""
 
 
 def _error_line(message: str, label: str = "error") -> None:
@@ -139,16 +242,17 @@ def print_table(title: str, rows: dict[str, Any]) -> None:
     console.print(table)
 
 
-@app.command("list")
+@command("list")
 def list_experiments() -> None:
     """List the registered experiments."""
     from mirrorflow.experiments import REGISTRY
 
     for name in sorted(REGISTRY):
-        console.print(Text.assemble((name, "bold"), f"  {REGISTRY.description(name)}"))
+        console.print(Text.assemble((name, "bold"), f"  {REGISTRY.description(name)}"),
+                      soft_wrap=True)  # one line per experiment, also when piped
 
 
-@app.command("run")
+@app.command("run", cls=_RunCommand)
 @cli_errors
 def run_experiment(
     name: Annotated[str, typer.Argument(help="experiment name (see `mirrorflow list`)")],
@@ -156,7 +260,7 @@ def run_experiment(
     wd: Annotated[float | None, typer.Option(help="weight decay α (≥ 0)")] = None,
     switch_at: Annotated[float | None, typer.Option(help="switch-off time (continuous time t = Σ η)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override any Config field: key=value")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="FIELD=VALUE", help="override a Config field (repeatable; the fields: `mirrorflow run NAME --help`)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     plot: Annotated[Path | None, typer.Option(help="write a figure of the run's curves (PNG, PDF, SVG)")] = None,
     max_seconds: MaxSeconds = None,
@@ -185,7 +289,7 @@ def run_experiment(
         plot = check_figure_path(plot)
     with using_limits(limits), run_deadline(limits.max_seconds), \
             np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        result = exp.run(config, progress=not as_json and sys.stderr.isatty())
+        result = exp.run(config, progress=True)  # a bar on a terminal, else periodic lines
     summary = result.summary()  # {"config": what was run, **metrics}
     if as_json:
         typer.echo(json.dumps(jsonable({"experiment": name, **summary})))
@@ -197,12 +301,12 @@ def run_experiment(
             say(f"figure written to {plot}")
 
 
-@app.command("effects", context_settings={"allow_extra_args": True})
+@command("effects", context_settings={"allow_extra_args": True})
 @cli_errors
 def effects_command(
     ctx: typer.Context,
     param: Annotated[str, typer.Argument(help="uv | u2-v2 | u2 | power")],
-    a: Annotated[list[str] | None, typer.Option("--a", help="integrated decays a ≥ 0: --a 0 1 2 4")] = None,
+    a: Annotated[list[str] | None, typer.Option("--a", metavar="A", help="integrated decays a ≥ 0: --a 0 1 2 4 (repeatable)")] = None,
     out: Annotated[Path | None, typer.Option(help="write the three-panel figure (PNG, PDF, SVG)")] = None,
     u0: Annotated[float, typer.Option(help="initial u (one coordinate)")] = 1.0,
     v0: Annotated[float, typer.Option(help="initial v (ignored by u2)")] = 0.5,
@@ -279,35 +383,18 @@ def _check_effects_range(family, a_values) -> None:
                     f"a <= 300 (the effects have long saturated by then)")
 
 
-@app.command("bench")
-@cli_errors
-def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="small sizes, fewer steps (about 1–2 min)")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    path: Annotated[Path | None, typer.Option(help="a folder of bench_*.py modules (default: the built-in suite)")] = None,
-    only: Annotated[list[str] | None, typer.Option(help="run only this bench_* module (repeatable)")] = None,
-) -> None:
-    """Time mirrorflow against its baselines (medians, speed-up ratios, peak RSS)."""
-    from mirrorflow.bench import runner
-
-    show = not as_json and sys.stderr.isatty()
-    rows = runner.run_suite(
-        path, quick=quick, only=only,
-        progress=(lambda name: err_console.print(f"running {name} ...")) if show else None,
-    )
-    info = runner.machine()
-    if as_json:
-        typer.echo(json.dumps(jsonable({"machine": info, "results": rows})))
-        return
+def bench_table(rows: list[dict], info: dict, quick: bool = False) -> Table:
+    """The table ``mirrorflow bench`` prints: one row per benchmark of ``runner.run_suite``."""
     kernel = (f"C kernel {info.get('kernel_variant', '')}".strip() if info.get("native_kernels")
               else "no C kernel: torch path")
     table = Table(title=f"mirrorflow bench{' --quick' if quick else ''}  ({info['cpu']}, "
                         f"{info['cores']} cores, {kernel})")
     table.add_column("benchmark", no_wrap=True)
+    # numbers never fold nor shrink to "…": a long note folds instead
     for col in ("baseline s", "mirrorflow s", "speed-up", "at peak", "GFLOP/s", "peak RSS MB"):
-        table.add_column(col, justify="right")
+        table.add_column(col, justify="right", no_wrap=True, min_width=len(col.split()[0]))
     table.add_column("threads used (free cores)", justify="right", no_wrap=True)
-    table.add_column("note", no_wrap=True)
+    table.add_column("note", overflow="fold", ratio=1)
     table.caption = ("at peak: the speed-up if mirrorflow's flops ran at the measured GEMM peak; "
                      "threads used: what the timed runs ran on (threads=auto: its choice), free "
                      "cores: the reading it chose from (docs/benchmarks.md)")
@@ -331,8 +418,46 @@ def bench(
                                                  and r["ratio"] == r["ratio"] else ""),
                       fmt(r.get("ratio_at_peak"), ".1f"), gf_s, fmt(r.get("peak_rss_mb"), ".0f"),
                       threads_s, note)
-    # piped into a file or CI log: do not fold the rows at 80 columns
-    (console if console.is_terminal else Console(width=max(console.width, 170))).print(table)
+    return table
+
+
+@command("bench")
+@cli_errors
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="small sizes, fewer steps (about 1–2 min)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    path: Annotated[Path | None, typer.Option(help="a folder of bench_*.py modules (default: the built-in suite)")] = None,
+    only: Annotated[list[str] | None, typer.Option(metavar="NAME", help="run only this bench_* module (repeatable)")] = None,
+) -> None:
+    """Time mirrorflow against its baselines (medians, speed-up ratios, peak RSS)."""
+    from mirrorflow.bench import runner
+
+    show = not as_json and sys.stderr.isatty()
+    rows = runner.run_suite(
+        path, quick=quick, only=only,
+        progress=(lambda name: err_console.print(f"running {name} ...")) if show else None,
+    )
+    info = runner.machine()
+    if as_json:
+        typer.echo(json.dumps(jsonable({"machine": info, "results": rows})))
+        return
+    table = bench_table(rows, info, quick)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        print_unfolded(table)
+
+
+def print_unfolded(table: Table, file=None) -> None:
+    """Print ``table`` as wide as it needs (piped into a file or CI log): one row per line,
+    no column shrunk to "…" or folded at 80 columns."""
+    import io
+
+    from rich.measure import Measurement
+
+    probe = Console(width=10_000, file=io.StringIO())
+    width = Measurement.get(probe, probe.options, table).maximum
+    Console(width=max(80, width), file=file or sys.stdout).print(table)
 
 
 # --- sweeps, reports, reproduction (issue 8) -----------------------------------------------
@@ -416,7 +541,7 @@ def _store_failed(store, specs, resume: str, exc: BaseException) -> None:
     raise typer.Exit(1)
 
 
-@app.command("sweep")
+@command("sweep")
 @cli_errors
 def sweep_command(
     spec: Annotated[Path, typer.Argument(help="TOML sweep spec (see docs/sweeps.md)")],
@@ -448,7 +573,7 @@ def sweep_command(
     with _sigterm_stops(), _results_store(db or spec.with_suffix(".sqlite")) as store:
         try:
             summary = run_sweep(parsed, store, executor, retry_failed=retry_failed, batch=batch,
-                                progress=sys.stderr.isatty(), limits=limits)
+                                progress=True, limits=limits)
         except KeyboardInterrupt as exc:
             _interrupted(store, [parsed], cmd, exc)
         except StoreWriteError as exc:
@@ -470,7 +595,18 @@ def _check_out_folder(out: Path) -> None:
     check_writable_folder(out if out.is_dir() else out.parent, what=f"to --out {out}")
 
 
-@app.command("report")
+def _check_store_path(db: Path) -> None:
+    """A folder given where the results database goes: say so, and name the database in it."""
+    if not db.is_dir():
+        return
+    inside = sorted(p for p in db.iterdir() if p.suffix in (".sqlite", ".db") and p.is_file())
+    hint = (f"did you mean `mirrorflow report {inside[0]}`?" if inside else
+            "pass the results database (`mirrorflow report DB --out FOLDER`; `mirrorflow "
+            "reproduce --out F` writes F/results.sqlite)")
+    raise MirrorflowError(f"{db} is a folder, not a results database; {hint}")
+
+
+@command("report")
 @cli_errors
 def report_command(
     db: Annotated[Path, typer.Argument(help="results database written by `mirrorflow sweep`")],
@@ -483,17 +619,18 @@ def report_command(
     runs of other versions were left out is said in the report and here."""
     from mirrorflow.report import write_report
 
+    _check_store_path(db)
     _check_out_folder(out)
     files = write_report(db, out, version=version)
     _print_notes(files.notes)
     say(f"report written to {out / 'report.md'} ({len(files.files)} files)")
 
 
-@app.command("reproduce")
+@command("reproduce")
 @cli_errors
 def reproduce_command(
     out: Annotated[Path, typer.Option(help="folder for the results database and the report")] = Path("report"),
-    quick: Annotated[bool, typer.Option("--quick", help="small built-in sweeps (about 4 min on 2 cores)")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="small built-in sweeps (time: docs/sweeps.md, Time)")] = False,
     workers: Annotated[int, typer.Option(help="local processes / LocalCluster workers (0: one per core)")] = 0,
     dask: Annotated[str | None, typer.Option(help="'local' (start a LocalCluster) or tcp://HOST:PORT")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed runs again")] = False,
@@ -552,7 +689,7 @@ def reproduce_command(
             for spec in specs:
                 try:
                     summary = run_sweep(spec, store, executor, retry_failed=retry_failed,
-                                        progress=sys.stderr.isatty(), limits=limits)
+                                        progress=True, limits=limits)
                 except KeyboardInterrupt as exc:
                     _interrupted(store, specs, resume, exc)
                 except StoreWriteError as exc:
@@ -574,7 +711,7 @@ def reproduce_command(
 
 
 # --- plan (issue 23): the switch-off step for a target a, before training ------------------
-@app.command("plan")
+@command("plan")
 @cli_errors
 def plan_command(
     peak_lr: Annotated[float, typer.Option("--peak-lr", help="peak learning rate")],
@@ -679,7 +816,7 @@ def _until_decided(store, specs, executor, quick: bool, looks: int, budget: floa
             check_sweep_limits(spec, limits)
             try:
                 summary = run_sweep(spec, store, executor, retry_failed=retry_failed,
-                                    progress=sys.stderr.isatty(), limits=limits)
+                                    progress=True, limits=limits)
             except KeyboardInterrupt as exc:
                 _interrupted(store, [spec], resume, exc)
             except StoreWriteError as exc:

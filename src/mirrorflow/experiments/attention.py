@@ -24,7 +24,15 @@ import torch
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.figure import (
+    figure_legend,
+    legend_height,
+    new_figure,
+    save_figure,
+    series_style,
+    switch_note,
+    unique_labels,
+)
 from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.spectral import effective_rank, nuclear_over_fro
@@ -240,20 +248,22 @@ def _run_teacher(cfg: Config, scheds: list[Schedule], progress: bool) -> list[di
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Test loss, distance to the teacher and nuclear/Frobenius ratio over time per schedule."""
-    fig, axes = new_figure(1, 3, figsize=(14, 3.8))
-    for r in results:
-        c = r.config
-        for prefix, lab in compared_curves(c, r.curves):
-            t = r.curves[prefix + "time"]
-            (line,) = axes[0].plot(t, r.curves[prefix + "test_loss"], label=lab)
-            axes[1].plot(t, r.curves[prefix + "teacher_distance"], color=line.get_color())
-            axes[2].plot(t, r.curves[prefix + "nuclear_over_fro"], color=line.get_color(), label=lab)
-        mark_switch(axes, c)
+    series = [(r, p, lab) for r in results for p, lab in compared_curves(r.config, r.curves)]
+    labels = unique_labels([lab for _, _, lab in series],
+                           [f"seed {r.config.seed}" for r, _, _ in series])
+    fig, axes = new_figure(1, 3, figsize=(14, 3.6 + legend_height(len(series), 3)))
+    for i, ((r, prefix, _), lab) in enumerate(zip(series, labels)):
+        t = r.curves[prefix + "time"]
+        style = series_style(i, len(t))
+        axes[0].plot(t, r.curves[prefix + "test_loss"], label=lab, **style)
+        axes[1].plot(t, r.curves[prefix + "teacher_distance"], **style)
+        axes[2].plot(t, r.curves[prefix + "nuclear_over_fro"], **style)
+        mark_switch(axes, r.config)
     axes[0].set(xlabel="time t = Σ η", ylabel="loss", title="test loss", yscale="log")
     axes[1].set(xlabel="time t = Σ η", ylabel="‖M − M*‖_F / ‖M*‖_F", title="distance to teacher")
     axes[2].set(xlabel="time t = Σ η", ylabel="‖W_Q W_Kᵀ‖_* / ‖·‖_F", title="nuclear / Frobenius")
-    axes[2].legend(fontsize=7)
-    fig.suptitle("attention (teacher): dotted line = weight decay switched off")
+    figure_legend(fig, axes, ncols=3)
+    fig.suptitle("attention (teacher)" + switch_note(r.config for r in results))
     save_figure(fig, path)
 
 

@@ -115,7 +115,7 @@ class ScheduleConfig:
     :class:`mirrorflow._core.limits.Limits` before anything is allocated.
     """
 
-    schedule: ScheduleName = "switch-off"
+    schedule: Annotated[ScheduleName, Field(description="weight-decay schedule α_t (docs/theory.md §1)")] = "switch-off"
     wd: Decay = 0.1
     switch_at: SwitchTime = 10.0
     budget: BudgetTarget = None

@@ -37,7 +37,15 @@ import numpy as np
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.figure import (
+    figure_legend,
+    legend_height,
+    new_figure,
+    save_figure,
+    series_style,
+    switch_note,
+    unique_labels,
+)
 from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.threads import torch_threads
@@ -81,11 +89,11 @@ class Config(ScheduleConfig):
     n_classes: int = Field(4, ge=2, description="classes of the pydoc / shakespeare task")
     max_per_class: int = Field(160, ge=2, description="passages per class (pydoc / shakespeare)")
     steps: int = Field(200, ge=1, description="optimizer steps")
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(2e-3, gt=0, allow_inf_nan=False)
+    batch_size: int = Field(8, ge=1, description="training mini-batch")
+    lr: float = Field(2e-3, gt=0, allow_inf_nan=False, description="AdamW learning rate")
     wd: Decay = 5.0
     switch_at: SwitchTime = 0.16
-    eval_every: int = Field(25, ge=1)
+    eval_every: int = Field(25, ge=1, description="steps between two validation points")
     threads: int | None = Field(1, ge=1, description="torch threads during training (None: keep)")
 
     @model_validator(mode="after")
@@ -434,22 +442,28 @@ def run(config: Config, progress: bool = False) -> Result:
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Nuclear/Frobenius ratio of the LoRA updates vs step (switch marked), and final validation
-    loss / accuracy vs the integrated decay ``a``."""
-    fig, axes = new_figure(1, 3, figsize=(14, 3.8))
-    for r in results:
+    loss / accuracy vs the integrated decay ``a``; one legend for the three panels."""
+    labels = unique_labels([f"{r.config.make_schedule().describe()}, a={r.integrated_wd:.3g}"
+                            for r in results], [f"seed {r.config.seed}" for r in results])
+    fig, axes = new_figure(1, 3, figsize=(14, 3.6 + legend_height(len(results), 3)))
+    for i, (r, label) in enumerate(zip(results, labels)):
         c = r.config
-        label = f"{c.schedule} (wd={c.wd:g}, a={r.integrated_wd:.3g})"
-        (line,) = axes[0].plot(r.curves["step"], r.curves["ratio"], label=label)
+        style = series_style(i, len(r.curves["step"]))
+        axes[0].plot(r.curves["step"], r.curves["ratio"], label=label, **style)
         mark_switch(axes[:2], c, per_unit=1.0 / c.lr)
-        axes[1].plot(r.curves["step"], r.curves["val_loss"], color=line.get_color(), label=label)
-        axes[2].scatter([r.integrated_wd], [r.val_accuracy], color=line.get_color(), label=label)
+        axes[1].plot(r.curves["step"], r.curves["val_loss"], **style)
+        axes[2].scatter([r.integrated_wd], [r.val_accuracy], color=style["color"],
+                        marker=style["marker"], s=40, label=label)
     axes[0].set(xlabel="step", ylabel="‖BA‖_* / ‖BA‖_F (mean over layers)",
                 title="LoRA update: nuclear / Frobenius")
     axes[1].set(xlabel="step", ylabel="validation loss", title="validation loss")
     axes[2].set(xlabel="integrated decay a", ylabel="final validation accuracy",
                 title="final metric vs a")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("LoRA with weight-decay schedules: dotted line = decay switched off")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[2].xaxis.set_major_locator(MaxNLocator(4))  # one run: a narrow range, few ticks
+    figure_legend(fig, axes, ncols=3)
+    fig.suptitle("LoRA with weight-decay schedules" + switch_note(r.config for r in results))
     save_figure(fig, path)
 
 

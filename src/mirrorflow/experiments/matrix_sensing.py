@@ -28,7 +28,14 @@ import numpy as np
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.figure import (
+    figure_legend,
+    legend_height,
+    new_figure,
+    save_figure,
+    series_style,
+    switch_note,
+)
 from mirrorflow._core.validation import MirrorflowError
 from mirrorflow.dynamics.matrix import effective_rank, simulate_matrix_gd
 from mirrorflow.experiments.base import (
@@ -292,30 +299,35 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Recovery error, balancedness and effective rank over time per schedule; final spectra."""
-    fig, axes = new_figure(1, 4, figsize=(17, 3.8))
-    for r in results:
+    series = [(r, p, f"{lab}, seed {r.config.seed}") for r in results
+              for p, lab in compared_curves(r.config, r.curves, "recovery_error")]
+    baseline = any("baseline/singular_values" in r.curves for r in results)
+    fig, axes = new_figure(1, 4, figsize=(17, 3.6 + legend_height(len(series) + baseline, 3)))
+    for i, (r, prefix, lab) in enumerate(series):
         c = r.config
         t = np.maximum(r.curves["time"], c.step)
-        for prefix, lab in compared_curves(c, r.curves, "recovery_error"):
-            lab = f"{lab}, seed {c.seed}"
-            (line,) = axes[0].loglog(t, r.curves[prefix + "recovery_error"], label=lab)
-            axes[1].semilogy(t, np.maximum(r.curves[prefix + "balancedness"], 1e-300), color=line.get_color())
-            axes[2].semilogx(t, r.curves[prefix + "effective_rank"], color=line.get_color())
-            sv = r.curves[prefix + "singular_values"][-1]
-            axes[3].semilogy(np.arange(1, sv.size + 1), np.maximum(sv, 1e-16), "o-", ms=3,
-                             color=line.get_color(), label=lab)
+        style = series_style(i, len(t))
+        axes[0].loglog(t, r.curves[prefix + "recovery_error"], label=lab, **style)
+        axes[1].semilogy(t, np.maximum(r.curves[prefix + "balancedness"], 1e-300), **style)
+        axes[2].semilogx(t, r.curves[prefix + "effective_rank"], **style)
+        sv = r.curves[prefix + "singular_values"][-1]
+        axes[3].semilogy(np.arange(1, sv.size + 1), np.maximum(sv, 1e-16),
+                         **{**series_style(i), "label": lab})
+        mark_switch(axes[:3], c)
+    for r in results:
         if "baseline/singular_values" in r.curves:
             sv = r.curves["baseline/singular_values"]
             axes[3].semilogy(np.arange(1, sv.size + 1), np.maximum(sv, 1e-16), "k--", lw=1,
-                             label="nuclear-norm minimizer")
+                             label="nuclear-norm minimizer (convex baseline)")
             axes[0].axhline(r.baseline_error, color="k", ls="--", lw=1)
-        mark_switch(axes[:3], c)
+            break
     axes[0].set(xlabel="time t = Σ η", ylabel="‖X − X*‖_F / ‖X*‖_F", title="recovery error")
     axes[1].set(xlabel="time t = Σ η", ylabel="‖UᵀU − VᵀV‖_F", title="balancedness (∝ e^{−2a})")
     axes[2].set(xlabel="time t = Σ η", ylabel="exp(entropy of σ/Σσ)", title="effective rank")
     axes[3].set(xlabel="index", ylabel="σ_i(X)", title="final singular values")
-    axes[3].legend(fontsize=7)
-    fig.suptitle("matrix sensing, X = U Vᵀ: dotted line = weight decay switched off; dashed = convex baseline")
+    figure_legend(fig, axes, ncols=3)
+    fig.suptitle("matrix sensing, X = U Vᵀ" + switch_note(r.config for r in results)
+                 + (" — dashed black: convex baseline" if baseline else ""))
     save_figure(fig, path)
 
 

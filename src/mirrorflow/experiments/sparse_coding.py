@@ -46,7 +46,15 @@ import numpy as np
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.figure import (
+    figure_legend,
+    legend_height,
+    new_figure,
+    save_figure,
+    series_style,
+    switch_note,
+    unique_labels,
+)
 from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.threads import blas_threads
@@ -81,14 +89,14 @@ CODE_TYPES = ("uv", "power", "ista")
 class Config(ScheduleConfig):
     """Sparse-coding experiment. Times are continuous time ``t = Σ η`` (``switch_at`` included)."""
 
-    codes: Literal["uv", "power", "ista"] = "uv"
+    codes: Literal["uv", "power", "ista"] = Field("uv", description="codes c = u⊙v, u^{2k} − v^{2k}, or plain c with an L1 penalty (ISTA)")
     k: int = Field(2, ge=1, description="power of the power parameterization u^{2k} − v^{2k}")
-    source: Literal["sample-images", "digits", "olivetti"] = "sample-images"
+    source: Literal["sample-images", "digits", "olivetti"] = Field("sample-images", description="image patches: scikit-learn sample images, digits or Olivetti faces")
     patch_size: int = Field(6, ge=2, description="patch side (digits: 8, olivetti: 64)")
     n_train: int = Field(1000, ge=1, description="training patches")
     n_test: int = Field(300, ge=1, description="held-out patches")
     atoms: int = Field(50, ge=1, description="dictionary size K")
-    iterations: int = Field(2000, ge=1)
+    iterations: int = Field(2000, ge=1, description="alternating code / dictionary steps")
     batch_size: int = Field(64, ge=1, description="mini-batch of the dictionary step")
     step: float = Field(0.05, gt=0, allow_inf_nan=False, description="code step η")
     init_scale: float = Field(1.0, gt=0, allow_inf_nan=False,
@@ -103,8 +111,8 @@ class Config(ScheduleConfig):
     wd: Decay = 0.05
     switch_at: SwitchTime = 50.0
     zero_tol: float = Field(1e-3, gt=0, description="|c| below this counts as zero")
-    log_every: int = Field(50, ge=1)
-    data_home: str | None = None
+    log_every: int = Field(50, ge=1, description="iterations between two points of the curves")
+    data_home: str | None = Field(None, description="scikit-learn data folder (None: its default)")
 
     def time_grid(self) -> TimeGrid:
         return TimeGrid(self.step, self.iterations * self.step, "iterations·step")
@@ -355,25 +363,39 @@ def run(config: Config, progress: bool = False) -> Result:
 
 def _label(r: Result) -> str:
     c = r.config
-    name = f"power k={c.k}" if c.codes == "power" else c.codes
-    return f"{name}, {c.schedule} (wd={c.wd:g}, a={r.integrated_wd:.2f})"
+    if c.codes == "power":  # the init matters for power codes only
+        init = "authors' init" if c.init == "authors" else "matched-speed init"
+        name = f"power k={c.k}, {init}"
+    else:
+        name = c.codes
+    return f"{name}, {c.make_schedule().describe()}, a={r.integrated_wd:.3g}"
 
 
 def plot(results: Sequence[Result], path: Path) -> None:
-    """Held-out MSE and code sparsity vs iteration, one line per run (schedule / k)."""
-    fig, axes = new_figure(1, 3, figsize=(14, 3.8))
-    for r in results:
-        it = r.curves["iteration"]
-        axes[0].semilogy(it, r.curves["train_mse"], label=_label(r))
-        axes[1].semilogy(it, r.curves["test_mse"], label=_label(r))
-        axes[2].plot(it, r.curves["sparsity"], label=_label(r))
-        c = r.config
-        mark_switch(axes, c, per_unit=1.0 / c.step)
-    axes[0].set(xlabel="iteration", ylabel="MSE per pixel", title="training reconstruction")
-    axes[1].set(xlabel="iteration", ylabel="MSE per pixel", title="held-out reconstruction")
-    axes[2].set(xlabel="iteration", ylabel=r"fraction |c| ≤ tol", title="code sparsity")
-    axes[2].legend(fontsize=7)
-    fig.suptitle("sparse coding: dotted line = weight decay switched off")
+    """Train / held-out MSE and code sparsity vs iteration, one line per run (codes, k, init,
+    schedule); runs of different lengths on rows of their own, so short runs are not squeezed
+    into the first tenth of a long axis."""
+    labels = unique_labels([_label(r) for r in results],
+                           [f"seed {r.config.seed}" for r in results])
+    lengths = sorted({r.config.iterations for r in results}, reverse=True)
+    fig, axes = new_figure(len(lengths), 3, squeeze=False,
+                           figsize=(14, 3.3 * len(lengths) + legend_height(len(results), 2)))
+    for row, n_it in zip(axes, lengths):
+        for i, (r, lab) in enumerate(zip(results, labels)):
+            if r.config.iterations != n_it:
+                continue
+            it = r.curves["iteration"]
+            style = series_style(i, len(it))
+            row[0].semilogy(it, r.curves["train_mse"], label=lab, **style)
+            row[1].semilogy(it, r.curves["test_mse"], **style)
+            row[2].plot(it, r.curves["sparsity"], **style)
+            mark_switch(row, r.config, per_unit=1.0 / r.config.step)
+        row[0].set(xlabel="iteration", ylabel="MSE per pixel",
+                   title=f"training reconstruction ({n_it} iterations)")
+        row[1].set(xlabel="iteration", ylabel="MSE per pixel", title="held-out reconstruction")
+        row[2].set(xlabel="iteration", ylabel=r"fraction |c| ≤ tol", title="code sparsity")
+    figure_legend(fig, axes, ncols=2)
+    fig.suptitle("sparse coding" + switch_note(r.config for r in results))
     save_figure(fig, path)
 
 

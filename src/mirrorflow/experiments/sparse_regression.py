@@ -29,7 +29,14 @@ import numpy as np
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.figure import (
+    figure_legend,
+    legend_height,
+    new_figure,
+    save_figure,
+    series_style,
+    switch_note,
+)
 from mirrorflow.dynamics.mirror import flow_to_convergence
 from mirrorflow.dynamics.simulate import simulate_gd
 from mirrorflow.experiments.base import (
@@ -62,15 +69,15 @@ class Config(ScheduleConfig):
     d: int = Field(100, ge=1, description="dimension")
     sparsity: int = Field(5, ge=1, description="nonzeros in the teacher x*")
     noise: float = Field(0.0, ge=0, description="std of Gaussian noise on y")
-    parameterization: Literal["uv", "u2-v2", "u2"] = "uv"
+    parameterization: Literal["uv", "u2-v2", "u2"] = Field("uv", description="x = u⊙v, u² − v² or u²")
     u0: float = Field(1.0, allow_inf_nan=False, description="initial u (every coordinate)")
     v0: float = Field(0.0, allow_inf_nan=False, description="initial v (every coordinate)")
     wd: Decay = 0.2
     switch_at: SwitchTime = 20.0
     step: float = Field(0.01, gt=0, allow_inf_nan=False, description="gradient-descent step η")
     t_max: float = Field(5000.0, gt=0, allow_inf_nan=False, description="time cap of gradient descent")
-    gd_after_settle: float = Field(50.0, ge=0, allow_inf_nan=False)
-    tail: Literal["ode", "gd"] = "ode"
+    gd_after_settle: float = Field(50.0, ge=0, allow_inf_nan=False, description="gradient-descent time after the schedule settles")
+    tail: Literal["ode", "gd"] = Field("ode", description="run to convergence by the flow's ODE or by more gradient descent")
     tol: float = Field(1e-10, gt=0, description="residual (or stationarity) tolerance")
 
     @model_validator(mode="after")
@@ -217,18 +224,19 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Recovery error and training residual over time, one line per run."""
-    fig, axes = new_figure(1, 2, figsize=(10, 3.8))
-    for r in results:
+    fig, axes = new_figure(1, 2, figsize=(10, 3.6 + legend_height(len(results), 2)))
+    for i, r in enumerate(results):
         c = r.config
-        label = f"{c.schedule} (wd={c.wd:g}, a={r.integrated_wd:.2f}, seed={c.seed})"
+        label = f"{c.make_schedule().describe()}, a={r.integrated_wd:.2f}, seed {c.seed}"
         t = np.maximum(r.curves["time"], c.step)
-        axes[0].loglog(t, r.curves["recovery_error"], label=label)
-        axes[1].loglog(t, np.maximum(r.curves["residual"], 1e-16), label=label)
+        style = series_style(i, len(t))
+        axes[0].loglog(t, r.curves["recovery_error"], label=label, **style)
+        axes[1].loglog(t, np.maximum(r.curves["residual"], 1e-16), **style)
         mark_switch(axes, c)
     axes[0].set(xlabel="time t = Σ η", ylabel="‖x − x*‖", title="recovery error")
     axes[1].set(xlabel="time t = Σ η", ylabel="‖Ax − y‖ / ‖y‖", title="training residual")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("sparse regression, x = u ⊙ v: dotted line = weight decay switched off")
+    figure_legend(fig, axes, ncols=2)
+    fig.suptitle("sparse regression, x = u ⊙ v" + switch_note(r.config for r in results))
     save_figure(fig, path)
 
 

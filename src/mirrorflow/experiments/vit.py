@@ -24,7 +24,15 @@ import torch
 from pydantic import Field, model_validator
 from pydantic.dataclasses import dataclass as pdataclass
 
-from mirrorflow._core.figure import new_figure, save_figure
+from mirrorflow._core.figure import (
+    figure_legend,
+    legend_height,
+    new_figure,
+    save_figure,
+    series_style,
+    switch_note,
+    unique_labels,
+)
 from mirrorflow._core.limits import check_deadline
 from mirrorflow._core.progress import progress_bar
 from mirrorflow._core.threads import torch_threads
@@ -61,15 +69,15 @@ class Config(ScheduleConfig):
     compare: bool = Field(True, description="also train with 'none' and 'constant' decay")
     dataset: str = Field("digits", description="digits | cifar10")
     dim: int = Field(8, ge=1, description="embedding width")
-    patch_size: int = Field(2, ge=1)
+    patch_size: int = Field(2, ge=1, description="patch side in pixels")
     depth: int = Field(2, ge=1, description="transformer blocks")
-    heads: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1, description="attention heads")
     lr: float = Field(2e-3, gt=0, allow_inf_nan=False, description="AdamW learning rate")
     steps: int = Field(600, ge=1, description="AdamW steps")
-    batch_size: int = Field(128, ge=1)
-    val_fraction: float = Field(0.25, gt=0, lt=1)
+    batch_size: int = Field(128, ge=1, description="training mini-batch")
+    val_fraction: float = Field(0.25, gt=0, lt=1, description="share of the data held out for validation")
     max_samples: int | None = Field(None, ge=10, description="subsample the dataset")
-    eval_every: int = Field(50, ge=1)
+    eval_every: int = Field(50, ge=1, description="steps between two validation points")
 
     @model_validator(mode="after")
     def _check(self):
@@ -240,25 +248,37 @@ def train_vit(cfg: Config, schedule: Schedule, progress: bool = False) -> dict:
     }
 
 
+def _layer_ratios(r: Result, prefix: str) -> np.ndarray:
+    """The nuclear/Frobenius curves as ``(time, layer)``."""
+    ratios = np.asarray(r.curves[prefix + "nuclear_over_fro"], dtype=float)
+    return ratios.reshape(len(r.curves[prefix + "time"]), -1)
+
+
 def plot(results: Sequence[Result], path: Path) -> None:
-    """Validation loss, accuracy and nuclear/Frobenius ratio per layer over time per schedule."""
-    fig, axes = new_figure(1, 3, figsize=(14, 3.8))
-    for r in results:
-        c = r.config
-        for prefix, lab in compared_curves(c, r.curves):
-            t = r.curves[prefix + "time"]
-            (line,) = axes[0].plot(t, r.curves[prefix + "val_loss"], label=lab)
-            axes[1].plot(t, r.curves[prefix + "val_accuracy"], color=line.get_color())
-            ratios = np.atleast_2d(np.asarray(r.curves[prefix + "nuclear_over_fro"]))
-            for j in range(ratios.shape[1]):
-                axes[2].plot(t, ratios[:, j], color=line.get_color(), ls=["-", "--", ":", "-."][j % 4],
-                             label=f"{lab}, layer {j}" if ratios.shape[1] > 1 else lab)
-        mark_switch(axes, c)
+    """Validation loss, accuracy and nuclear/Frobenius ratio of each layer over time per
+    schedule (one panel per layer; every schedule its own colour, dash and marker)."""
+    series = [(r, p, lab) for r in results for p, lab in compared_curves(r.config, r.curves)]
+    labels = unique_labels([lab for _, _, lab in series],
+                           [f"seed {r.config.seed}" for r, _, _ in series])
+    layers = max(_layer_ratios(r, p).shape[1] for r, p, _ in series)
+    fig, axes = new_figure(1, 2 + layers, figsize=(4.3 * (2 + layers),
+                                                   3.6 + legend_height(len(series), 4)))
+    for i, ((r, prefix, _), lab) in enumerate(zip(series, labels)):
+        t = r.curves[prefix + "time"]
+        style = series_style(i, len(t))
+        axes[0].plot(t, r.curves[prefix + "val_loss"], label=lab, **style)
+        axes[1].plot(t, r.curves[prefix + "val_accuracy"], **style)
+        ratios = _layer_ratios(r, prefix)
+        for j in range(ratios.shape[1]):
+            axes[2 + j].plot(t, ratios[:, j], **style)
+        mark_switch(axes, r.config)
     axes[0].set(xlabel="time t = Σ lr", ylabel="cross-entropy", title="validation loss", yscale="log")
     axes[1].set(xlabel="time t = Σ lr", ylabel="accuracy", title="validation accuracy")
-    axes[2].set(xlabel="time t = Σ lr", ylabel="‖W_Q W_Kᵀ‖_* / ‖·‖_F", title="nuclear / Frobenius")
-    axes[2].legend(fontsize=7)
-    fig.suptitle("ViT: dotted line = weight decay switched off")
+    for j in range(layers):
+        axes[2 + j].set(xlabel="time t = Σ lr", ylabel="‖W_Q W_Kᵀ‖_* / ‖·‖_F",
+                        title=f"nuclear / Frobenius, layer {j}")
+    figure_legend(fig, axes, ncols=4)
+    fig.suptitle("ViT" + switch_note(r.config for r in results))
     save_figure(fig, path)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,8 +40,28 @@ _MARK = {SUPPORTED: "**supported**", CONTRADICTED: "**contradicted**",
          INCONCLUSIVE: "*inconclusive*", NOT_EVALUATED: "not evaluated"}
 
 
+#: How the report writes a number or an interval that is missing (too few values): the same
+#: mark in the claims table and in the details, never ``nan``.
+MISSING = "—"
+
+
 def _fmt(x: float) -> str:
-    return "–" if not math.isfinite(x) else f"{x:.3g}"
+    return MISSING if not math.isfinite(x) else f"{x:.3g}"
+
+
+def _interval(lo: float, hi: float) -> str:
+    """``[lo, hi]``, or ``CI —`` when either end is missing."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"CI {MISSING}"
+    return f"[{_fmt(lo)}, {_fmt(hi)}]"
+
+
+_NAN_INTERVAL = re.compile(r"(?:CI )?\[nan, nan\]")
+
+
+def _detail(text: str) -> str:
+    """A claim's detail line with missing intervals written as in the table."""
+    return re.sub(r"\bnan\b", MISSING, _NAN_INTERVAL.sub(f"CI {MISSING}", text))
 
 
 def _cell(text: str) -> str:
@@ -74,17 +95,17 @@ def claims_section(records: Sequence[RunRecord], out: Path,
     rows = []
     for r in results:
         effects = "<br>".join(
-            f"{_cell(e.label)}: {_fmt(e.estimate)} [{_fmt(e.lo)}, {_fmt(e.hi)}]"
+            f"{_cell(e.label)}: {_fmt(e.estimate)} {_interval(e.lo, e.hi)}"
             for e in r.effects)
         smallest = "<br>".join(_cell(e.smallest.split(":")[0]) for e in r.effects
-                               if e.smallest) or "–"
+                               if e.smallest) or MISSING
         seeds = f"{max((e.n for e in r.effects), default=0)}"
         ps = r.power_seeds
-        power = "> 50" if ps is None else ("–" if ps < 0 else str(ps))
-        fig = f"[figure]({r.claim.figure})" if r.claim.figure else "–"
+        power = "> 50" if ps is None else (MISSING if ps < 0 else str(ps))
+        fig = f"[figure]({r.claim.figure})" if r.claim.figure else MISSING
         holm_v = _MARK[r.verdict_holm] if r.statistical else "(no test)"
         rows.append([f"`{r.claim.id}`: {_cell(r.claim.statement)}", _MARK[r.verdict], holm_v,
-                     effects, smallest, seeds, power, fig, _cell(r.reason)])
+                     effects, smallest, seeds, power, fig, _cell(_detail(r.reason))])
     header = ["claim", "verdict", "after Holm", "effect [95% CI]", "boundary",
               "pairs", "seeds for 80% power", "figure", "why"]
     md += ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
@@ -97,7 +118,7 @@ def claims_section(records: Sequence[RunRecord], out: Path,
     if plain:
         md += ["**Where the claims do not hold (or cannot be decided here):**", ""]
         for r in plain:
-            md.append(f"- `{r.claim.id}` is **{r.verdict}**: {r.reason}")
+            md.append(f"- `{r.claim.id}` is **{r.verdict}**: {_detail(r.reason)}")
         md.append("")
     missing = [r for r in results if r.verdict == NOT_EVALUATED]
     for r in missing:
@@ -112,7 +133,7 @@ def claims_section(records: Sequence[RunRecord], out: Path,
             if e.smallest:
                 md.append(f"  - {e.label}: boundary {e.smallest}")
             if e.detail:
-                md.append(f"  - {e.label}: {e.detail}")
+                md.append(f"  - {e.label}: {_detail(e.detail)}")
     md += ["", "</details>", ""]
     return md, notes
 

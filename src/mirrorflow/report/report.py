@@ -135,18 +135,36 @@ def _metrics_of(records: Sequence[RunRecord]) -> list[str]:
     return out
 
 
-def _label(varying: Sequence[str], setting: tuple) -> str:
+#: Config fields a schedule does not read: a setting of that schedule is not labelled by them.
+_UNUSED_BY = {"none": ("wd", "switch_at", "budget"), "constant": ("switch_at", "budget"),
+              "switch-off": ("budget",), "budget": ("switch_at",)}
+
+
+def _label(varying: Sequence[str], setting: tuple, full: bool = False) -> str:
+    """``schedule=switch-off, wd=0.1``; a field the setting's schedule does not use (``wd`` of
+    ``schedule=none``) is left out unless ``full``."""
     if not varying:
         return "all runs"
     if len(varying) == 1:
         return str(setting[0])
-    return ", ".join(f"{k}={v}" for k, v in zip(varying, setting))
+    pairs = list(zip(varying, setting))
+    unused = () if full else _UNUSED_BY.get(dict(pairs).get("schedule"), ())
+    return ", ".join(f"{k}={v}" for k, v in pairs if k not in unused)
+
+
+def _setting_labels(varying: Sequence[str], settings: Sequence[tuple]) -> dict[tuple, str]:
+    """The label of each setting; in full where leaving out unused fields would make two
+    labels equal."""
+    short = {s: _label(varying, s) for s in settings}
+    if len(set(short.values())) == len(short):
+        return short
+    return {s: _label(varying, s, full=True) for s in settings}
 
 
 def _fmt(st: GroupStats) -> str:
     if st.n == 0:
-        return "–"
-    sd = "–" if math.isnan(st.sd) else f"{st.sd:.2g}"
+        return "—"
+    sd = "—" if math.isnan(st.sd) else f"{st.sd:.2g}"
     return f"{st.mean:.4g} ± {sd} (n={st.n})"
 
 
@@ -271,7 +289,8 @@ def _experiment_section(store: ResultStore, exp_name: str, recs: list[RunRecord]
                         notes: list[str], run_rows: list[dict]) -> list[str]:
     varying, groups = group_runs(recs)
     metrics = _metrics_of(recs)
-    labels = [_label(varying, s) for s in groups]
+    names = _setting_labels(varying, list(groups))
+    labels = [names[s] for s in groups]
     counts = {s: {st: sum(r.status == st for r in g) for st in ("done", "diverged", "failed")}
               for s, g in groups.items()}
     stats = {s: {m: metric_stats(g, m) for m in metrics} for s, g in groups.items()}
@@ -308,7 +327,7 @@ def _experiment_section(store: ResultStore, exp_name: str, recs: list[RunRecord]
     for r in recs:
         run_rows.append({"id": r.run_id, "experiment": exp_name, "status": r.status,
                          "seed": r.config.get("seed"),
-                         "setting": _label(varying, tuple(r.config.get(k) for k in varying)),
+                         "setting": names[tuple(r.config.get(k) for k in varying)],
                          "diverged_step": r.diverged_step, "message": r.message or "",
                          **{f"metric.{k}": v for k, v in r.metrics.items() if _is_number(v)}})
 
@@ -316,8 +335,7 @@ def _experiment_section(store: ResultStore, exp_name: str, recs: list[RunRecord]
     # the figure shows the metrics that vary (a metric equal in every run carries no comparison)
     shown = [m for m in metrics
              if len({v for s in groups for v in stats[s][m].values}) > 1]
-    ticks = [_label(varying, s).replace(", ", "\n") for s in groups]
-    if shown and _summary_figure(tmp / fig, exp_name, ticks, [stats[s] for s in groups],
+    if shown and _summary_figure(tmp / fig, exp_name, labels, [stats[s] for s in groups],
                                  shown[:_MAX_SUMMARY_METRICS]):
         md += [f"![{exp_name} summary]({fig})", ""]
     curves_fig = f"{_safe(exp_name)}_curves.png"
@@ -333,7 +351,7 @@ def _experiment_section(store: ResultStore, exp_name: str, recs: list[RunRecord]
         md += ["Runs that did not finish normally:", ""]
         for r in bad[:20]:
             step = f" at step {r.diverged_step}" if r.diverged_step is not None else ""
-            md.append(f"- `{r.run_id}` ({_label(varying, tuple(r.config.get(k) for k in varying))}"
+            md.append(f"- `{r.run_id}` ({names[tuple(r.config.get(k) for k in varying)]}"
                       f", seed {r.config.get('seed')}): **{r.status}**{step} — {r.message or ''}")
         if len(bad) > 20:
             md.append(f"- … and {len(bad) - 20} more (see runs.csv)")
@@ -357,28 +375,39 @@ def _write_runs_csv(path: Path, rows: list[dict]) -> None:
 
 def _summary_figure(path: Path, exp_name: str, labels: list[str],
                     stats: list[dict[str, GroupStats]], metrics: list[str]) -> bool:
+    """Per metric a panel of horizontal bars (mean ± sd) with the seeds as dots; the settings
+    are rows, named once at the left of each row of panels, so long names never overlap."""
+    from matplotlib.ticker import MaxNLocator
+
+    n = len(labels)
     ncols = min(4, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
-    fig, axes = new_figure(nrows, ncols, figsize=(3.6 * ncols, 3.2 * nrows + 0.6), squeeze=False)
-    x = np.arange(len(labels))
-    for ax, m in zip(axes.flat, metrics):
+    label_w = min(0.065 * max(len(lab) for lab in labels), 6.0) + 0.4  # inches at 7 pt
+    panel_h = 0.26 * n + 1.1
+    fig, axes = new_figure(nrows, ncols, figsize=(label_w + 2.9 * ncols, panel_h * nrows + 0.5),
+                           squeeze=False)
+    y = np.arange(n)[::-1].astype(float)  # the first setting at the top
+    for k, (ax, m) in enumerate(zip(axes.flat, metrics)):
         means = np.array([s[m].mean for s in stats])
         sds = np.nan_to_num(np.array([s[m].sd for s in stats]))
-        ax.bar(x, np.nan_to_num(means), yerr=sds, color="C0", alpha=0.45, capsize=4)
+        ax.barh(y, np.nan_to_num(means), xerr=sds, color="C0", alpha=0.45, capsize=3,
+                height=0.7)
         for i, s in enumerate(stats):
             if s[m].n:
-                jitter = np.linspace(-0.15, 0.15, s[m].n) if s[m].n > 1 else [0.0]
-                ax.plot(i + np.asarray(jitter), s[m].values, "o", color="C3", ms=3.5)
+                jitter = np.linspace(-0.2, 0.2, s[m].n) if s[m].n > 1 else [0.0]
+                ax.plot(s[m].values, y[i] + np.asarray(jitter), "o", color="C3", ms=3)
         vals = [v for s in stats for v in s[m].values]
         if vals and min(vals) > 0 and max(vals) / min(vals) > 100:
-            ax.set_yscale("log")
-        ax.set_title(m, fontsize=10)
-        many = len(labels) > 4
-        ax.set_xticks(x, labels, rotation=45 if many else 0, ha="right" if many else "center",
-                      fontsize=7)
+            ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+        ax.set_title(m, fontsize=9)
+        ax.set_ylim(-0.6, n - 0.4)
+        ax.set_yticks(y, labels if k % ncols == 0 else [], fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
-    fig.suptitle(f"{exp_name}: mean ± sd over seeds (bars), seeds (dots)")
+    fig.suptitle(f"{exp_name}: mean ± sd over seeds (bars), seeds (dots)", fontsize=10)
     fig.savefig(path, dpi=110)
     return True
 
