@@ -206,8 +206,8 @@ def _run_arm(configs: list[Config], progress: bool = False) -> list[Result]:
             runtime_s=elapsed,
             status="ok" if main["diverged_step"] is None else "diverged",
             diverged_step=main["diverged_step"],
-            test_loss=main["test_loss"],
-            test_accuracy=main["test_accuracy"],
+            test_loss=main["test_loss"] if config.test_fraction > 0 else None,
+            test_accuracy=main["test_accuracy"] if config.test_fraction > 0 else None,
             curves=curves,
         ))
     return out
