@@ -193,7 +193,9 @@ class StackedTinyViT(torch.nn.Module):
             q, k, v = torch.bmm(y, blk["qkv"]).view(S, B, T, 3, h, dh).unbind(3)
             v = v + blk["v_b"].view(S, 1, 1, h, dh)
             q, k, v = (t.transpose(2, 3).reshape(S * B * h, T, dh) for t in (q, k, v))
-            att = torch.softmax(torch.bmm(q, k.transpose(1, 2)) * dh ** -0.5, dim=-1)
+            # the 1/sqrt(dh) scale inside the product (beta=0: the zero input is ignored)
+            att = torch.softmax(torch.baddbmm(q.new_zeros(()), q, k.transpose(1, 2), beta=0.0,
+                                              alpha=dh ** -0.5), dim=-1)
             o = torch.bmm(att, v).view(S, B, h, T, dh)
             o = o.transpose(2, 3).reshape(S, B * T, D)
             x = x + torch.baddbmm(blk["out_b"].unsqueeze(1), o, blk["out_w"])
