@@ -363,9 +363,9 @@ def train_vit_seeds(cfgs: Sequence[Config], schedule: Schedule,
                 break
             check_deadline(f"ViT at step {k + 1} of {cfg.steps}")
         evaluate(cfg.steps, live, last)
-    a = per_seed_integrated(scheduler, S)
-    for i in live:
-        finish(i, a[i])
+        a = per_seed_integrated(scheduler, S)
+        for i in live:  # on one thread too: the small QRs of the diagnostics spin on two
+            finish(i, a[i])
     if scheduler is not None:
         scheduler.remove()
     out = []
@@ -434,11 +434,11 @@ def train_vit(cfg: Config, schedule: Schedule, progress: bool = False) -> dict:
                 break
             check_deadline(f"ViT at step {k + 1} of {cfg.steps}")
         evaluate(cfg.steps if diverged_step is None else diverged_step, last)
+        diags = _diagnostics(model)
     a = 0.0 if scheduler is None else scheduler.integrated
     if scheduler is not None:
         scheduler.remove()
     ratios = hist["nuclear_over_fro"][-1]
-    diags = _diagnostics(model)
     curves = {k: np.asarray(v) for k, v in hist.items()}
     return {
         "val_loss": hist["val_loss"][-1],
