@@ -494,7 +494,8 @@ TUNED: dict[str, Any] = {
     "full": {"seeds": 20, "switch-off": {"wd": [1.0, 2.0], "switch_at": [0.3, 0.6]},
              "constant": {"wd": [0.1, 0.5, 1.0, 2.0]},
              "none": {"lr": [1e-3, 2e-3, 3e-3, 4e-3]}},
-    "quick": {"seeds": 2, "switch-off": {"wd": [1.0], "switch_at": [0.3, 0.6]},
+    # quick: half-length runs (300 steps) so that reproduce --quick stays within its budget
+    "quick": {"seeds": 2, "steps": 300, "switch-off": {"wd": [1.0], "switch_at": [0.15, 0.3]},
               "constant": {"wd": [0.5, 1.0]}, "none": {"lr": [2e-3, 4e-3]}},
 }
 
@@ -502,8 +503,9 @@ TUNED: dict[str, Any] = {
 def _tuned_cases(which: str) -> list[dict[str, Any]]:
     t = TUNED[which]
     seeds = {"seed": list(range(t["seeds"]))}
-    return [{"base": {"schedule": fam, "test_fraction": TUNED["test_fraction"]},
-             "grid": {**seeds, **t[fam]}} for fam in ("switch-off", "constant", "none")]
+    base = {"test_fraction": TUNED["test_fraction"], **({"steps": t["steps"]} if "steps" in t else {})}
+    return [{"base": {"schedule": fam, **base}, "grid": {**seeds, **t[fam]}}
+            for fam in ("switch-off", "constant", "none")]
 
 
 SWEEPS = {
