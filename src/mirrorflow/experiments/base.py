@@ -48,8 +48,8 @@ from mirrorflow.schedules.continuous import (
 
 __all__ = [
     "COMPARE_LABELS",
-    "Baseline",
     "CONFIG",
+    "Baseline",
     "BudgetTarget",
     "Decay",
     "Experiment",
