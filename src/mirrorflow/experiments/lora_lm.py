@@ -62,7 +62,7 @@ from mirrorflow.experiments.base import (
 from mirrorflow.experiments.charlm import FINETUNE_PLAYS, PRESETS
 
 __all__ = ["Config", "FineTuneData", "Result", "fine_tune_peft", "load_data", "plot", "run",
-           "run_batch", "stacked_forward", "train_stacked", "unigram_loss"]
+           "run_batch", "setup", "stacked_forward", "train_stacked", "unigram_loss"]
 
 import peft  # noqa: F401  (import errors keep the experiment unregistered)
 import transformers  # noqa: F401
@@ -91,7 +91,7 @@ class Config(ScheduleConfig):
     lr: float = Field(1e-2, gt=0, allow_inf_nan=False)
     wd: Decay = 1.0
     switch_at: SwitchTime = 0.5
-    eval_every: int = Field(50, ge=1)
+    eval_every: int = Field(25, ge=1)
     eval_chars: int = Field(16000, ge=64, description="characters of validation / test scored")
     threads: int | None = Field(1, ge=1, description="torch threads during training (None: keep)")
 
@@ -390,9 +390,17 @@ def _train_stacked(cfgs: list[Config], progress: bool) -> list[Result]:
     return train_stacked(cfgs, progress)[0]
 
 
-def train_stacked(cfgs: Sequence[Config], progress: bool = False) -> tuple[list[Result], dict]:
+def setup(cfg: Config, progress: bool = False):
+    """``(pretrained model, fine-tuning data)`` of ``cfg`` (what every run reads first)."""
+    pre = _pretrained(cfg, progress)
+    return pre, load_data(cfg, pre.vocab)
+
+
+def train_stacked(cfgs: Sequence[Config], progress: bool = False, prepared=None
+                  ) -> tuple[list[Result], dict]:
     """Train ``cfgs`` (equal but for :data:`STACKABLE` fields) as one stacked model; return the
-    results and the final factors ``{module name: (A [S, r, in], B [S, out, r])}``."""
+    results and the final factors ``{module name: (A [S, r, in], B [S, out, r])}``.
+    ``prepared``: :func:`setup` of the configs, when already at hand."""
 
     cfgs = list(cfgs)
     keys = {_group_key(c) for c in cfgs}
@@ -400,7 +408,7 @@ def train_stacked(cfgs: Sequence[Config], progress: bool = False) -> tuple[list[
         raise MirrorflowError(f"stacked configs may differ only in {', '.join(STACKABLE)}; "
                               "use run_batch to group them")
     with torch_threads(cfgs[0].threads):
-        return _train(cfgs, progress)
+        return _train(cfgs, progress, prepared)
 
 
 def init_lora(cfgs: list[Config], base_model):
@@ -435,7 +443,7 @@ def evaluate_stacked(base: dict, lora: dict, scaling: float, windows, n_head: in
     return (total / count).numpy()
 
 
-def _train(cfgs: list[Config], progress: bool) -> tuple[list[Result], dict]:
+def _train(cfgs: list[Config], progress: bool, prepared=None) -> tuple[list[Result], dict]:
     import torch
     import torch.nn.functional as F
 
@@ -444,8 +452,7 @@ def _train(cfgs: list[Config], progress: bool) -> tuple[list[Result], dict]:
     t0 = time.perf_counter()
     c0 = cfgs[0]
     S = len(cfgs)
-    pre = _pretrained(c0, progress)
-    data = load_data(c0, pre.vocab)
+    pre, data = setup(c0, progress) if prepared is None else prepared
     base = _base_weights(pre.model)
     n_head = pre.spec.n_head
     scaling = c0.lora_alpha / c0.rank
@@ -548,11 +555,12 @@ def _train(cfgs: list[Config], progress: bool) -> tuple[list[Result], dict]:
     return results, {n: (A.detach(), B.detach()) for n, (A, B) in lora.items()}
 
 
-def fine_tune_peft(cfg: Config, steps: int | None = None, evaluate: bool = True):
+def fine_tune_peft(cfg: Config, steps: int | None = None, evaluate: bool = True, prepared=None):
     """The reference loop for one seed: the PEFT model (``GPT2LMHeadModel`` + LoRA) trained by
     ``torch.optim.AdamW`` with the :class:`WeightDecayScheduler` on the real optimizer, the same
     initialization and data order as the stacked path. Returns ``(model, train_losses, wd_used,
-    a, val_loss)`` (``val_loss`` None unless ``evaluate``)."""
+    a, val_loss)`` (``val_loss`` None unless ``evaluate``); ``prepared`` as in
+    :func:`train_stacked`."""
     import torch
     import torch.nn.functional as F
 
@@ -561,8 +569,7 @@ def fine_tune_peft(cfg: Config, steps: int | None = None, evaluate: bool = True)
 
     steps = cfg.steps if steps is None else steps
     with torch_threads(cfg.threads):
-        pre = _pretrained(cfg)
-        data = load_data(cfg, pre.vocab)
+        pre, data = setup(cfg) if prepared is None else prepared
         model = _wrap_lora(pre.model, cfg)
         params = [p for n, p in model.named_parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr,
@@ -618,7 +625,7 @@ def plot(results: Sequence[Result], path: Path) -> None:
         seen.add(key)
         tl = r.curves.get("train_loss", np.array([]))
         if len(tl):
-            k = max(1, len(tl) // 30)
+            k = max(1, len(tl) // 15)
             smooth = np.convolve(tl, np.ones(k) / k, mode="valid")
             axes[0].plot(np.arange(len(smooth)) + k - 1, smooth, color=color, alpha=0.6, lw=1,
                          label=label)
@@ -628,13 +635,15 @@ def plot(results: Sequence[Result], path: Path) -> None:
                      marker=".", label=label)
         mark_switch(axes, c, per_unit=1.0 / c.lr)
     if results:
-        axes[1].axhline(results[0].unigram_val, color="k", ls="--", lw=1,
-                        label=f"unigram baseline {results[0].unigram_val:.3f}")
-        pre = results[0].pretrained_val_loss
+        uni, pre = results[0].unigram_val, results[0].pretrained_val_loss
         lo = min(float(np.nanmin(r.curves["val_loss"])) for r in results)
-        axes[1].set_ylim(lo - 0.05 * (pre - lo + 1e-3), max(pre, lo) + 0.15 * (pre - lo + 1e-3))
-        axes[1].annotate(f"unigram baseline {results[0].unigram_val:.2f} (off the scale)",
-                         (0.02, 0.97), xycoords="axes fraction", va="top", fontsize=8)
+        top = max(pre, lo) + 0.15 * (pre - lo + 1e-3)
+        if uni <= top:
+            axes[1].axhline(uni, color="k", ls="--", lw=1, label=f"unigram baseline {uni:.3f}")
+        else:  # far above: keep the scale on the runs and say where it is
+            axes[1].set_ylim(lo - 0.05 * (pre - lo + 1e-3), top)
+            axes[1].annotate(f"unigram baseline: {uni:.3f} (above the axis)", (0.02, 0.97),
+                             xycoords="axes fraction", va="top", fontsize=8)
     axes[0].set(xlabel="step", ylabel="nats / character", title="training loss (moving mean)")
     axes[1].set(xlabel="step", ylabel="nats / character",
                 title="validation loss (step 0: pretrained)")
