@@ -24,23 +24,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mirrorflow.report.claims import (
-    INCONCLUSIVE,
-    NOT_EVALUATED,
-    RULE,
-    Arm,
-    Effect,
-    Rule,
-    _decide_positive,
-    _finish,
-    _is_number,
-    _mean_sd,
-)
 from mirrorflow.sweep.store import RunRecord
+
+
+class _Claims:
+    """:mod:`mirrorflow.report.claims`, looked up when used: claims.py imports this module for
+    its registry, so this module never imports it while loading."""
+
+    def __getattr__(self, name: str) -> Any:
+        from mirrorflow.report import claims
+
+        return getattr(claims, name)
+
+
+_c = _Claims()
+
+if TYPE_CHECKING:
+    from mirrorflow.report.claims import Arm, Effect, Rule
 
 __all__ = ["Family", "Selection", "Tuned", "select_per_seed", "vit_tuned_claim"]
 
@@ -59,7 +63,7 @@ class Family:
 
     @property
     def arm(self) -> Arm:
-        return Arm(self.label, self.where)
+        return _c.Arm(self.label, self.where)
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ def select_per_seed(records: Sequence[RunRecord], family: Family, drop: Sequence
 
 
 def _finite(v: Any) -> bool:
-    return _is_number(v) and math.isfinite(v)
+    return _c._is_number(v) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,8 @@ class Tuned:
     def _equal_budget(self, a: int, b: int) -> bool:
         return a == b == self.budget if self.budget else a == b >= 2
 
-    def evaluate(self, records, experiment, free, rule: Rule = RULE) -> Effect:
+    def evaluate(self, records, experiment, free, rule: Rule | None = None) -> Effect:
+        rule = _c.RULE if rule is None else rule
         drop = set(_SCHEDULE_FIELDS) | set(free) | set(self.better.tuned) | set(self.worse.tuned)
         drop |= set(self.better.where) | set(self.worse.where)
         sel, problems = {}, {}
@@ -170,7 +175,7 @@ class Tuned:
                         for f in (self.better, self.worse) if not sel[f.label]
                         and not any(problems[f.label].values()))
         if missing:
-            return Effect(self.label, NOT_EVALUATED, "runs missing: " + "; ".join(missing),
+            return _c.Effect(self.label, _c.NOT_EVALUATED, "runs missing: " + "; ".join(missing),
                           missing=missing)
         b_sel, w_sel = sel[self.better.label], sel[self.worse.label]
         keys = sorted(set(b_sel) & set(w_sel), key=repr)
@@ -192,14 +197,14 @@ class Tuned:
             isinstance(s.record.sweep, str) and s.record.sweep.endswith("-quick")
             for k in keys for s in (b_sel[k], w_sel[k]))
         if not keys:
-            return Effect(self.label, INCONCLUSIVE, "no seed with both families tuned"
+            return _c.Effect(self.label, _c.INCONCLUSIVE, "no seed with both families tuned"
                           + (" (" + "; ".join(notes) + ")" if notes else ""))
         b = np.array([b_sel[k].metric for k in keys])
         w = np.array([w_sel[k].metric for k in keys])
         if self.scale == "log":
             if np.any(b <= 0) or np.any(w <= 0):
-                return Effect(self.label, INCONCLUSIVE, f"{self.metric} ≤ 0 in some run: no log "
-                              "ratio", n=len(keys))
+                return _c.Effect(self.label, _c.INCONCLUSIVE,
+                             f"{self.metric} ≤ 0 in some run: no log ratio", n=len(keys))
             d = np.log(w) - np.log(b)
         else:
             d = w - b
@@ -207,11 +212,12 @@ class Tuned:
         if len(keys) < rule.min_pairs:
             notes.insert(0, f"too few seeds: {len(keys)} pair(s) < {rule.min_pairs}"
                          + (" (quick sweep)" if quick else ""))
-        detail = (f"tuned {self.better.label}: {_mean_sd(b)} ({_picks(b_sel, keys, self.better)}); "
-                  f"tuned {self.worse.label}: {_mean_sd(w)} ({_picks(w_sel, keys, self.worse)})")
-        verdict, reason, est, lo, hi = _decide_positive(d, rule)
-        verdict, reason = _finish(verdict, reason, "; ".join(notes), len(d), rule)
-        return Effect(self.label, verdict, reason, est, lo, hi, len(d), seeds, (0.0,), detail)
+        detail = (f"tuned {self.better.label}: {_c._mean_sd(b)} "
+                  f"({_picks(b_sel, keys, self.better)}); tuned {self.worse.label}: "
+                  f"{_c._mean_sd(w)} ({_picks(w_sel, keys, self.worse)})")
+        verdict, reason, est, lo, hi = _c._decide_positive(d, rule)
+        verdict, reason = _c._finish(verdict, reason, "; ".join(notes), len(d), rule)
+        return _c.Effect(self.label, verdict, reason, est, lo, hi, len(d), seeds, (0.0,), detail)
 
 
 def _picks(sel: Mapping[tuple, Selection], keys, family: Family) -> str:
@@ -219,7 +225,7 @@ def _picks(sel: Mapping[tuple, Selection], keys, family: Family) -> str:
     counts: dict[str, int] = {}
     for k in keys:
         c = sel[k].config
-        name = ", ".join(f"{f}={c.get(f)!r}" if not _is_number(c.get(f)) else f"{f}={c.get(f):g}"
+        name = ", ".join(f"{f}={c.get(f):g}" if _c._is_number(c.get(f)) else f"{f}={c.get(f)!r}"
                          for f in family.tuned)
         counts[name] = counts.get(name, 0) + 1
     return "picked " + "; ".join(f"{n}: {c}/{len(keys)}"
