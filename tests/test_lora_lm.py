@@ -222,6 +222,13 @@ def test_switch_off_integrated_decay_by_hand(cache):
     assert r.curves["a"][-1] == pytest.approx(0.02, rel=1e-12)
     c = run(Config(**{**TINY, "schedule": "constant"}))
     assert c.integrated_wd == pytest.approx(8 * 0.01 * 0.5, rel=1e-12)
+    # the declared baseline: the unigram loss, beaten 5 % below; the tiny model (pretrained 30
+    # steps) is no better than unigram frequencies, so it does not beat it
+    from mirrorflow.experiments.base import beats_baseline
+
+    assert r.baseline().value == r.unigram_val and r.baseline().metric == "val_loss"
+    assert r.val_loss > 0.95 * r.unigram_val
+    assert beats_baseline(r) is False and r.beats_baseline is False
 
 
 def test_diagnostics_equal_numpy_svd_and_peft_merge(cache):

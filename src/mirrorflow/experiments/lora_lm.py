@@ -15,7 +15,7 @@ validation and test losses are the mean cross-entropy (nats per character) of ev
 of non-overlapping windows of the held-out chunks (at most ``eval_chars`` of them, spread evenly).
 The baseline is the unigram model of the training split (add-one smoothed character
 frequencies), evaluated on the same characters: a run *learned* when its validation loss is
-below it (``beats_baseline``).
+at least 5 % below it (``beats_baseline``, :class:`~mirrorflow.experiments.base.Baseline`).
 
 Seeds are trained stacked: :func:`run_batch` trains all configs that differ only in seed and
 schedule (``seed``, ``schedule``, ``wd``, ``switch_at``, ``budget``) as one model whose frozen
@@ -48,6 +48,7 @@ from mirrorflow._core.threads import torch_threads
 from mirrorflow._core.validation import MirrorflowError
 from mirrorflow.experiments.base import (
     CONFIG,
+    Baseline,
     Decay,
     Experiment,
     ExperimentResult,
@@ -167,6 +168,16 @@ class Result(ExperimentResult):
     status: str = "ok"  # "diverged": the training loss stopped being finite (metrics are NaN)
     diverged_step: int | None = None
     curves: dict[str, np.ndarray] = field(repr=False, default_factory=dict)
+
+    def baseline(self) -> Baseline:
+        """The unigram model of the fine-tuning training split on the validation characters
+        (``unigram_val``); a run beats it 5 % below (``beats_baseline``)."""
+        return _baseline(self.unigram_val)
+
+
+def _baseline(unigram_val: float) -> Baseline:
+    return Baseline("val_loss", unigram_val, "unigram model of the training split (add-one "
+                                             "smoothed character frequencies)")
 
 
 # --------------------------------------------------------------------------- data
@@ -540,7 +551,7 @@ def _train(cfgs: list[Config], progress: bool, prepared=None) -> tuple[list[Resu
             config=c, val_loss=val, test_loss=float(test[s]) if ok else nan,
             unigram_val=data.unigram_val, unigram_test=data.unigram_test,
             pretrained_val_loss=cv["val_loss"][0] if cv["val_loss"] else nan,
-            beats_baseline=bool(ok and val < data.unigram_val),
+            beats_baseline=_baseline(data.unigram_val).beaten_by({"val_loss": val}),
             integrated_wd=decays[s].integrated,
             nuclear_over_fro=means.get("nuclear_over_fro_mean", nan),
             effective_rank=means.get("effective_rank_mean", nan),
