@@ -197,3 +197,20 @@ def test_shakespeare_task_is_larger_and_disjoint():
     assert r.task == "classification" and np.isfinite(r.val_loss)
     with pytest.raises(MirrorflowError, match="n_classes <= 8"):
         fine_tune(Config(**{**TINY, "dataset": "shakespeare", "n_classes": 9}))
+
+
+def test_chance_level_is_ln_classes(trained):
+    import dataclasses
+    import math
+
+    from mirrorflow.experiments.base import beats_baseline
+
+    cfg, result, _ = trained
+    b = result.baseline()
+    assert b.metric == "val_loss" and b.value == pytest.approx(math.log(cfg.n_classes))
+    # the quick report's runs at chance (val loss 1.345–1.399 against ln 4) do not beat it
+    for v in (1.345, 1.399):
+        assert beats_baseline(dataclasses.replace(result, val_loss=v)) is False
+    assert beats_baseline(dataclasses.replace(result, val_loss=1.0)) is True
+    assert beats_baseline(dataclasses.replace(result, val_loss=float("nan"))) is False
+    assert dataclasses.replace(result, task="causal-lm").baseline() is None

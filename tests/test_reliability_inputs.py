@@ -150,6 +150,7 @@ HORIZONS = {  # experiment -> (overrides that end the run at T, T)
     "sparse-coding": ({"iterations": 200}, 200 * 0.05),
     "vit": ({"steps": 100}, 100 * 2e-3),
     "lora": ({"steps": 50}, 50 * 2e-3),
+    "lora-lm": ({"steps": 50}, 50 * 1e-2),
 }
 
 

@@ -4,6 +4,7 @@ Checks against independent computations: hand-built patches, numpy SVDs of the r
 weights, and the integrated decay computed by hand from the learning rate and the switch step.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,9 +16,10 @@ from typer.testing import CliRunner
 from mirrorflow import MirrorflowError
 from mirrorflow.cli import app
 from mirrorflow.experiments import get_experiment, make_config
+from mirrorflow.experiments.base import beats_baseline
 from mirrorflow.experiments.data import images_from_hf, load_image_dataset
 from mirrorflow.experiments.nn import patchify, score_ratios
-from mirrorflow.experiments.vit import Config, train_vit
+from mirrorflow.experiments.vit import Config, split, train_vit, train_vit_seeds
 from mirrorflow.schedules import ConstantDecay, SwitchOffDecay
 
 
@@ -122,3 +124,94 @@ def test_switch_time_is_learning_rate_time():
     ts = training.from_continuous(cfg.make_schedule(), cfg.lr, cfg.steps)
     assert ts.at == 300 and ts.factor(299) == 1.0 and ts.factor(300) == 0.0
     assert json.loads(json.dumps(cfg.switch_at)) == 0.6
+
+
+# ------------------------------------------------------------------ batched seeds, splits, chance
+def _seed_cfgs(seeds, **kw):
+    base = dict(steps=30, eval_every=10, lr=2e-3, wd=1.0, switch_at=0.03, compare=False,
+                max_samples=400, batch_size=64, test_fraction=0.2)
+    return [Config(seed=s, **{**base, **kw}) for s in seeds]
+
+
+def test_stacked_seeds_equal_separate_runs():
+    """The seeds of one arm trained as one StackedTinyViT equal train_vit per seed (float32)."""
+    cfgs = _seed_cfgs((0, 1, 2))
+    sched = cfgs[0].make_schedule()
+    stacked = train_vit_seeds(cfgs, sched)
+    assert stacked[0]["optimizer"].param_groups[0]["weight_decay"] == 0.0  # switched off
+    for cfg, got in zip(cfgs, stacked):
+        ref = train_vit(cfg, sched)
+        for (name, p), (_, q) in zip(got["model"].named_parameters(),
+                                     ref["model"].named_parameters()):
+            np.testing.assert_allclose(p.detach().numpy(), q.detach().numpy(), rtol=1e-4,
+                                       atol=1e-6, err_msg=name)
+        for key in ("val_loss", "val_accuracy", "a", "weight_decay", "time"):
+            np.testing.assert_allclose(got["curves"][key], ref["curves"][key], rtol=1e-5,
+                                       err_msg=key)
+        np.testing.assert_allclose(got["ratios"], ref["ratios"], rtol=1e-5)
+        # a per seed, by hand: decay on for 15 steps of lr·wd
+        assert got["a"] == pytest.approx(15 * 2e-3 * 1.0, rel=1e-12)
+        # the test loss is the seed's own model on its own test split
+        X, y = split(cfg)["test"]
+        with torch.no_grad():
+            want = float(torch.nn.functional.cross_entropy(ref["model"].eval()(X), y))
+        assert got["test_loss"] == pytest.approx(want, rel=1e-5)
+
+
+def test_run_batch_is_run_per_seed_and_order_kept():
+    exp = get_experiment("vit")
+    cfgs = _seed_cfgs((4, 2), steps=12, eval_every=6, switch_at=0.012)
+    cfgs.append(Config(**{**dataclasses.asdict(cfgs[0]), "schedule": "none"}))  # another arm
+    batch = exp.run_many(cfgs)
+    for cfg, got in zip(cfgs, batch):
+        alone = exp.run(cfg)
+        assert got.config == cfg
+        assert got.val_loss == pytest.approx(alone.val_loss, rel=1e-5)
+        assert got.test_loss == pytest.approx(alone.test_loss, rel=1e-5)
+        assert got.nuclear_over_fro == pytest.approx(alone.nuclear_over_fro, rel=1e-5)
+    assert batch[0].val_loss != batch[1].val_loss  # the seeds really differ
+
+
+def test_diverging_seeds_in_a_batch_are_recorded_like_alone():
+    cfgs = _seed_cfgs((0, 1), lr=1e10, switch_at=0.0, steps=8, eval_every=4, schedule="none")
+    stacked = train_vit_seeds(cfgs, cfgs[0].make_schedule())
+    for cfg, got in zip(cfgs, stacked):
+        ref = train_vit(cfg, cfg.make_schedule())
+        assert ref["diverged_step"] is not None
+        assert got["diverged_step"] == ref["diverged_step"]
+        assert len(got["curves"]["time"]) == len(ref["curves"]["time"])
+        assert got["curves"]["time"][-1] == ref["curves"]["time"][-1]
+
+
+def test_split_is_deterministic_disjoint_and_old_without_test():
+    cfg = Config(max_samples=300, seed=3, test_fraction=0.2)
+    a, b = split(cfg), split(cfg)
+    for k in a:
+        assert torch.equal(a[k][0], b[k][0])
+    sizes = {k: len(v[1]) for k, v in a.items()}
+    assert sizes == {"val": 75, "test": 60, "train": 165}
+    X, y = load_image_dataset("digits", max_samples=300, seed=3)
+    perm = np.random.default_rng(3).permutation(300)
+    assert torch.equal(a["test"][0], torch.as_tensor(X[perm[75:135]]))
+    flat = {k: {tuple(x.flatten().tolist()) for x in v[0]} for k, v in a.items()}
+    assert not (flat["val"] & flat["test"]) and not (flat["train"] & flat["test"])
+    old = split(Config(max_samples=300, seed=3))  # test_fraction = 0: the earlier split
+    assert len(old["test"][1]) == 0
+    assert torch.equal(old["train"][0], torch.as_tensor(X[perm[75:]]))
+    with pytest.raises(MirrorflowError, match="fewer than batch_size"):
+        make_config(Config, {"max_samples": 100, "test_fraction": 0.5, "batch_size": 64})
+
+
+def test_chance_level_separates_learned_from_untrained_runs():
+    exp = get_experiment("vit")
+    untrained, trained = exp.run_many([
+        Config(steps=1, compare=False, switch_at=0.0, schedule="none", max_samples=600),
+        Config(steps=300, compare=False, switch_at=0.3, max_samples=600)])
+    assert untrained.baseline().value == pytest.approx(np.log(10))
+    assert untrained.val_loss == pytest.approx(np.log(10), abs=0.1)  # really near chance
+    assert beats_baseline(untrained) is False
+    assert beats_baseline(trained) is True and trained.val_accuracy > 0.5
+    # a record read back gives the same answer; a diverged run never beats it
+    back = exp.result_from_record(trained.summary()["config"], trained.metrics(), {})
+    assert beats_baseline(back) is True
+    assert beats_baseline(dataclasses.replace(trained, val_loss=float("nan"))) is False

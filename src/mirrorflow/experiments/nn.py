@@ -13,7 +13,7 @@ import torch
 
 from mirrorflow._core.validation import MirrorflowError
 
-__all__ = ["Block", "SelfAttention", "TinyViT", "patchify", "score_ratios"]
+__all__ = ["Block", "SelfAttention", "StackedTinyViT", "TinyViT", "patchify", "score_ratios"]
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:
@@ -103,3 +103,129 @@ def score_ratios(model: torch.nn.Module) -> list[float]:
         layer = pair.name.rsplit(".head", 1)[0]
         per_layer.setdefault(layer, []).append(factor_diagnostics(pair).nuclear_over_fro)
     return [float(np.mean(v)) for v in per_layer.values()]
+
+
+class StackedTinyViT(torch.nn.Module):
+    """S :class:`TinyViT` of one architecture as one module: every parameter ``[S, ...]``.
+
+    The forward takes images ``[S, B, C, H, W]`` (seed ``s``'s batch through seed ``s``'s
+    weights) and returns logits ``[S, B, classes]``; the math is TinyViT's, laid out for few,
+    large batched ops (:mod:`mirrorflow.experiments.batched`): linear weights are stored as
+    ``[S, in, out]`` (``x @ W`` by ``baddbmm``), the query/key/value weights of a block as one
+    ``qkv`` tensor ``[S, D, 3D]`` (columns ``[Q | K | V]``; queries and keys have no bias), and
+    the attention runs as one ``scaled_dot_product_attention`` over all seeds and images.
+    :meth:`seed_state` gives seed ``s``'s weights as a TinyViT ``state_dict``.
+    """
+
+    #: per-seed matrices that take weight decay (TinyViT's: every weight matrix, not cls/pos)
+    DECAYED = ("embed_w", "qkv", "out_w", "fc1_w", "fc2_w", "head_w")
+
+    def __init__(self, models: list[TinyViT]):
+        super().__init__()
+        if not models:
+            raise MirrorflowError("StackedTinyViT needs at least one TinyViT")
+        m0 = models[0]
+        self.patch, self.depth = m0.patch, len(m0.blocks)
+        self.heads = m0.blocks[0].attn.num_heads if self.depth else 1
+        P = torch.nn.Parameter
+
+        def st(get, transpose=False):
+            with torch.no_grad():
+                t = torch.stack([get(m).detach() for m in models])
+                return P((t.transpose(-1, -2) if transpose else t).contiguous())
+
+        self.embed_w = st(lambda m: m.embed.weight, True)
+        self.embed_b = st(lambda m: m.embed.bias)
+        self.cls = st(lambda m: m.cls[0])  # [S, 1, D]
+        self.pos = st(lambda m: m.pos[0])  # [S, T, D]
+        blocks = []
+        for j in range(self.depth):
+            def b(m, j=j):
+                return m.blocks[j]
+            blk = torch.nn.ParameterDict({
+                "n1_w": st(lambda m: b(m).norm1.weight), "n1_b": st(lambda m: b(m).norm1.bias),
+                "qkv": st(lambda m: torch.cat([b(m).attn.query.weight, b(m).attn.key.weight,
+                                                b(m).attn.value.weight]), True),
+                "v_b": st(lambda m: b(m).attn.value.bias),
+                "out_w": st(lambda m: b(m).attn.out.weight, True),
+                "out_b": st(lambda m: b(m).attn.out.bias),
+                "n2_w": st(lambda m: b(m).norm2.weight), "n2_b": st(lambda m: b(m).norm2.bias),
+                "fc1_w": st(lambda m: b(m).mlp[0].weight, True),
+                "fc1_b": st(lambda m: b(m).mlp[0].bias),
+                "fc2_w": st(lambda m: b(m).mlp[2].weight, True),
+                "fc2_b": st(lambda m: b(m).mlp[2].bias),
+            })
+            blocks.append(blk)
+        self.blocks = torch.nn.ModuleList(blocks)
+        self.norm_w = st(lambda m: m.norm.weight)
+        self.norm_b = st(lambda m: m.norm.bias)
+        self.head_w = st(lambda m: m.head.weight, True)
+        self.head_b = st(lambda m: m.head.bias)
+        self.eps = m0.norm.eps
+
+    @property
+    def n_seeds(self) -> int:
+        return self.embed_w.shape[0]
+
+    def decay_groups(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+        """``(decayed, not decayed)`` parameters, as TinyViT's training splits them."""
+        dec, rest = [], []
+        for n, p in self.named_parameters():
+            (dec if n.rsplit(".", 1)[-1] in self.DECAYED else rest).append(p)
+        return dec, rest
+
+    def _ln(self, x, w, b):
+        x = torch.nn.functional.layer_norm(x, (x.shape[-1],), eps=self.eps)
+        return torch.addcmul(b.unsqueeze(1), x, w.unsqueeze(1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        S, B = images.shape[:2]
+        p = patchify(images.flatten(0, 1), self.patch)  # [S·B, P, C p²]
+        P = p.shape[1]
+        x = torch.baddbmm(self.embed_b.unsqueeze(1), p.reshape(S, B * P, -1), self.embed_w)
+        D = x.shape[-1]
+        x = torch.cat([self.cls.unsqueeze(1).expand(S, B, 1, D), x.view(S, B, P, D)], dim=2)
+        T = P + 1
+        x = (x + self.pos.unsqueeze(1)).view(S, B * T, D)
+        h, dh = self.heads, D // self.heads
+        for blk in self.blocks:
+            y = self._ln(x, blk["n1_w"], blk["n1_b"])
+            q, k, v = torch.bmm(y, blk["qkv"]).view(S, B, T, 3, h, dh).unbind(3)
+            v = v + blk["v_b"].view(S, 1, 1, h, dh)
+            q, k, v = (t.transpose(2, 3).reshape(S * B * h, T, dh) for t in (q, k, v))
+            # the 1/sqrt(dh) scale inside the product (beta=0: the zero input is ignored)
+            att = torch.softmax(torch.baddbmm(q.new_zeros(()), q, k.transpose(1, 2), beta=0.0,
+                                              alpha=dh ** -0.5), dim=-1)
+            o = torch.bmm(att, v).view(S, B, h, T, dh)
+            o = o.transpose(2, 3).reshape(S, B * T, D)
+            x = x + torch.baddbmm(blk["out_b"].unsqueeze(1), o, blk["out_w"])
+            y = self._ln(x, blk["n2_w"], blk["n2_b"])
+            y = torch.nn.functional.gelu(torch.baddbmm(blk["fc1_b"].unsqueeze(1), y, blk["fc1_w"]))
+            x = x + torch.baddbmm(blk["fc2_b"].unsqueeze(1), y, blk["fc2_w"])
+        c = self._ln(x.view(S, B, T, D)[:, :, 0], self.norm_w, self.norm_b)
+        return torch.baddbmm(self.head_b.unsqueeze(1), c, self.head_w)
+
+    @torch.no_grad()
+    def seed_state(self, s: int) -> dict[str, torch.Tensor]:
+        """Seed ``s``'s weights as a :class:`TinyViT` ``state_dict`` (copies)."""
+        def t(w):
+            return w[s].transpose(0, 1).clone()
+
+        D = self.embed_w.shape[-1]
+        out = {"embed.weight": t(self.embed_w), "embed.bias": self.embed_b[s].clone(),
+               "cls": self.cls[s].unsqueeze(0).clone(), "pos": self.pos[s].unsqueeze(0).clone(),
+               "norm.weight": self.norm_w[s].clone(), "norm.bias": self.norm_b[s].clone(),
+               "head.weight": t(self.head_w), "head.bias": self.head_b[s].clone()}
+        for j, blk in enumerate(self.blocks):
+            pre = f"blocks.{j}."
+            qkv = t(blk["qkv"])
+            out.update({
+                pre + "norm1.weight": blk["n1_w"][s].clone(), pre + "norm1.bias": blk["n1_b"][s].clone(),
+                pre + "attn.query.weight": qkv[:D].clone(), pre + "attn.key.weight": qkv[D:2 * D].clone(),
+                pre + "attn.value.weight": qkv[2 * D:].clone(), pre + "attn.value.bias": blk["v_b"][s].clone(),
+                pre + "attn.out.weight": t(blk["out_w"]), pre + "attn.out.bias": blk["out_b"][s].clone(),
+                pre + "norm2.weight": blk["n2_w"][s].clone(), pre + "norm2.bias": blk["n2_b"][s].clone(),
+                pre + "mlp.0.weight": t(blk["fc1_w"]), pre + "mlp.0.bias": blk["fc1_b"][s].clone(),
+                pre + "mlp.2.weight": t(blk["fc2_w"]), pre + "mlp.2.bias": blk["fc2_b"][s].clone(),
+            })
+        return out

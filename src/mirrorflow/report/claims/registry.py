@@ -21,6 +21,7 @@ from mirrorflow.report.claims.kinds import (
     SameThroughA,
 )
 from mirrorflow.report.claims.pairing import Arm, AtMost, IntegratedDecay
+from mirrorflow.report.tuned import vit_tuned_claim
 
 __all__ = ["CLAIMS", "type_index"]
 
@@ -356,3 +357,6 @@ CLAIMS: tuple[Claim, ...] = (
                 f"{{{', '.join(f'{a:g}' for a in _GEOMETRY_A)}}}, then a dual movement "
                 f"|μ| ≤ 1 without decay"),
 )
+
+#: the tuned comparison (equal tuning budgets, mirrorflow.report.tuned; issue 22)
+CLAIMS = (*CLAIMS, vit_tuned_claim())

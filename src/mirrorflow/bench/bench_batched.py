@@ -1,0 +1,58 @@
+"""Batched seeds: S seeds of one ViT arm trained as one stacked model vs one after another.
+
+Rows ``train vit seeds=S batched`` (S = 16, 8): the ViT experiment's training of S seeds of one
+arm (switch-off decay, its default sizes: width 8, 17 tokens, batch 128, digits), as
+:func:`mirrorflow.experiments.vit.train_vit_seeds` (one ``StackedTinyViT``, one AdamW) against
+the sequential per-seed loop :func:`~mirrorflow.experiments.vit.train_vit` (S runs), interleaved
+in the same process, one torch thread each. ``ratio = baseline_s / mirrorflow_s`` is seed-steps
+per second batched over sequential: both do the same S × steps steps, the same per-seed setup
+(data split, model, final diagnostics) and the same evaluations (one every 50 steps, as in the
+experiment's runs). ``ratio_cpu``: the same from process CPU time, which waiting for a core
+shared with other processes does not inflate. Before timing, the two must agree on every seed's
+final validation loss (rtol 1e-4). Goal (issue 22): ratio ≥ 4 at 16 seeds on 2 cores.
+"""
+
+from __future__ import annotations
+
+from mirrorflow.bench._harness import check_close, row, time_interleaved, torch_threads
+
+
+def _rows(quick: bool) -> list[dict]:
+    from mirrorflow.experiments.vit import Config, train_vit, train_vit_seeds
+
+    # 100 steps with an evaluation every 50: the share of evaluations and per-seed setup (data
+    # split, model, diagnostics) of a real run (600 steps, one evaluation every 50)
+    steps, repeats = (20, 2) if quick else (100, 2)
+    rows = []
+    for S in (16, 8):
+        cfgs = [Config(seed=s, steps=steps, eval_every=50, switch_at=steps * 2e-3 / 2,
+                       compare=False) for s in range(S)]
+        sched = cfgs[0].make_schedule()
+
+        def sequential(cfgs=cfgs, sched=sched):
+            return [train_vit(c, sched)["val_loss"] for c in cfgs]
+
+        def batched(cfgs=cfgs, sched=sched):
+            return [r["val_loss"] for r in train_vit_seeds(cfgs, sched)]
+
+        diff = check_close(f"train vit seeds={S}", batched(), sequential(), rtol=1e-4)
+        t = time_interleaved({"seq": sequential, "batched": batched}, repeats)
+        rows.append(row(f"train vit seeds={S} batched", t["seq"], t["batched"],
+                        ratio_cpu=t["seq_cpu"] / t["batched_cpu"], seeds=S, steps=steps,
+                        seed_steps_per_s=S * steps / t["batched"],
+                        seed_steps_per_s_sequential=S * steps / t["seq"],
+                        max_abs_diff=diff))
+    return rows
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Batched vs sequential seeds of the ViT (single-threaded torch)."""
+    with torch_threads(1):
+        return _rows(quick)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+
+    for r in run(quick=False):
+        print(json.dumps(r))

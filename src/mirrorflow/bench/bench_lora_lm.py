@@ -1,0 +1,67 @@
+"""Batched seeds of lora-lm: S seeds of one arm fine-tuned as one stacked model vs one by one.
+
+Rows ``train lora-lm seeds=S batched`` (S = 16, 8): the lora-lm experiment's fine-tuning of S
+seeds of one arm (switch-off decay; its quick sizes: the ``quick`` char-level GPT-2 with 2 blocks
+of width 64, context 64, batch 16, rank 4 on ``c_attn``) as
+:func:`mirrorflow.experiments.lora_lm.train_stacked` (shared frozen base, LoRA factors stacked
+over seeds, one AdamW) against the sequential per-seed loop
+:func:`~mirrorflow.experiments.lora_lm.fine_tune_peft` (the PEFT model, torch AdamW and the
+WeightDecayScheduler; S runs), interleaved in the same process, one torch thread each. The
+pretrained model and the data are read once before timing (both sides get them), so the timed
+work is LoRA initialization and training. ``ratio = baseline_s / mirrorflow_s`` is seed-steps
+per second batched over sequential (both do S × steps steps; the stacked side also scores its
+small validation and test sets, which the sequential side skips). ``ratio_cpu``: the same from
+process CPU time, which waiting for a core shared with other processes does not inflate.
+``ratio_vs_stacked_loop``: batched over the stacked code run one seed at a time, the part of the
+gain that batching alone brings. Before timing, the two must agree on every seed's final
+training loss (rtol 1e-4). Goal (issue 22): ratio ≥ 4 at 16 seeds on 2 cores.
+"""
+
+from __future__ import annotations
+
+from mirrorflow.bench._harness import check_close, row, time_interleaved, torch_threads
+
+
+def _rows(quick: bool) -> list[dict]:
+    from mirrorflow.experiments.lora_lm import Config, fine_tune_peft, setup, train_stacked
+
+    steps, repeats = (10, 2) if quick else (40, 3)
+    rows = []
+    for S in (16, 8):
+        cfgs = [Config(pretrain="quick", seed=s, steps=steps, eval_every=steps, eval_chars=256,
+                       schedule="switch-off", switch_at=steps * 1e-2 / 2) for s in range(S)]
+        prepared = setup(cfgs[0])
+
+        def sequential(cfgs=cfgs, prepared=prepared):
+            return [fine_tune_peft(c, evaluate=False, prepared=prepared)[1][-1] for c in cfgs]
+
+        def batched(cfgs=cfgs, prepared=prepared):
+            return [r.curves["train_loss"][-1] for r in train_stacked(cfgs, prepared=prepared)[0]]
+
+        def stacked_loop(cfgs=cfgs, prepared=prepared):
+            return [train_stacked([c], prepared=prepared)[0][0].curves["train_loss"][-1]
+                    for c in cfgs]
+
+        diff = check_close(f"train lora-lm seeds={S}", batched(), sequential(), rtol=1e-4)
+        t = time_interleaved({"seq": sequential, "batched": batched, "loop": stacked_loop},
+                             repeats)
+        rows.append(row(f"train lora-lm seeds={S} batched", t["seq"], t["batched"],
+                        ratio_cpu=t["seq_cpu"] / t["batched_cpu"],
+                        ratio_vs_stacked_loop=t["loop"] / t["batched"], seeds=S, steps=steps,
+                        seed_steps_per_s=S * steps / t["batched"],
+                        seed_steps_per_s_sequential=S * steps / t["seq"],
+                        max_abs_diff=diff))
+    return rows
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Batched vs sequential seeds of lora-lm (single-threaded torch)."""
+    with torch_threads(1):
+        return _rows(quick)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import json
+
+    for r in run(quick=False):
+        print(json.dumps(r))
