@@ -350,6 +350,21 @@ def test_nothing_is_left_behind(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.sqlite", "s.toml"]
 
 
+#: test-only hook (loaded through sitecustomize in the report's process): once the report has
+#: written into its temporary folder, mark it and hold there, so the test kills it mid-write
+#: every time instead of trying to catch a moment (issue 28: no timing guess)
+_HOLD_REPORT = """
+import os, time
+import mirrorflow.report.report as _report
+_write_runs_csv = _report._write_runs_csv
+def _held(path, rows):
+    _write_runs_csv(path, rows)
+    open(os.environ["MF_HOLD_MARK"], "w").close()
+    time.sleep(600)
+_report._write_runs_csv = _held
+"""
+
+
 def test_a_killed_report_leaves_no_temporary_folder_after_the_next(tmp_path):
     """Item 10: `kill -9` of `report` while it writes leaves a hidden temporary folder; the
     next report removes it (its process is gone) and leaves none of its own."""
@@ -360,18 +375,24 @@ def test_a_killed_report_leaves_no_temporary_folder_after_the_next(tmp_path):
     with ResultStore(db) as store:
         assert run_sweep(spec, store, LocalExecutor(workers=1)).done == 6
     out = tmp_path / "rep"
-    for _ in range(5):  # catch it while its temporary folder exists
-        proc = subprocess.Popen([sys.executable, "-m", "mirrorflow.cli", "report", str(db),
-                                 "--out", str(out)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        caught = wait_for(lambda p=proc: any(tmp_path.glob(".rep.tmp-*")) or p.poll() is not None,
-                          timeout=120, every=0.01)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_HOLD_REPORT)
+    mark = tmp_path / "held"
+    env = dict(os.environ, MF_HOLD_MARK=str(mark), PYTHONPATH=os.pathsep.join(
+        [str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    proc = subprocess.Popen([sys.executable, "-m", "mirrorflow.cli", "report", str(db),
+                             "--out", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    try:
+        assert wait_for(lambda: mark.exists() or proc.poll() is not None, timeout=300)
+        assert mark.exists(), proc.stderr.read() if proc.poll() is not None else ""
+    finally:
         proc.kill()
-        proc.wait()
-        if caught and any(tmp_path.glob(".rep.tmp-*")):
-            break
-    else:
-        pytest.fail("the report finished before it could be killed, 5 times")
+        proc.communicate()
+    left = list(tmp_path.glob(".rep.tmp-*"))
+    assert len(left) == 1 and (left[0] / "runs.csv").is_file()  # killed mid-write
+    assert not out.exists()  # nothing half-written where the report goes
     assert cli("report", db, "--out", out).returncode == 0
     assert not list(tmp_path.glob(".rep*")) and (out / "report.md").is_file()
 

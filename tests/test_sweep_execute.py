@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +25,7 @@ from mirrorflow.sweep import (
     parse_spec,
     run_sweep,
 )
+from reliability_helpers import gate_started, open_gate, plugin_env, wait_for
 
 TINY = {"n": 10, "d": 20, "sparsity": 2, "step": 0.05, "tail": "gd"}
 
@@ -54,44 +54,44 @@ def test_classify_diverged_from_status_or_non_finite_metrics():
     assert classify({"flag": True, "count": 3})[0] == "done"
 
 
-def test_sigkill_midway_then_resume_gives_each_run_once(tmp_path):
-    spec_path = _toml(tmp_path / "kill.toml", t_max=150.0, seeds=range(8))  # 16 runs, ~0.3 s each
+def test_sigkill_midway_then_resume_gives_each_run_once(tmp_path, monkeypatch):
+    """SIGKILL of the sweep's process group while run 3 of 6 is in flight, then a resume in
+    this process: the 3 stored runs are skipped, the other 3 run once. Race-free (issue 28):
+    run 3 is a toy run held at a gate, so the sweep cannot finish before the kill."""
+    env = plugin_env(tmp_path / "plugin")
+    spec_path = tmp_path / "kill.toml"
+    spec_path.write_text('experiment = "toy"\n[base]\nschedule = "none"\nseconds = 0.0\n'
+                         '[zip]\nseed = [0, 1, 2, 3, 4, 5]\n'
+                         'action = ["ok", "ok", "ok", "gate", "ok", "ok"]\n')
     db = tmp_path / "kill.sqlite"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mirrorflow.cli", "sweep", str(spec_path), "--db", str(db),
          "--workers", "1", "--batch", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
-        deadline = time.monotonic() + 120
-        n = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            if db.exists():
-                try:
-                    n = len(_rows(db))
-                except sqlite3.OperationalError:  # table not created yet / locked
-                    n = 0
-                if n >= 3:
-                    break
-            time.sleep(0.02)
+        assert wait_for(lambda: gate_started(env), timeout=120), proc.poll()
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep's own process group
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL, "sweep finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL
+    monkeypatch.setenv("MF_TOY_GATE", env["MF_TOY_GATE"])
+    monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
+    monkeypatch.setitem(REGISTRY._lazy, "toy", "mf_toy")
+    monkeypatch.setitem(REGISTRY, "toy", None)
+    open_gate(env)
     before = {r[0] for r in _rows(db)}
     spec = load_spec(spec_path)
-    assert 3 <= len(before) < len(spec.runs)
-    assert before <= set(spec.run_ids)
+    assert before == set(spec.run_ids[:3])  # one at a time, in order: runs 0-2 stored
 
     with ResultStore(db) as store:
         summary = run_sweep(spec, store, LocalExecutor(workers=1), batch=1)
         assert summary.skipped == len(before)
         assert summary.done == len(spec.runs) - len(before)
         records = store.records()
-        for rec in records:  # complete rows: metrics and curves present
-            assert rec.status == "done" and math.isfinite(rec.metrics["recovery_error"])
-            assert len(store.load_curves(rec)["time"]) > 2
+        for rec in records:  # complete rows: the toy's value is seed squared
+            assert rec.status == "done" and rec.metrics["value"] == rec.config["seed"] ** 2
     with sqlite3.connect(db) as con:
         total, distinct = con.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM runs").fetchone()
     assert total == distinct == len(spec.runs)
