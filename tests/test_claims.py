@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -140,6 +141,23 @@ def test_pairing_by_config_fields_not_by_sweep():
     assert Arm("n", {"n": OneOf((40, 80))}).matches({"n": 80})
     assert not Arm("n", {"n": OneOf((40,))}).matches({"n": 80})
     assert short.describe() == "schedule=none, t_max ≤ 50"
+
+
+def test_pairing_never_crosses_mirrorflow_versions():
+    """Issue 28, survivor 4: runs of another mirrorflow version are other code: they never
+    pair. Switch-off runs of version 1 (seeds 0-4); 'none' runs of version 2 (seeds 0-4) and
+    of version 1 (seeds 0-2 only): exactly the 3 version-1 seeds pair, by hand."""
+    recs = [_rec(s, "switch-off", s, {"err": 1.0}) for s in range(5)]
+    recs += [replace(_rec(10 + s, "none", s, {"err": 50.0}), version="2") for s in range(5)]
+    recs += [_rec(20 + s, "none", s, {"err": 2.0}) for s in range(3)]
+    p = pair_runs(recs, [SW, NONE], free=("t_max",))
+    assert sorted(q["none"].run_id for q in p.pairs) == ["r20", "r21", "r22"]
+    assert all(q["none"].version == q["switch-off"].version == "1" for q in p.pairs)
+    assert p.ambiguous == 0 and p.incomplete == 2 + 5  # v1 seeds 3, 4; every v2 run
+    # the claim's effect comes from the version-1 pairs only: log(2 / 1) on seeds 0, 1, 2
+    (eff,) = _claim(Compare("err", SW, NONE)).evaluate(recs).effects
+    assert eff.n == 3 and list(eff.seeds) == [0, 1, 2]
+    assert eff.estimate == pytest.approx(math.log(2.0), rel=1e-12)
 
 
 def test_matched_metric_drops_unmatched_pairs():

@@ -57,6 +57,25 @@ def test_a_stored_result_is_never_replaced_by_a_later_write(tmp_path):
     assert sorted(p.name for p in (tmp_path / "r.curves").iterdir()) == ["x.npz"]  # no temp
 
 
+def test_a_stored_diverged_row_is_never_replaced_either(tmp_path):
+    """Issue 28, survivor 3: `diverged` is a result too. A run stored as diverged (its step,
+    its NaN metric, its curves) is kept against a later `failed`, `done` or `diverged` write
+    from another connection; only `failed` rows are ever replaced."""
+    db = tmp_path / "r.sqlite"
+    with ResultStore(db) as a, ResultStore(db) as b:
+        first = RunRecord(run_id="x", experiment="toy", config={"seed": 1}, status="diverged",
+                          metrics={"err": float("nan")}, diverged_step=12, version="v")
+        assert a.write(first, {"time": np.arange(3.0)})
+        assert not b.write(_rec("x", "failed"))
+        assert not b.write(_rec("x", "done", err=0.25), {"time": np.zeros(2)})
+        assert not b.write(_rec("x", "diverged", err=None), {"time": np.zeros(7)})
+        (x,) = a.records()
+        assert (x.status, x.diverged_step, x.metrics) == ("diverged", 12, {"err": None})
+        np.testing.assert_array_equal(a.load_curves(x)["time"], np.arange(3.0))
+        assert b.statuses(["x"]) == {"x": "diverged"}
+    assert sorted(p.name for p in (tmp_path / "r.curves").iterdir()) == ["x.npz"]
+
+
 # ----------------------------------------------------------------------------- item 3
 def _version_store(db: Path) -> dict[str, list[float]]:
     """Runs of this version and of 0.0.9 for the same settings; returns this version's errs."""

@@ -446,3 +446,33 @@ def test_mirrorflow_checkpoint_loaded_after_building_continues_silently_and_sche
     with pytest.warns(MirrorflowWarning, match=r"switch_off\(at=4\); continuing with budget"):
         s3 = WeightDecayScheduler(o3, training.budget(0.15))
     assert s3.steps_taken == 2 and s3.integrated == pytest.approx(0.1, rel=1e-13)
+
+
+def test_state_dict_round_trip_into_a_fresh_scheduler_keeps_every_field():
+    """Issue 28, survivor 2: a scheduler started at step 7 without the earlier decay (a counts
+    from step 7: a lower bound), 3 steps, its own state_dict loaded into a fresh scheduler on a
+    fresh optimizer (no optimizer state carries anything): step, a, base decays and
+    counted_from are restored, and the next steps continue the schedule exactly."""
+    m = _model()
+    opt = torch.optim.SGD(_groups(m, 0.5), lr=0.1)
+    with pytest.warns(MirrorflowWarning, match="lower bound"):
+        wd = WeightDecayScheduler(opt, training.switch_off(at=0.5), total_steps=20, start_step=7)
+    for _ in range(3):
+        _zero_grad_step(list(m.parameters()), opt)
+    state = wd.state_dict()
+    m2 = _model(seed=1)
+    w = m2.weight.detach().clone()
+    opt2 = torch.optim.SGD(_groups(m2, 0.5), lr=0.1)
+    fresh = WeightDecayScheduler(opt2, training.switch_off(at=0.5), total_steps=20)
+    fresh.load_state_dict(state)
+    _, a = _hand(0.1, 0.5, [1, 1, 1])  # steps 7, 8, 9 counted
+    assert fresh.steps_taken == 10 and fresh.counted_from == 7
+    assert fresh.integrated_is_lower_bound
+    assert fresh.integrated == pytest.approx(a, rel=1e-13)
+    assert fresh.base_decays == [0.5, 0.0]
+    assert fresh.state_dict() == state  # and nothing else was dropped on the way
+    for _ in range(10):  # steps 10..19: past the switch at 10, no decay
+        _zero_grad_step(list(m2.parameters()), opt2)
+    torch.testing.assert_close(m2.weight.detach(), w, rtol=0, atol=0)
+    assert fresh.integrated == pytest.approx(a, rel=1e-13) and fresh.counted_from == 7
+    assert fresh.state_dict()["counted_from"] == 7

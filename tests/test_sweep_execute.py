@@ -200,6 +200,34 @@ def test_failed_runs_are_recorded_then_retried(tmp_path, monkeypatch):
     assert values == {0: 0.0, 1: 1.0, 2: 4.0}
 
 
+def test_a_resume_never_runs_a_diverged_run_again(tmp_path, monkeypatch):
+    """Issue 28, survivor 5: `diverged` is a result; a resume (with or without
+    retry_failed) skips it like `done` and runs only what is missing or failed. Counted by
+    the experiment itself: each seed's calls."""
+    exp = get_experiment("sparse-regression")
+    calls = {0: 0, 1: 0, 2: 0}
+
+    def run(config, progress=False):
+        calls[config.seed] += 1
+        if config.seed == 2 and calls[2] == 1:
+            raise RuntimeError("a failure the first time only")
+        return _ToyResult(config=config, value=math.nan if config.seed == 1 else 1.0)
+
+    monkeypatch.setitem(REGISTRY, "toy", Experiment(name="toy", config_cls=exp.config_cls,
+                                                    run=run, description="test"))
+    spec = parse_spec({"experiment": "toy", "grid": {"seed": [0, 1, 2]}})
+    with ResultStore(tmp_path / "d.sqlite") as store:
+        s1 = run_sweep(spec, store, LocalExecutor(workers=1), batch=1)
+        s2 = run_sweep(spec, store, LocalExecutor(workers=1), batch=1)
+        s3 = run_sweep(spec, store, LocalExecutor(workers=1), batch=1, retry_failed=True)
+        statuses = {r.config["seed"]: r.status for r in store.records()}
+    assert (s1.done, s1.diverged, s1.failed) == (1, 1, 1)
+    assert (s2.skipped, s2.done, s2.diverged, s2.failed) == (3, 0, 0, 0)
+    assert (s3.skipped, s3.done, s3.diverged, s3.failed) == (2, 1, 0, 0)  # only the failed one
+    assert calls == {0: 1, 1: 1, 2: 2}
+    assert statuses == {0: "done", 1: "diverged", 2: "done"}
+
+
 def test_cli_malformed_spec_fails_before_any_run(tmp_path):
     runner = CliRunner()
     for extra, field in [("bogus = 3\n", "bogus"), ('wd = "heavy"\n', "wd")]:
