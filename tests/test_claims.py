@@ -27,6 +27,7 @@ from mirrorflow.report.claims import (
     SameThroughA,
     evaluate_claims,
     pair_runs,
+    sign_test,
 )
 from mirrorflow.sweep import ResultStore, RunRecord
 
@@ -158,6 +159,21 @@ def test_pairing_never_crosses_mirrorflow_versions():
     (eff,) = _claim(Compare("err", SW, NONE)).evaluate(recs).effects
     assert eff.n == 3 and list(eff.seeds) == [0, 1, 2]
     assert eff.estimate == pytest.approx(math.log(2.0), rel=1e-12)
+
+
+def test_an_ambiguous_key_uses_the_last_run_and_ties_are_not_sign_test_wins():
+    """Mutations C12 and C7 (issue 28): two 'none' runs of one seed that differ only in a free
+    field are ambiguous and the last stored is used (as documented); in the sign test a zero
+    difference is neither a win nor a loss: d = (1, 0, −1, 2) has 2 positive of 3 nonzero."""
+    recs = [_rec(0, "switch-off", 0, {"err": 1.0}),
+            _rec(1, "none", 0, {"err": 5.0}, t_max=50.0),
+            _rec(2, "none", 0, {"err": 7.0}, t_max=80.0)]
+    p = pair_runs(recs, [SW, NONE], free=("t_max",))
+    assert p.ambiguous == 1 and [q["none"].run_id for q in p.pairs] == ["r2"]
+    k, n, p_greater, p_less = sign_test(np.array([1.0, 0.0, -1.0, 2.0]))
+    assert (k, n) == (2, 3)
+    assert p_greater == pytest.approx(0.5)  # P(K ≥ 2 | n = 3) = 4/8, by hand
+    assert p_less == pytest.approx(0.875)  # P(K ≤ 2 | n = 3) = 7/8
 
 
 def test_matched_metric_drops_unmatched_pairs():

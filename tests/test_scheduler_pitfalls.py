@@ -476,3 +476,69 @@ def test_state_dict_round_trip_into_a_fresh_scheduler_keeps_every_field():
     torch.testing.assert_close(m2.weight.detach(), w, rtol=0, atol=0)
     assert fresh.integrated == pytest.approx(a, rel=1e-13) and fresh.counted_from == 7
     assert fresh.state_dict()["counted_from"] == 7
+
+
+class _InfiniteAfterTwo(training.TrainingSchedule):
+    """A user's own schedule (a subclass: not wrapped, so not checked by FromCallable) whose
+    factor becomes infinite at step 2."""
+
+    def factor(self, step, integrated=0.0, increment=0.0):
+        return math.inf if step >= 2 else 1.0
+
+
+def test_an_infinite_factor_from_a_schedule_subclass_is_refused_before_it_is_used():
+    """Mutation S6 (issue 28): the scheduler's own check refuses ``inf`` (not only NaN or < 0)
+    before the step that would use it; the weights show that steps 0 and 1 decayed by hand and
+    nothing else happened."""
+    m = _model()
+    w0 = m.weight.detach().clone()
+    opt = torch.optim.SGD(_groups(m, 0.5), lr=0.1)
+    wd = WeightDecayScheduler(opt, _InfiniteAfterTwo())
+    with pytest.raises(MirrorflowError, match="decay factor inf at step 2"):
+        for _ in range(3):
+            _zero_grad_step(list(m.parameters()), opt)
+    shrink, a = _hand(0.1, 0.5, [1, 1])
+    torch.testing.assert_close(m.weight.detach(), w0 * shrink, rtol=1e-13, atol=0)
+    assert wd.integrated == pytest.approx(a, rel=1e-13)
+    assert all(math.isfinite(w) for w in wd.last_wd)
+
+
+def test_a_group_added_mid_run_continues_the_schedule_from_the_current_step():
+    """Mutation S8 (issue 28): a param group added after 4 steps joins at step 4, not 0. When
+    it becomes the only decayed group (set_base_decay), the switch-off at step 3 is still
+    behind: its weights do not decay, and the step count goes on from 5."""
+    m = _model()
+    opt = torch.optim.SGD([{"params": [m.weight], "weight_decay": 0.5}], lr=0.1)
+    wd = WeightDecayScheduler(opt, training.switch_off(at=3))
+    for _ in range(4):
+        _zero_grad_step(list(m.parameters()), opt)
+    opt.add_param_group({"params": [m.bias], "weight_decay": 0.3})
+    _zero_grad_step(list(m.parameters()), opt)  # step 4: the new group is adopted
+    wd.set_base_decay([0.0, 0.3])  # now the added group is the one that decays
+    b = m.bias.detach().clone()
+    for _ in range(3):
+        _zero_grad_step(list(m.parameters()), opt)
+    assert wd.steps_taken == 8
+    torch.testing.assert_close(m.bias.detach(), b, rtol=0, atol=0)  # past the switch: no decay
+    assert wd.last_wd == [0.0, 0.0]
+
+
+def test_plain_checkpoint_loaded_mid_run_continues_at_the_current_step():
+    """Mutation S9 (issue 28): a plain optimizer checkpoint loaded after 2 scheduled steps
+    keeps the schedule at step 2 (as the warning says), not back at 0: of the next 3 steps
+    only step 2 decays (switch-off at 3), by the weights' hand product."""
+    ckpt = _plain_run(5)
+    m = _model()
+    opt = torch.optim.AdamW(_groups(m, 0.5), lr=0.1)
+    wd = WeightDecayScheduler(opt, training.switch_off(at=3))
+    for _ in range(2):
+        _zero_grad_step(list(m.parameters()), opt)
+    m.load_state_dict(ckpt["m"])
+    opt.load_state_dict(ckpt["o"])  # param groups without mf_* keys, mid-run
+    w = m.weight.detach().clone()
+    with pytest.warns(MirrorflowWarning, match=r"continues at step 2 with a = 0\.1"):
+        for _ in range(3):
+            _zero_grad_step(list(m.parameters()), opt)
+    shrink, a = _hand(0.1, 0.5, [1, 1, 1, 0, 0])  # steps 0, 1 before the load; 2, 3, 4 after
+    torch.testing.assert_close(m.weight.detach(), w * (1 - 0.1 * 0.5), rtol=1e-13, atol=0)
+    assert wd.steps_taken == 5 and wd.integrated == pytest.approx(a, rel=1e-13)

@@ -20,6 +20,7 @@ from mirrorflow.sweep import (
     DaskExecutor,
     LocalExecutor,
     ResultStore,
+    RunRecord,
     classify,
     load_spec,
     parse_spec,
@@ -226,6 +227,61 @@ def test_a_resume_never_runs_a_diverged_run_again(tmp_path, monkeypatch):
     assert (s3.skipped, s3.done, s3.diverged, s3.failed) == (2, 1, 0, 0)  # only the failed one
     assert calls == {0: 1, 1: 1, 2: 2}
     assert statuses == {0: "done", 1: "diverged", 2: "done"}
+
+
+def test_runs_stored_meanwhile_by_another_sweep_are_kept_and_counted_as_kept(tmp_path,
+                                                                             monkeypatch):
+    """Mutations E3 and E5 (issue 28): while seed 0 runs, "another sweep" (a second connection)
+    stores seed 0 (the same run, finished first) and seed 1. Seed 0's own result is not
+    written over the other's and seed 1 is never run: both counted as kept; seed 2 runs."""
+    exp = get_experiment("sparse-regression")
+    db = tmp_path / "m.sqlite"
+    calls = {0: 0, 1: 0, 2: 0}
+
+    def run(config, progress=False):
+        calls[config.seed] += 1
+        if config.seed == 0:
+            with ResultStore(db) as other:
+                for r in spec.runs[:2]:
+                    other.write(RunRecord(run_id=r.run_id, experiment="toy",
+                                          config=dict(r.config_dict), status="done",
+                                          metrics={"value": 100.0 + r.config_dict["seed"]},
+                                          sweep="other", version="v"))
+        return _ToyResult(config=config, value=float(config.seed))
+
+    monkeypatch.setitem(REGISTRY, "toy", Experiment(name="toy", config_cls=exp.config_cls,
+                                                    run=run, description="test"))
+    spec = parse_spec({"experiment": "toy", "grid": {"seed": [0, 1, 2]}})
+    with ResultStore(db) as store:
+        summary = run_sweep(spec, store, LocalExecutor(workers=1), batch=1)
+        values = {r.config["seed"]: r.metrics["value"] for r in store.records()}
+    assert (summary.done, summary.kept, summary.skipped) == (1, 2, 0)
+    assert calls == {0: 1, 1: 0, 2: 1}
+    assert values == {0: 100.0, 1: 101.0, 2: 2.0}
+
+
+def test_a_failing_batch_of_two_is_retried_run_by_run(tmp_path, monkeypatch):
+    """Mutation E6 (issue 28): a batched task whose batch call raises is retried one run at a
+    time, so only the bad run fails (here seed 1 of the batch [0, 1])."""
+    exp = get_experiment("sparse-regression")
+
+    def run(config, progress=False):
+        if config.seed == 1:
+            raise RuntimeError("bad seed")
+        return _ToyResult(config=config, value=float(config.seed))
+
+    def run_batch(configs, progress=False):
+        return [run(c) for c in configs]  # one bad run fails the whole batch call
+
+    monkeypatch.setitem(REGISTRY, "toy", Experiment(name="toy", config_cls=exp.config_cls,
+                                                    run=run, run_batch=run_batch,
+                                                    description="test"))
+    spec = parse_spec({"experiment": "toy", "grid": {"seed": [0, 1]}})
+    with ResultStore(tmp_path / "b.sqlite") as store:
+        summary = run_sweep(spec, store, LocalExecutor(workers=1), batch=2)
+        statuses = {r.config["seed"]: r.status for r in store.records()}
+    assert (summary.done, summary.failed) == (1, 1)
+    assert statuses == {0: "done", 1: "failed"}
 
 
 def test_cli_malformed_spec_fails_before_any_run(tmp_path):

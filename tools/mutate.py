@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Hand-written mutation testing for the modules where a silent bug costs most (issue 28).
 
-Each mutation is ``(id, file, exact original snippet, replacement)``: a one- or two-line bug a
+First each module's tests are run unmutated: they must pass (else nothing can be judged). Each
+mutation is ``(id, file, exact original snippet, replacement)``: a one- or two-line bug a
 developer could plausibly write. For each one the script copies ``src/`` and ``tests/`` into a
 temporary folder (never touching the real tree), applies the mutation there, runs the test
 files relevant to that module (``-x``, default markers: the slow tests are not run) and calls
@@ -249,6 +250,27 @@ def _copy_tree(dest: Path) -> None:
             shutil.copy2(ROOT / name, dest / name)
 
 
+def _pytest(file: str, work: Path, timeout: float) -> subprocess.CompletedProcess:
+    """The tests of module ``file`` run in the copy ``work`` (its ``src`` first on the path)."""
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *TESTS[file]]
+    if file in DESELECT:
+        cmd += ["-k", DESELECT[file]]
+    env = dict(os.environ, PYTHONPATH=str(work / "src"), PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def baseline(files: list[str], work: Path, timeout: float) -> list[str]:
+    """The modules whose tests fail WITHOUT a mutation (then no mutant of them can be judged)."""
+    bad = []
+    for f in files:
+        proc = _pytest(f, work, timeout)
+        print(json.dumps({"baseline": f, "passed": proc.returncode == 0}), flush=True)
+        if proc.returncode != 0:
+            bad.append(f)
+    return bad
+
+
 def run_one(m: Mutation, work: Path, timeout: float) -> dict:
     """Apply ``m`` to the copy in ``work``, run its tests, restore the file."""
     path = work / "src" / "mirrorflow" / m.file
@@ -256,15 +278,9 @@ def run_one(m: Mutation, work: Path, timeout: float) -> dict:
     if original.count(m.find) != 1:
         return {"id": m.id, "result": "stale", "what": m.what}
     path.write_text(original.replace(m.find, m.replace))
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-           *TESTS[m.file]]
-    if m.file in DESELECT:
-        cmd += ["-k", DESELECT[m.file]]
-    env = dict(os.environ, PYTHONPATH=str(work / "src"), PYTHONDONTWRITEBYTECODE="1")
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = _pytest(m.file, work, timeout)
         result = "survived" if proc.returncode == 0 else "killed"
         tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
         first_fail = next((ln for ln in proc.stdout.splitlines() if ln.startswith("FAILED")),
@@ -286,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list the mutations; run nothing")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per mutant")
     ap.add_argument("--json", type=Path, help="also write the summary here")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the unmutated run of each module's tests (they must pass)")
+    ap.add_argument("--baseline-only", action="store_true",
+                    help="only run each selected module's tests unmutated")
     args = ap.parse_args(argv)
     chosen = [m for m in MUTATIONS
               if (not args.module or _module_of(m) in args.module)
@@ -301,6 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mirrorflow-mutate-") as tmp:
         work = Path(tmp)
         _copy_tree(work)
+        if not args.no_baseline:
+            failing = baseline(sorted({m.file for m in chosen if not m.equivalent}), work,
+                               args.timeout)
+            if failing:
+                print(json.dumps({"error": "tests fail without any mutation",
+                                  "modules": failing}))
+                return 1
+            if args.baseline_only:
+                return 0
         for m in chosen:
             if m.equivalent:
                 equivalent.append({"id": m.id, "file": m.file, "what": m.what,
