@@ -176,6 +176,26 @@ def test_an_ambiguous_key_uses_the_last_run_and_ties_are_not_sign_test_wins():
     assert p_less == pytest.approx(0.875)  # P(K ≤ 2 | n = 3) = 7/8
 
 
+def test_metric_edge_cases_and_an_arm_that_leaves_a_field_free():
+    """Mutations C8-C11 (issue 28), each against a hand value: higher-is-better on a linear
+    scale (effect = better − worse = 0.9 − 0.5); a log ratio refused when a metric is ≤ 0 and
+    a non-finite metric refused (both inconclusive, not a number); a field one arm leaves free
+    but the other arm's schedule ignores (wd for 'none') does not split the pairs."""
+    acc = _store({"none": [0.5] * 6, "switch-off": [0.9] * 6})
+    (eff,) = _claim(Compare("err", SW, NONE, higher_is_better=True, scale="linear")
+                    ).evaluate(acc).effects
+    assert eff.verdict == SUPPORTED and eff.estimate == pytest.approx(0.4, rel=1e-12)
+    zero = _store({"none": [1.0] * 6, "switch-off": [0.5] * 5 + [0.0]})
+    (eff,) = _claim(Compare("err", SW, NONE)).evaluate(zero).effects
+    assert eff.verdict == INCONCLUSIVE and "no log ratio" in eff.reason
+    inf = _store({"none": [1.0] * 6, "switch-off": [0.5] * 5 + [math.inf]})
+    (eff,) = _claim(Compare("err", SW, NONE)).evaluate(inf).effects
+    assert eff.verdict == INCONCLUSIVE and "missing or non-finite" in eff.reason
+    free_wd = Arm("switch-off any wd", {"schedule": "switch-off", "switch_at": 20.0})
+    assert len(pair_runs(_store({"none": [1.0] * 5, "switch-off": [0.5] * 5}),
+                         [free_wd, NONE], free=("t_max",)).pairs) == 5
+
+
 def test_matched_metric_drops_unmatched_pairs():
     recs = []
     for s in range(6):

@@ -225,6 +225,9 @@ def test_a_resume_never_runs_a_diverged_run_again(tmp_path, monkeypatch):
     assert (s1.done, s1.diverged, s1.failed) == (1, 1, 1)
     assert (s2.skipped, s2.done, s2.diverged, s2.failed) == (3, 0, 0, 0)
     assert (s3.skipped, s3.done, s3.diverged, s3.failed) == (2, 1, 0, 0)  # only the failed one
+    # a stored failed run leaves the sweep incomplete (exit 1) until it is retried
+    assert (s2.stored_failed, s2.complete) == (1, False)
+    assert (s3.stored_failed, s3.complete) == (0, True)
     assert calls == {0: 1, 1: 1, 2: 2}
     assert statuses == {0: "done", 1: "diverged", 2: "done"}
 
