@@ -178,3 +178,18 @@ def test_torch_path_with_decay_changing_inside_chunks_matches_a_numpy_loop(name,
         np.testing.assert_allclose(res.u[i], u, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(res.v[i], v, rtol=1e-12, atol=1e-14)
         assert res.a_final[i] == pytest.approx(a, rel=1e-12, abs=1e-15)
+
+
+def test_a_run_does_not_stop_before_its_schedule_settles():
+    """Mutation M5 (issue 28): the stopping rule is checked only after a run's schedule has
+    settled. A switch-off of a tiny decay (1e-9, at t = 40) reaches the residual tolerance
+    about when a run without decay does (t = 36 here) but may stop only from t = 40 on, with
+    a = 1e-9 · 40 by hand."""
+    rng = np.random.default_rng(0)
+    A, y = rng.normal(0, 1 / np.sqrt(4), (4, 10)), rng.normal(size=4)
+    res = simulate_gd(A, y, 1.0, 0.0, [SwitchOffDecay(1e-9, 40.0), NoDecay()], step=0.05,
+                      t_max=400.0, tol=1e-6, chunk=20)
+    stop = res.steps * 0.05
+    assert res.status == ("converged", "converged")
+    assert stop[1] < 40.0 <= stop[0]  # the criterion alone would have stopped run 0 earlier
+    assert res.a_final[0] == pytest.approx(1e-9 * 40.0, rel=1e-12)

@@ -264,8 +264,9 @@ def test_runs_stored_meanwhile_by_another_sweep_are_kept_and_counted_as_kept(tmp
 
 
 def test_a_failing_batch_of_two_is_retried_run_by_run(tmp_path, monkeypatch):
-    """Mutation E6 (issue 28): a batched task whose batch call raises is retried one run at a
-    time, so only the bad run fails (here seed 1 of the batch [0, 1])."""
+    """Mutations E6 and E8 (issue 28): a batched task whose batch call raises is retried one
+    run at a time, so only the bad run fails (here seed 1 of the batch [0, 1]); the last task,
+    a batch of one (seed 2), runs too."""
     exp = get_experiment("sparse-regression")
 
     def run(config, progress=False):
@@ -279,12 +280,12 @@ def test_a_failing_batch_of_two_is_retried_run_by_run(tmp_path, monkeypatch):
     monkeypatch.setitem(REGISTRY, "toy", Experiment(name="toy", config_cls=exp.config_cls,
                                                     run=run, run_batch=run_batch,
                                                     description="test"))
-    spec = parse_spec({"experiment": "toy", "grid": {"seed": [0, 1]}})
+    spec = parse_spec({"experiment": "toy", "grid": {"seed": [0, 1, 2]}})
     with ResultStore(tmp_path / "b.sqlite") as store:
         summary = run_sweep(spec, store, LocalExecutor(workers=1), batch=2)
         statuses = {r.config["seed"]: r.status for r in store.records()}
-    assert (summary.done, summary.failed) == (1, 1)
-    assert statuses == {0: "done", 1: "failed"}
+    assert (summary.done, summary.failed) == (2, 1)
+    assert statuses == {0: "done", 1: "failed", 2: "done"}
 
 
 def test_cli_malformed_spec_fails_before_any_run(tmp_path):
