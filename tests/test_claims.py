@@ -177,10 +177,11 @@ def test_an_ambiguous_key_uses_the_last_run_and_ties_are_not_sign_test_wins():
 
 
 def test_metric_edge_cases_and_an_arm_that_leaves_a_field_free():
-    """Mutations C8-C11 (issue 28), each against a hand value: higher-is-better on a linear
+    """Mutations C5 and C8-C11 (issue 28), each against a hand value: higher-is-better on a linear
     scale (effect = better − worse = 0.9 − 0.5); a log ratio refused when a metric is ≤ 0 and
     a non-finite metric refused (both inconclusive, not a number); a field one arm leaves free
-    but the other arm's schedule ignores (wd for 'none') does not split the pairs."""
+    but the other arm's schedule ignores (wd for 'none': 9 against 0.2) does not split the
+    pairs."""
     acc = _store({"none": [0.5] * 6, "switch-off": [0.9] * 6})
     (eff,) = _claim(Compare("err", SW, NONE, higher_is_better=True, scale="linear")
                     ).evaluate(acc).effects
@@ -192,8 +193,9 @@ def test_metric_edge_cases_and_an_arm_that_leaves_a_field_free():
     (eff,) = _claim(Compare("err", SW, NONE)).evaluate(inf).effects
     assert eff.verdict == INCONCLUSIVE and "missing or non-finite" in eff.reason
     free_wd = Arm("switch-off any wd", {"schedule": "switch-off", "switch_at": 20.0})
-    assert len(pair_runs(_store({"none": [1.0] * 5, "switch-off": [0.5] * 5}),
-                         [free_wd, NONE], free=("t_max",)).pairs) == 5
+    recs = [_rec(s, "switch-off", s, {"err": 0.5}) for s in range(5)]  # wd 0.2
+    recs += [_rec(10 + s, "none", s, {"err": 1.0}, wd=9.0) for s in range(5)]  # wd ignored
+    assert len(pair_runs(recs, [free_wd, NONE], free=("t_max",)).pairs) == 5
 
 
 def test_matched_metric_drops_unmatched_pairs():
