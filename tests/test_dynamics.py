@@ -193,3 +193,32 @@ def test_a_run_does_not_stop_before_its_schedule_settles():
     assert res.status == ("converged", "converged")
     assert stop[1] < 40.0 <= stop[0]  # the criterion alone would have stopped run 0 earlier
     assert res.a_final[0] == pytest.approx(1e-9 * 40.0, rel=1e-12)
+
+
+def test_a_finite_blow_up_is_diverged_at_the_step_it_passes_the_growth_limit():
+    """Mutation M8 (issue 28): a run whose residual grows past 10⁴ × max(1, its start value)
+    is diverged at that step while still finite (not only once it overflows). The step is
+    found by a numpy loop of the same gradient descent (uv, step 0.8: unstable)."""
+    rng = np.random.default_rng(0)
+    A, y = rng.normal(0, 1 / np.sqrt(4), (4, 10)), rng.normal(size=4)
+    step, ny = 0.8, np.linalg.norm(y)
+    u, v = np.ones(10), np.zeros(10)
+    limit = 1e4 * max(1.0, np.linalg.norm(A @ (u * v) - y) / ny)
+    k, res = 0, 0.0
+    while res <= limit and k < 200:
+        g = A.T @ (A @ (u * v) - y)
+        u, v = u - step * v * g, v - step * u * g
+        res = np.linalg.norm(A @ (u * v) - y) / ny
+        k += 1
+    assert np.isfinite(res) and k < 50  # a finite blow-up, a few steps in
+    out = simulate_gd(A, y, 1.0, 0.0, NoDecay(), step=step, t_max=200 * step, chunk=1)
+    assert out.status == ("diverged",) and out.steps[0] == k
+    assert out.residual[0] == pytest.approx(res, rel=1e-9)
+
+
+def test_a_t_max_off_the_step_grid_runs_the_steps_that_cover_it():
+    """Mutation M12 (issue 28): t_max = 1 with step 0.3 runs ceil(1 / 0.3) = 4 steps (as
+    documented), so constant decay 0.5 leaves a = 0.5 · 4 · 0.3 = 0.6 by hand."""
+    A, y = _problem()
+    res = simulate_gd(A, y, 1.0, 0.0, ConstantDecay(0.5), step=0.3, t_max=1.0)
+    assert res.steps[0] == 4 and res.a_final[0] == pytest.approx(0.6, rel=1e-12)
