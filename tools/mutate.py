@@ -12,7 +12,7 @@ written), not as a failure. Mutations known to be equivalent (no behaviour can t
 the original) are listed with the reason and not run. The last line printed is the JSON
 summary; the score is ``killed / (killed + survived)``.
 
-    python tools/mutate.py                     # every mutation (~20 min on 2 free cores)
+    python tools/mutate.py                     # every mutation (about half an hour on 2 cores)
     python tools/mutate.py --module claims     # the mutations of one module
     python tools/mutate.py --only E1 --only E2 # some mutations
     python tools/mutate.py --list              # the mutations and whether each still applies
