@@ -14,7 +14,9 @@ TINY = {"n": 10, "d": 20, "sparsity": 2, "step": 0.05, "tail": "gd"}
 
 # an experiment a user could register from their own package: 'toy' with an `action` per run
 TOY_MODULE = '''
-"""toy: a test experiment; action "kill" kills its own process, "sleep" never returns."""
+"""toy: a test experiment; action "kill" kills its own process, "sleep" never returns, "gate"
+marks that it started (file ``started-SEED`` in the folder $MF_TOY_GATE) and waits until the
+file ``open`` appears there: a run a test holds in flight as long as it needs, no timing guess."""
 import os
 import signal
 import time
@@ -42,6 +44,15 @@ def run(config, progress=False):
         os.kill(os.getpid(), signal.SIGKILL)
     if config.action == "sleep":
         time.sleep(1000)  # stuck where no deadline check can see it
+    if config.action == "gate":
+        gate = os.environ["MF_TOY_GATE"]
+        open(os.path.join(gate, f"started-{config.seed}"), "w").close()
+        for _ in range(30000):  # 10 minutes at most: a test that forgets the gate still ends
+            if os.path.exists(os.path.join(gate, "open")):
+                break
+            time.sleep(0.02)
+        else:
+            raise RuntimeError("the gate was never opened")
     time.sleep(config.seconds)
     return Result(config=config, value=float(config.seed) ** 2)
 
@@ -58,13 +69,26 @@ REGISTRY.register_lazy("toy", "mf_toy")
 
 def plugin_env(folder: Path) -> dict[str, str]:
     """Write the toy plugin into ``folder``; the environment that registers it in every Python
-    process started with it (CLI, spawned workers, Dask workers)."""
+    process started with it (CLI, spawned workers, Dask workers). Its gate folder (for action
+    "gate") is ``folder / "gate"``: see :func:`gate_started` and :func:`open_gate`."""
     folder.mkdir(exist_ok=True)
     (folder / "mf_toy.py").write_text(TOY_MODULE)
     (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (folder / "gate").mkdir(exist_ok=True)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [env.get("PYTHONPATH")])])
+    env["MF_TOY_GATE"] = str(folder / "gate")
     return env
+
+
+def gate_started(env: dict[str, str]) -> bool:
+    """Whether a toy run with action "gate" has started (and now waits for :func:`open_gate`)."""
+    return any(Path(env["MF_TOY_GATE"]).glob("started-*"))
+
+
+def open_gate(env: dict[str, str]) -> None:
+    """Let every toy run with action "gate" (waiting now or started later) return."""
+    (Path(env["MF_TOY_GATE"]) / "open").touch()
 
 
 def write_spec(path: Path, seeds=(0, 1), t_max: float = 20.0, extra: str = "",
@@ -101,10 +125,17 @@ def cli_here(*args) -> _Done:
     return _Done(CliRunner().invoke(app, [str(a) for a in args]))
 
 
+def _default_sigint() -> None:
+    # a process started in the background by a non-interactive shell (`cmd &` in a script, a CI
+    # step) inherits SIGINT *ignored*, and Python then keeps it ignored: the CLI would never see
+    # the test's Ctrl-C. A terminal's foreground command has the default action: restore it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(*args, env=None, new_session=False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mirrorflow.cli", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=new_session)
+                            start_new_session=new_session, preexec_fn=_default_sigint)
 
 
 def one_error_line(proc: subprocess.CompletedProcess, needle: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from mirrorflow.report.claims import (
     SameThroughA,
     evaluate_claims,
     pair_runs,
+    sign_test,
 )
 from mirrorflow.sweep import ResultStore, RunRecord
 
@@ -148,6 +150,60 @@ def test_pairing_by_config_fields_not_by_sweep():
     assert Arm("n", {"n": OneOf((40, 80))}).matches({"n": 80})
     assert not Arm("n", {"n": OneOf((40,))}).matches({"n": 80})
     assert short.describe() == "schedule=none, t_max ≤ 50"
+
+
+def test_pairing_never_crosses_mirrorflow_versions():
+    """Issue 28, survivor 4: runs of another mirrorflow version are other code: they never
+    pair. Switch-off runs of version 1 (seeds 0-4); 'none' runs of version 2 (seeds 0-4) and
+    of version 1 (seeds 0-2 only): exactly the 3 version-1 seeds pair, by hand."""
+    recs = [_rec(s, "switch-off", s, {"err": 1.0}) for s in range(5)]
+    recs += [replace(_rec(10 + s, "none", s, {"err": 50.0}), version="2") for s in range(5)]
+    recs += [_rec(20 + s, "none", s, {"err": 2.0}) for s in range(3)]
+    p = pair_runs(recs, [SW, NONE], free=("t_max",))
+    assert sorted(q["none"].run_id for q in p.pairs) == ["r20", "r21", "r22"]
+    assert all(q["none"].version == q["switch-off"].version == "1" for q in p.pairs)
+    assert p.ambiguous == 0 and p.incomplete == 2 + 5  # v1 seeds 3, 4; every v2 run
+    # the claim's effect comes from the version-1 pairs only: log(2 / 1) on seeds 0, 1, 2
+    (eff,) = _claim(Compare("err", SW, NONE)).evaluate(recs).effects
+    assert eff.n == 3 and list(eff.seeds) == [0, 1, 2]
+    assert eff.estimate == pytest.approx(math.log(2.0), rel=1e-12)
+
+
+def test_an_ambiguous_key_uses_the_last_run_and_ties_are_not_sign_test_wins():
+    """Mutations C12 and C7 (issue 28): two 'none' runs of one seed that differ only in a free
+    field are ambiguous and the last stored is used (as documented); in the sign test a zero
+    difference is neither a win nor a loss: d = (1, 0, −1, 2) has 2 positive of 3 nonzero."""
+    recs = [_rec(0, "switch-off", 0, {"err": 1.0}),
+            _rec(1, "none", 0, {"err": 5.0}, t_max=50.0),
+            _rec(2, "none", 0, {"err": 7.0}, t_max=80.0)]
+    p = pair_runs(recs, [SW, NONE], free=("t_max",))
+    assert p.ambiguous == 1 and [q["none"].run_id for q in p.pairs] == ["r2"]
+    k, n, p_greater, p_less = sign_test(np.array([1.0, 0.0, -1.0, 2.0]))
+    assert (k, n) == (2, 3)
+    assert p_greater == pytest.approx(0.5)  # P(K ≥ 2 | n = 3) = 4/8, by hand
+    assert p_less == pytest.approx(0.875)  # P(K ≤ 2 | n = 3) = 7/8
+
+
+def test_metric_edge_cases_and_an_arm_that_leaves_a_field_free():
+    """Mutations C5 and C8-C11 (issue 28), each against a hand value: higher-is-better on a linear
+    scale (effect = better − worse = 0.9 − 0.5); a log ratio refused when a metric is ≤ 0 and
+    a non-finite metric refused (both inconclusive, not a number); a field one arm leaves free
+    but the other arm's schedule ignores (wd for 'none': 9 against 0.2) does not split the
+    pairs."""
+    acc = _store({"none": [0.5] * 6, "switch-off": [0.9] * 6})
+    (eff,) = _claim(Compare("err", SW, NONE, higher_is_better=True, scale="linear")
+                    ).evaluate(acc).effects
+    assert eff.verdict == SUPPORTED and eff.estimate == pytest.approx(0.4, rel=1e-12)
+    zero = _store({"none": [1.0] * 6, "switch-off": [0.5] * 5 + [0.0]})
+    (eff,) = _claim(Compare("err", SW, NONE)).evaluate(zero).effects
+    assert eff.verdict == INCONCLUSIVE and "no log ratio" in eff.reason
+    inf = _store({"none": [1.0] * 6, "switch-off": [0.5] * 5 + [math.inf]})
+    (eff,) = _claim(Compare("err", SW, NONE)).evaluate(inf).effects
+    assert eff.verdict == INCONCLUSIVE and "missing or non-finite" in eff.reason
+    free_wd = Arm("switch-off any wd", {"schedule": "switch-off", "switch_at": 20.0})
+    recs = [_rec(s, "switch-off", s, {"err": 0.5}) for s in range(5)]  # wd 0.2
+    recs += [_rec(10 + s, "none", s, {"err": 1.0}, wd=9.0) for s in range(5)]  # wd ignored
+    assert len(pair_runs(recs, [free_wd, NONE], free=("t_max",)).pairs) == 5
 
 
 def test_matched_metric_drops_unmatched_pairs():

@@ -284,8 +284,10 @@ def test_free_cores_readings_from_proc(tmp_path):
 def test_auto_threads_leave_the_core_of_a_busy_process():
     """A real busy loop holds a core: the reading sees it and ``"auto"`` does not use it."""
     ncpu = len(cpu_set())
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    hog = subprocess.Popen([sys.executable, "-c", "print('busy', flush=True)\nwhile True: pass"],
+                           stdout=subprocess.PIPE, text=True)
     try:
+        assert hog.stdout.readline() == "busy\n"  # its loop has begun, however slow the start
         time.sleep(0.5)
         fc = FreeCores()
         fc()

@@ -446,3 +446,99 @@ def test_mirrorflow_checkpoint_loaded_after_building_continues_silently_and_sche
     with pytest.warns(MirrorflowWarning, match=r"switch_off\(at=4\); continuing with budget"):
         s3 = WeightDecayScheduler(o3, training.budget(0.15))
     assert s3.steps_taken == 2 and s3.integrated == pytest.approx(0.1, rel=1e-13)
+
+
+def test_state_dict_round_trip_into_a_fresh_scheduler_keeps_every_field():
+    """Issue 28, survivor 2: a scheduler started at step 7 without the earlier decay (a counts
+    from step 7: a lower bound), 3 steps, its own state_dict loaded into a fresh scheduler on a
+    fresh optimizer (no optimizer state carries anything): step, a, base decays and
+    counted_from are restored, and the next steps continue the schedule exactly."""
+    m = _model()
+    opt = torch.optim.SGD(_groups(m, 0.5), lr=0.1)
+    with pytest.warns(MirrorflowWarning, match="lower bound"):
+        wd = WeightDecayScheduler(opt, training.switch_off(at=0.5), total_steps=20, start_step=7)
+    for _ in range(3):
+        _zero_grad_step(list(m.parameters()), opt)
+    state = wd.state_dict()
+    m2 = _model(seed=1)
+    w = m2.weight.detach().clone()
+    opt2 = torch.optim.SGD(_groups(m2, 0.5), lr=0.1)
+    fresh = WeightDecayScheduler(opt2, training.switch_off(at=0.5), total_steps=20)
+    fresh.load_state_dict(state)
+    _, a = _hand(0.1, 0.5, [1, 1, 1])  # steps 7, 8, 9 counted
+    assert fresh.steps_taken == 10 and fresh.counted_from == 7
+    assert fresh.integrated_is_lower_bound
+    assert fresh.integrated == pytest.approx(a, rel=1e-13)
+    assert fresh.base_decays == [0.5, 0.0]
+    assert fresh.state_dict() == state  # and nothing else was dropped on the way
+    for _ in range(10):  # steps 10..19: past the switch at 10, no decay
+        _zero_grad_step(list(m2.parameters()), opt2)
+    torch.testing.assert_close(m2.weight.detach(), w, rtol=0, atol=0)
+    assert fresh.integrated == pytest.approx(a, rel=1e-13) and fresh.counted_from == 7
+    assert fresh.state_dict()["counted_from"] == 7
+
+
+class _InfiniteAfterTwo(training.TrainingSchedule):
+    """A user's own schedule (a subclass: not wrapped, so not checked by FromCallable) whose
+    factor becomes infinite at step 2."""
+
+    def factor(self, step, integrated=0.0, increment=0.0):
+        return math.inf if step >= 2 else 1.0
+
+
+def test_an_infinite_factor_from_a_schedule_subclass_is_refused_before_it_is_used():
+    """Mutation S6 (issue 28): the scheduler's own check refuses ``inf`` (not only NaN or < 0)
+    before the step that would use it; the weights show that steps 0 and 1 decayed by hand and
+    nothing else happened."""
+    m = _model()
+    w0 = m.weight.detach().clone()
+    opt = torch.optim.SGD(_groups(m, 0.5), lr=0.1)
+    wd = WeightDecayScheduler(opt, _InfiniteAfterTwo())
+    with pytest.raises(MirrorflowError, match="decay factor inf at step 2"):
+        for _ in range(3):
+            _zero_grad_step(list(m.parameters()), opt)
+    shrink, a = _hand(0.1, 0.5, [1, 1])
+    torch.testing.assert_close(m.weight.detach(), w0 * shrink, rtol=1e-13, atol=0)
+    assert wd.integrated == pytest.approx(a, rel=1e-13)
+    assert all(math.isfinite(w) for w in wd.last_wd)
+
+
+def test_a_group_added_mid_run_continues_the_schedule_from_the_current_step():
+    """Mutation S8 (issue 28): a param group added after 4 steps joins at step 4, not 0. When
+    it becomes the only decayed group (set_base_decay), the switch-off at step 3 is still
+    behind: its weights do not decay, and the step count goes on from 5."""
+    m = _model()
+    opt = torch.optim.SGD([{"params": [m.weight], "weight_decay": 0.5}], lr=0.1)
+    wd = WeightDecayScheduler(opt, training.switch_off(at=3))
+    for _ in range(4):
+        _zero_grad_step(list(m.parameters()), opt)
+    opt.add_param_group({"params": [m.bias], "weight_decay": 0.3})
+    _zero_grad_step(list(m.parameters()), opt)  # step 4: the new group is adopted
+    wd.set_base_decay([0.0, 0.3])  # now the added group is the one that decays
+    b = m.bias.detach().clone()
+    for _ in range(3):
+        _zero_grad_step(list(m.parameters()), opt)
+    assert wd.steps_taken == 8
+    torch.testing.assert_close(m.bias.detach(), b, rtol=0, atol=0)  # past the switch: no decay
+    assert wd.last_wd == [0.0, 0.0]
+
+
+def test_plain_checkpoint_loaded_mid_run_continues_at_the_current_step():
+    """Mutation S9 (issue 28): a plain optimizer checkpoint loaded after 2 scheduled steps
+    keeps the schedule at step 2 (as the warning says), not back at 0: of the next 3 steps
+    only step 2 decays (switch-off at 3), by the weights' hand product."""
+    ckpt = _plain_run(5)
+    m = _model()
+    opt = torch.optim.AdamW(_groups(m, 0.5), lr=0.1)
+    wd = WeightDecayScheduler(opt, training.switch_off(at=3))
+    for _ in range(2):
+        _zero_grad_step(list(m.parameters()), opt)
+    m.load_state_dict(ckpt["m"])
+    opt.load_state_dict(ckpt["o"])  # param groups without mf_* keys, mid-run
+    w = m.weight.detach().clone()
+    with pytest.warns(MirrorflowWarning, match=r"continues at step 2 with a = 0\.1"):
+        for _ in range(3):
+            _zero_grad_step(list(m.parameters()), opt)
+    shrink, a = _hand(0.1, 0.5, [1, 1, 1, 0, 0])  # steps 0, 1 before the load; 2, 3, 4 after
+    torch.testing.assert_close(m.weight.detach(), w * (1 - 0.1 * 0.5), rtol=1e-13, atol=0)
+    assert wd.steps_taken == 5 and wd.integrated == pytest.approx(a, rel=1e-13)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -80,3 +81,28 @@ def test_bad_paths_and_files_are_one_line_errors(tmp_path):
         ResultStore(other)
     with ResultStore(tmp_path / "r.sqlite") as store, pytest.raises(MirrorflowError, match="status"):
         store.write(_rec("x", status="running"))
+
+
+def test_reads_by_status_experiment_and_order_and_a_bad_status_is_refused(tmp_path):
+    """Mutations D4-D9 (issue 28): statuses() of more ids than one query takes (500 a query:
+    the ids at the chunk edges), records() in insertion order and by experiment, an unknown
+    status refused with one line, object arrays left out of the curves file (no pickle)."""
+    ids = [f"id{i:04d}" for i in range(1001)]
+    stored = {ids[0]: "done", ids[499]: "failed", ids[500]: "diverged", ids[999]: "done",
+              ids[1000]: "failed"}
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        for rid in reversed(sorted(stored)):  # written in reverse id order
+            store.write(_rec(rid, stored[rid]))
+        store.write(replace(_rec("other", "done"), experiment="other-exp"))
+        assert store.statuses(ids) == stored
+        assert [r.run_id for r in store.records()] == [*reversed(sorted(stored)), "other"]
+        assert [r.run_id for r in store.records("other-exp")] == ["other"]
+        assert len(store.records("toy")) == 5
+        with pytest.raises(MirrorflowError, match="status must be one of done, diverged, failed"):
+            store.write(_rec("x", "running"))
+        assert store.count() == 6
+        assert store.write(_rec("c", "done"), {"t": np.arange(3.0), "tags": np.array([{"a": 1}])})
+        (c,) = [r for r in store.records() if r.run_id == "c"]
+        back = store.load_curves(c)  # np.load with allow_pickle=False: no object arrays
+    assert set(back) == {"t"}
+    np.testing.assert_array_equal(back["t"], np.arange(3.0))

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,11 +20,13 @@ from mirrorflow.sweep import (
     DaskExecutor,
     LocalExecutor,
     ResultStore,
+    RunRecord,
     classify,
     load_spec,
     parse_spec,
     run_sweep,
 )
+from reliability_helpers import gate_started, open_gate, plugin_env, wait_for
 
 TINY = {"n": 10, "d": 20, "sparsity": 2, "step": 0.05, "tail": "gd"}
 
@@ -54,44 +55,44 @@ def test_classify_diverged_from_status_or_non_finite_metrics():
     assert classify({"flag": True, "count": 3})[0] == "done"
 
 
-def test_sigkill_midway_then_resume_gives_each_run_once(tmp_path):
-    spec_path = _toml(tmp_path / "kill.toml", t_max=150.0, seeds=range(8))  # 16 runs, ~0.3 s each
+def test_sigkill_midway_then_resume_gives_each_run_once(tmp_path, monkeypatch):
+    """SIGKILL of the sweep's process group while run 3 of 6 is in flight, then a resume in
+    this process: the 3 stored runs are skipped, the other 3 run once. Race-free (issue 28):
+    run 3 is a toy run held at a gate, so the sweep cannot finish before the kill."""
+    env = plugin_env(tmp_path / "plugin")
+    spec_path = tmp_path / "kill.toml"
+    spec_path.write_text('experiment = "toy"\n[base]\nschedule = "none"\nseconds = 0.0\n'
+                         '[zip]\nseed = [0, 1, 2, 3, 4, 5]\n'
+                         'action = ["ok", "ok", "ok", "gate", "ok", "ok"]\n')
     db = tmp_path / "kill.sqlite"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mirrorflow.cli", "sweep", str(spec_path), "--db", str(db),
          "--workers", "1", "--batch", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
-        deadline = time.monotonic() + 120
-        n = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            if db.exists():
-                try:
-                    n = len(_rows(db))
-                except sqlite3.OperationalError:  # table not created yet / locked
-                    n = 0
-                if n >= 3:
-                    break
-            time.sleep(0.02)
+        assert wait_for(lambda: gate_started(env), timeout=120), proc.poll()
         os.killpg(proc.pid, signal.SIGKILL)  # the sweep's own process group
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == -signal.SIGKILL, "sweep finished before it could be killed"
+    assert proc.returncode == -signal.SIGKILL
+    monkeypatch.setenv("MF_TOY_GATE", env["MF_TOY_GATE"])
+    monkeypatch.syspath_prepend(str(tmp_path / "plugin"))
+    monkeypatch.setitem(REGISTRY._lazy, "toy", "mf_toy")
+    monkeypatch.setitem(REGISTRY, "toy", None)
+    open_gate(env)
     before = {r[0] for r in _rows(db)}
     spec = load_spec(spec_path)
-    assert 3 <= len(before) < len(spec.runs)
-    assert before <= set(spec.run_ids)
+    assert before == set(spec.run_ids[:3])  # one at a time, in order: runs 0-2 stored
 
     with ResultStore(db) as store:
         summary = run_sweep(spec, store, LocalExecutor(workers=1), batch=1)
         assert summary.skipped == len(before)
         assert summary.done == len(spec.runs) - len(before)
         records = store.records()
-        for rec in records:  # complete rows: metrics and curves present
-            assert rec.status == "done" and math.isfinite(rec.metrics["recovery_error"])
-            assert len(store.load_curves(rec)["time"]) > 2
+        for rec in records:  # complete rows: the toy's value is seed squared
+            assert rec.status == "done" and rec.metrics["value"] == rec.config["seed"] ** 2
     with sqlite3.connect(db) as con:
         total, distinct = con.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM runs").fetchone()
     assert total == distinct == len(spec.runs)
@@ -198,6 +199,93 @@ def test_failed_runs_are_recorded_then_retried(tmp_path, monkeypatch):
     assert (s2.skipped, s2.done, s2.failed) == (3, 0, 0)
     assert (s3.skipped, s3.done) == (2, 1)
     assert values == {0: 0.0, 1: 1.0, 2: 4.0}
+
+
+def test_a_resume_never_runs_a_diverged_run_again(tmp_path, monkeypatch):
+    """Issue 28, survivor 5: `diverged` is a result; a resume (with or without
+    retry_failed) skips it like `done` and runs only what is missing or failed. Counted by
+    the experiment itself: each seed's calls."""
+    exp = get_experiment("sparse-regression")
+    calls = {0: 0, 1: 0, 2: 0}
+
+    def run(config, progress=False):
+        calls[config.seed] += 1
+        if config.seed == 2 and calls[2] == 1:
+            raise RuntimeError("a failure the first time only")
+        return _ToyResult(config=config, value=math.nan if config.seed == 1 else 1.0)
+
+    monkeypatch.setitem(REGISTRY, "toy", Experiment(name="toy", config_cls=exp.config_cls,
+                                                    run=run, description="test"))
+    spec = parse_spec({"experiment": "toy", "grid": {"seed": [0, 1, 2]}})
+    with ResultStore(tmp_path / "d.sqlite") as store:
+        s1 = run_sweep(spec, store, LocalExecutor(workers=1), batch=1)
+        s2 = run_sweep(spec, store, LocalExecutor(workers=1), batch=1)
+        s3 = run_sweep(spec, store, LocalExecutor(workers=1), batch=1, retry_failed=True)
+        statuses = {r.config["seed"]: r.status for r in store.records()}
+    assert (s1.done, s1.diverged, s1.failed) == (1, 1, 1)
+    assert (s2.skipped, s2.done, s2.diverged, s2.failed) == (3, 0, 0, 0)
+    assert (s3.skipped, s3.done, s3.diverged, s3.failed) == (2, 1, 0, 0)  # only the failed one
+    # a stored failed run leaves the sweep incomplete (exit 1) until it is retried
+    assert (s2.stored_failed, s2.complete) == (1, False)
+    assert (s3.stored_failed, s3.complete) == (0, True)
+    assert calls == {0: 1, 1: 1, 2: 2}
+    assert statuses == {0: "done", 1: "diverged", 2: "done"}
+
+
+def test_runs_stored_meanwhile_by_another_sweep_are_kept_and_counted_as_kept(tmp_path,
+                                                                             monkeypatch):
+    """Mutations E3 and E5 (issue 28): while seed 0 runs, "another sweep" (a second connection)
+    stores seed 0 (the same run, finished first) and seed 1. Seed 0's own result is not
+    written over the other's and seed 1 is never run: both counted as kept; seed 2 runs."""
+    exp = get_experiment("sparse-regression")
+    db = tmp_path / "m.sqlite"
+    calls = {0: 0, 1: 0, 2: 0}
+
+    def run(config, progress=False):
+        calls[config.seed] += 1
+        if config.seed == 0:
+            with ResultStore(db) as other:
+                for r in spec.runs[:2]:
+                    other.write(RunRecord(run_id=r.run_id, experiment="toy",
+                                          config=dict(r.config_dict), status="done",
+                                          metrics={"value": 100.0 + r.config_dict["seed"]},
+                                          sweep="other", version="v"))
+        return _ToyResult(config=config, value=float(config.seed))
+
+    monkeypatch.setitem(REGISTRY, "toy", Experiment(name="toy", config_cls=exp.config_cls,
+                                                    run=run, description="test"))
+    spec = parse_spec({"experiment": "toy", "grid": {"seed": [0, 1, 2]}})
+    with ResultStore(db) as store:
+        summary = run_sweep(spec, store, LocalExecutor(workers=1), batch=1)
+        values = {r.config["seed"]: r.metrics["value"] for r in store.records()}
+    assert (summary.done, summary.kept, summary.skipped) == (1, 2, 0)
+    assert calls == {0: 1, 1: 0, 2: 1}
+    assert values == {0: 100.0, 1: 101.0, 2: 2.0}
+
+
+def test_a_failing_batch_of_two_is_retried_run_by_run(tmp_path, monkeypatch):
+    """Mutations E6 and E8 (issue 28): a batched task whose batch call raises is retried one
+    run at a time, so only the bad run fails (here seed 1 of the batch [0, 1]); the last task,
+    a batch of one (seed 2), runs too."""
+    exp = get_experiment("sparse-regression")
+
+    def run(config, progress=False):
+        if config.seed == 1:
+            raise RuntimeError("bad seed")
+        return _ToyResult(config=config, value=float(config.seed))
+
+    def run_batch(configs, progress=False):
+        return [run(c) for c in configs]  # one bad run fails the whole batch call
+
+    monkeypatch.setitem(REGISTRY, "toy", Experiment(name="toy", config_cls=exp.config_cls,
+                                                    run=run, run_batch=run_batch,
+                                                    description="test"))
+    spec = parse_spec({"experiment": "toy", "grid": {"seed": [0, 1, 2]}})
+    with ResultStore(tmp_path / "b.sqlite") as store:
+        summary = run_sweep(spec, store, LocalExecutor(workers=1), batch=2)
+        statuses = {r.config["seed"]: r.status for r in store.records()}
+    assert (summary.done, summary.failed) == (2, 1)
+    assert statuses == {0: "done", 1: "failed", 2: "done"}
 
 
 def test_cli_malformed_spec_fails_before_any_run(tmp_path):

@@ -131,3 +131,12 @@ def test_composition_bad_input_is_one_line(bad, msg):
     with pytest.raises(MirrorflowError, match=msg) as exc:
         bad()
     assert "\n" not in str(exc.value)
+
+
+def test_a_fraction_of_training_rounds_to_the_nearest_step():
+    """Mutation T9 (issue 28): 0.33 of 20 steps is step 6.6, so the decay is on for steps 0-6
+    and off from step 7 (nearest step, not truncated to 6); 0.33 of 10 steps is 3.3 -> 3."""
+    s = training.switch_off(at=0.33).bind(20)
+    assert [s.factor(k) for k in range(5, 9)] == [1.0, 1.0, 0.0, 0.0]
+    s = training.switch_off(at=0.33).bind(10)
+    assert [s.factor(k) for k in range(2, 5)] == [1.0, 0.0, 0.0]
