@@ -162,22 +162,26 @@ def test_pairing_never_crosses_mirrorflow_versions():
     p = pair_runs(recs, [SW, NONE], free=("t_max",))
     assert sorted(q["none"].run_id for q in p.pairs) == ["r20", "r21", "r22"]
     assert all(q["none"].version == q["switch-off"].version == "1" for q in p.pairs)
-    assert p.ambiguous == 0 and p.incomplete == 2 + 5  # v1 seeds 3, 4; every v2 run
+    # seeds 3, 4: switch-off only in v1, none only in v2 -> no common version, incomplete;
+    # seeds 0-2: v1 is the newest version with both arms, the v2 'none' runs are set aside
+    assert p.ambiguous == 0 and p.incomplete == 2 and p.older == 3
     # the claim's effect comes from the version-1 pairs only: log(2 / 1) on seeds 0, 1, 2
     (eff,) = _claim(Compare("err", SW, NONE)).evaluate(recs).effects
     assert eff.n == 3 and list(eff.seeds) == [0, 1, 2]
     assert eff.estimate == pytest.approx(math.log(2.0), rel=1e-12)
 
 
-def test_an_ambiguous_key_uses_the_last_run_and_ties_are_not_sign_test_wins():
-    """Mutations C12 and C7 (issue 28): two 'none' runs of one seed that differ only in a free
-    field are ambiguous and the last stored is used (as documented); in the sign test a zero
+def test_an_ambiguous_key_is_left_out_and_ties_are_not_sign_test_wins():
+    """Mutations C12 and C7 (issue 28), under issue 21's pairing rule: two 'none' runs of one
+    seed that differ only in a free field, neither matching a declared preference, leave the
+    pair out (never resolved by insertion order), in either order; in the sign test a zero
     difference is neither a win nor a loss: d = (1, 0, −1, 2) has 2 positive of 3 nonzero."""
     recs = [_rec(0, "switch-off", 0, {"err": 1.0}),
             _rec(1, "none", 0, {"err": 5.0}, t_max=50.0),
             _rec(2, "none", 0, {"err": 7.0}, t_max=80.0)]
-    p = pair_runs(recs, [SW, NONE], free=("t_max",))
-    assert p.ambiguous == 1 and [q["none"].run_id for q in p.pairs] == ["r2"]
+    for order in (recs, recs[::-1]):
+        p = pair_runs(order, [SW, NONE], free=("t_max",))
+        assert p.ambiguous == 1 and p.several == 1 and p.pairs == ()
     k, n, p_greater, p_less = sign_test(np.array([1.0, 0.0, -1.0, 2.0]))
     assert (k, n) == (2, 3)
     assert p_greater == pytest.approx(0.5)  # P(K ≥ 2 | n = 3) = 4/8, by hand

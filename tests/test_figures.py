@@ -75,7 +75,7 @@ def test_every_figure_of_the_quick_report_follows_the_rules(name, tmp_path, save
                                                           monkeypatch):
     exp = REGISTRY[name]
     # the claims (bootstrap CIs of synthetic numbers) are not this test's subject: skip them
-    monkeypatch.setattr("mirrorflow.report.report._claims", lambda records, tmp, notes: [])
+    monkeypatch.setattr("mirrorflow.report.report._claims", lambda records, tmp, notes, rule=None: [])
     spec = builtin_spec(name, True)
     # one smoke run, with the experiment's own comparison runs (none, constant) where it has
     # them: the report then draws those too, more series than the quick report (stricter)

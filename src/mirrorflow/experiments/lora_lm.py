@@ -88,11 +88,11 @@ class Config(ScheduleConfig):
     target_modules: str = Field("c_attn", description="comma-separated of c_attn, c_proj, c_fc")
     block: int | None = Field(None, ge=4, description="context length (None: the pretraining's)")
     steps: int = Field(300, ge=1, description="optimizer steps")
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(1e-2, gt=0, allow_inf_nan=False)
+    batch_size: int = Field(16, ge=1, description="sequences per mini-batch")
+    lr: float = Field(1e-2, gt=0, allow_inf_nan=False, description="AdamW learning rate (constant)")
     wd: Decay = 1.0
     switch_at: SwitchTime = 0.5
-    eval_every: int = Field(25, ge=1)
+    eval_every: int = Field(25, ge=1, description="steps between two validation points")
     eval_chars: int = Field(16000, ge=64, description="characters of validation / test scored")
     threads: int | None = Field(1, ge=1, description="torch threads during training (None: keep)")
 
