@@ -430,7 +430,8 @@ def test_messages_keep_brackets_and_parse_errors_are_one_line(tmp_path):
     one_error_line(cli("run", "sparse-regression", "--bogus"), "No such option: --bogus")
     one_error_line(cli_here("run", "sparse-regression", "--wd", "abc"),
                    "Invalid value for '--wd'")
-    one_error_line(cli_here("run", "sparse-regression", "--set", "tol=inf"), "tol must be finite")
+    one_error_line(cli_here("run", "sparse-regression", "--set", "tol=inf"),
+                   "tol: Input should be a finite number")
     spec.write_text('experiment = "sparse-regression"\n[grid]\nseed = [true]\n')
     one_error_line(cli_here("sweep", spec), "boolean true")
     for name in sorted(REGISTRY):  # model-level errors of every experiment, in one line

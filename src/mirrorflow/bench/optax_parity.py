@@ -78,9 +78,19 @@ def _own_law(name: str, etas, lams, p0) -> np.ndarray:
 
 
 def parity(steps: int = 60) -> dict:
+    """The parity numbers (x64 on while it runs; JAX's previous setting restored after)."""
     import jax
 
+    old = bool(jax.config.jax_enable_x64)
     jax.config.update("jax_enable_x64", True)
+    try:
+        return _parity(steps)
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+def _parity(steps: int) -> dict:
+    import jax
     import jax.numpy as jnp
     import optax
 

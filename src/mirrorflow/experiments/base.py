@@ -76,8 +76,11 @@ __all__ = [
 CONFIG = pydantic.ConfigDict(extra="forbid", validate_default=True)
 
 # -- reusable field types (scikit-learn's declared constraints, as pydantic annotations) ------
-#: One of :data:`mirrorflow.schedules.continuous.SCHEDULE_NAMES`.
-ScheduleName = Literal["none", "constant", "switch-off", "budget"]
+#: One of :data:`mirrorflow.schedules.continuous.SCHEDULE_NAMES`, i.e. a key of the one table
+#: :data:`~mirrorflow.schedules.continuous.SCHEDULES` when this module is imported (derived from
+#: it: a schedule added to the table needs no edit here; ``tests/test_config_constraints.py``).
+ScheduleName = Annotated[Literal[SCHEDULE_NAMES],  # type: ignore[valid-type]
+                         Field(description="weight-decay schedule: " + " | ".join(SCHEDULE_NAMES))]
 #: A weight decay ``α ≥ 0`` (finite).
 Decay = Annotated[float, Field(ge=0, allow_inf_nan=False, description="weight decay α (≥ 0)")]
 #: A switch-off time in continuous time ``t = Σ η`` (for optimizers: ``Σ lr``), ``≥ 0``.
@@ -88,8 +91,6 @@ BudgetTarget = Annotated[float | None, Field(gt=0, allow_inf_nan=False,
                                              description="target integrated decay a for 'budget'")]
 #: A random seed ``≥ 0``.
 Seed = Annotated[int, Field(ge=0, description="random seed")]
-
-assert set(typing.get_args(ScheduleName)) == set(SCHEDULE_NAMES)
 
 
 class TimeGrid(NamedTuple):
@@ -146,8 +147,10 @@ class ScheduleConfig:
             v = getattr(self, f.name)
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError(f"{f.name} must be finite, got {v}")
-        if self.schedule == "budget" and self.budget is None:
-            raise ValueError("schedule 'budget' needs budget=A (the target integrated decay)")
+        try:  # the schedule says what it needs (e.g. 'budget' needs budget=A)
+            self.make_schedule()
+        except MirrorflowError as exc:
+            raise ValueError(str(exc)) from None
         self._check_time_grid()
         return self
 
@@ -159,9 +162,10 @@ class ScheduleConfig:
         if step > end * (1 + 1e-12):
             raise ValueError(f"the step ({step:g}) is longer than the whole run ({horizon} = "
                              f"{end:g}): the run would be one step; use a smaller step")
-        if self.schedule not in ("switch-off", "budget") or self.wd == 0:
+        sched = self.make_schedule()
+        if not sched.breakpoints or self.wd == 0:  # no end of the decay to check
             return
-        settle = float(self.make_schedule().settle_time)
+        settle = float(sched.settle_time)
         asked = "switch_at" if self.schedule == "switch-off" else "budget/wd"
         if settle > end * (1 + 1e-9):
             raise ValueError(f"the decay ends at t = {settle:g} ({asked}), after the end of the run "
@@ -406,8 +410,14 @@ def run_grouped(configs: Sequence[Any], key: Callable[[Any], Hashable],
     return [results[i] for i in range(len(configs))]
 
 
-#: labels (and curve prefixes ``none/``, ``constant/``) of the runs a ``compare=True`` config adds
-COMPARE_LABELS = ("none", "constant")
+def _comparisons(wd: float) -> list[Schedule]:
+    """The schedules a ``compare=True`` config adds: no decay, constant decay ``wd``."""
+    return [NoDecay(), ConstantDecay(wd)]
+
+
+#: labels (and curve prefixes ``none/``, ``constant/``) of the runs a ``compare=True`` config
+#: adds: the names of :func:`_comparisons`' schedules
+COMPARE_LABELS = tuple(s.name for s in _comparisons(0.0))
 
 
 def compared_schedules(config: ScheduleConfig) -> list[Schedule]:
@@ -415,7 +425,7 @@ def compared_schedules(config: ScheduleConfig) -> list[Schedule]:
     ``wd`` on the same data and initialization (labels :data:`COMPARE_LABELS`)."""
     scheds = [config.make_schedule()]
     if getattr(config, "compare", False):
-        scheds += [NoDecay(), ConstantDecay(config.wd)]
+        scheds += _comparisons(config.wd)
     return scheds
 
 
@@ -448,8 +458,8 @@ def compared_curves(config: ScheduleConfig, curves: Mapping[str, Any],
     """``(prefix, legend label)`` of each run whose curves :func:`compared` stored in ``curves``
     (its curve ``prefix + key`` is there): ``""`` for the config's own schedule, then
     ``"none/"``, ``"constant/"``."""
-    labels = {"": config.make_schedule().describe(), "none/": "none",
-              "constant/": f"constant(wd={config.wd:g})"}
+    labels = {"": config.make_schedule().describe(),
+              **{f"{s.name}/": s.describe() for s in _comparisons(config.wd)}}
     return [(p, lab) for p, lab in labels.items() if p + key in curves]
 
 
@@ -459,8 +469,9 @@ def mark_switch(axes, config: ScheduleConfig, per_unit: float = 1.0) -> None:
     ``per_unit`` converts the schedule's continuous time to the x-axis unit (e.g. ``1/step``
     for an axis in iterations).
     """
-    if config.schedule in ("switch-off", "budget"):
-        at = config.make_schedule().settle_time * per_unit
+    sched = config.make_schedule()
+    if sched.breakpoints:  # the decay ends
+        at = sched.settle_time * per_unit
         for ax in axes:
             ax.axvline(at, color="gray", ls=":", lw=1)
 

@@ -63,6 +63,7 @@ from mirrorflow.experiments.base import (
     first_line,
     mark_switch,
 )
+from mirrorflow.schedules.continuous import NoDecay
 
 __all__ = ["Config", "Result", "build_model", "fine_tune", "plot", "run"]
 
@@ -90,16 +91,16 @@ class Config(ScheduleConfig):
     n_classes: int = Field(4, ge=2, description="classes of the pydoc / shakespeare task")
     max_per_class: int = Field(160, ge=2, description="passages per class (pydoc / shakespeare)")
     steps: int = Field(200, ge=1, description="optimizer steps")
-    batch_size: int = Field(8, ge=1, description="training mini-batch")
-    lr: float = Field(2e-3, gt=0, allow_inf_nan=False, description="AdamW learning rate")
+    batch_size: int = Field(8, ge=1, description="training sequences per step")
+    lr: float = Field(2e-3, gt=0, allow_inf_nan=False, description="AdamW learning rate (constant)")
     wd: Decay = 5.0
     switch_at: SwitchTime = 0.16
-    eval_every: int = Field(25, ge=1, description="steps between two validation points")
+    eval_every: int = Field(25, ge=1, description="steps between evaluations")
     threads: int | None = Field(1, ge=1, description="torch threads during training (None: keep)")
 
     @model_validator(mode="after")
     def _check(self):
-        if self.schedule in ("constant", "switch-off", "budget") and self.wd == 0:
+        if self.schedule != NoDecay.name and self.wd == 0:
             raise ValueError(f"schedule {self.schedule!r} needs wd > 0 (or use schedule 'none')")
         end = self.steps * self.lr
         if self.schedule == "switch-off" and self.switch_at > end * (1 + 1e-12):
@@ -347,13 +348,14 @@ def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
     other = [p for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
     if not lora_params:
         raise MirrorflowError("no LoRA parameters were created; check target_modules")
-    groups = [{"params": lora_params, "weight_decay": cfg.wd if cfg.schedule != "none" else 0.0}]
+    # the schedule's step form; None: no decay to apply (schedule 'none': wd > 0 otherwise)
+    tsched = training.from_continuous(cfg.make_schedule(), cfg.lr, cfg.steps)
+    groups = [{"params": lora_params, "weight_decay": cfg.wd if tsched is not None else 0.0}]
     if other:
         groups.append({"params": other, "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=cfg.lr)
     sched = None
-    if cfg.schedule != "none":
-        tsched = training.from_continuous(cfg.make_schedule(), cfg.lr, cfg.steps)
+    if tsched is not None:
         sched = WeightDecayScheduler(opt, tsched, total_steps=cfg.steps)
     wd_used: list[float] = []
     # registered after the scheduler's hook: sees the decay this step really uses

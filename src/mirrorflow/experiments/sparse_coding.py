@@ -89,14 +89,16 @@ CODE_TYPES = ("uv", "power", "ista")
 class Config(ScheduleConfig):
     """Sparse-coding experiment. Times are continuous time ``t = Σ η`` (``switch_at`` included)."""
 
-    codes: Literal["uv", "power", "ista"] = Field("uv", description="codes c = u⊙v, u^{2k} − v^{2k}, or plain c with an L1 penalty (ISTA)")
+    codes: Literal["uv", "power", "ista"] = Field(
+        "uv", description="codes: uv (u ⊙ v), power (u^{2k} − v^{2k}) or ISTA (L1 baseline)")
     k: int = Field(2, ge=1, description="power of the power parameterization u^{2k} − v^{2k}")
-    source: Literal["sample-images", "digits", "olivetti"] = Field("sample-images", description="image patches: scikit-learn sample images, digits or Olivetti faces")
+    source: Literal["sample-images", "digits", "olivetti"] = Field(
+        "sample-images", description="images the patches are cut from (scikit-learn data)")
     patch_size: int = Field(6, ge=2, description="patch side (digits: 8, olivetti: 64)")
     n_train: int = Field(1000, ge=1, description="training patches")
     n_test: int = Field(300, ge=1, description="held-out patches")
     atoms: int = Field(50, ge=1, description="dictionary size K")
-    iterations: int = Field(2000, ge=1, description="alternating code / dictionary steps")
+    iterations: int = Field(2000, ge=1, description="dictionary-learning iterations")
     batch_size: int = Field(64, ge=1, description="mini-batch of the dictionary step")
     step: float = Field(0.05, gt=0, allow_inf_nan=False, description="code step η")
     init_scale: float = Field(1.0, gt=0, allow_inf_nan=False,
@@ -111,8 +113,9 @@ class Config(ScheduleConfig):
     wd: Decay = 0.05
     switch_at: SwitchTime = 50.0
     zero_tol: float = Field(1e-3, gt=0, description="|c| below this counts as zero")
-    log_every: int = Field(50, ge=1, description="iterations between two points of the curves")
-    data_home: str | None = Field(None, description="scikit-learn data folder (None: its default)")
+    log_every: int = Field(50, ge=1, description="iterations between logged curve points")
+    data_home: str | None = Field(None, description="scikit-learn data folder; set: download "
+                                                    "if missing (None: offline cache only)")
 
     def time_grid(self) -> TimeGrid:
         return TimeGrid(self.step, self.iterations * self.step, "iterations·step")

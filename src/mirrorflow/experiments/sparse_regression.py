@@ -69,16 +69,22 @@ class Config(ScheduleConfig):
     d: int = Field(100, ge=1, description="dimension")
     sparsity: int = Field(5, ge=1, description="nonzeros in the teacher x*")
     noise: float = Field(0.0, ge=0, description="std of Gaussian noise on y")
-    parameterization: Literal["uv", "u2-v2", "u2"] = Field("uv", description="x = u⊙v, u² − v² or u²")
+    parameterization: Literal["uv", "u2-v2", "u2"] = Field(
+        "uv", description="x = u ⊙ v, u² − v² or u² (coordinate-wise)")
     u0: float = Field(1.0, allow_inf_nan=False, description="initial u (every coordinate)")
     v0: float = Field(0.0, allow_inf_nan=False, description="initial v (every coordinate)")
     wd: Decay = 0.2
     switch_at: SwitchTime = 20.0
     step: float = Field(0.01, gt=0, allow_inf_nan=False, description="gradient-descent step η")
     t_max: float = Field(5000.0, gt=0, allow_inf_nan=False, description="time cap of gradient descent")
-    gd_after_settle: float = Field(50.0, ge=0, allow_inf_nan=False, description="gradient-descent time after the schedule settles")
-    tail: Literal["ode", "gd"] = Field("ode", description="run to convergence by the flow's ODE or by more gradient descent")
-    tol: float = Field(1e-10, gt=0, description="residual (or stationarity) tolerance")
+    gd_after_settle: float = Field(50.0, ge=0, allow_inf_nan=False,
+                                   description="gradient-descent time after the schedule settles, "
+                                               "before the tail")
+    tail: Literal["ode", "gd"] = Field(
+        "ode", description="to convergence by an implicit ODE solver or by more gradient descent")
+    tol: float = Field(1e-10, gt=0, lt=1, allow_inf_nan=False,
+                       description="stop at relative residual ‖Ax − y‖/‖y‖ ≤ tol (decay that "
+                                   "never ends: ‖Δx‖/Δt ≤ tol); < 1")
 
     @model_validator(mode="after")
     def _check(self):

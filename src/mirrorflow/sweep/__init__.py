@@ -4,7 +4,10 @@ See ``docs/sweeps.md``. The pieces:
 
 spec      ``load_spec(path) -> SweepSpec``: validated, expanded runs with stable ids.
 store     ``ResultStore(path)``: one row per finished run, curves as ``.npz`` next to it.
-execute   ``run_sweep(spec, store, executor)``: local process pool or Dask, single writer.
+execute   ``run_sweep(spec, store, executor)``: orchestration, single writer; re-exports the three below.
+task      ``execute_task``: one task where workers run, an ``Outcome`` per run.
+pool      ``LocalExecutor``: in-process or spawned worker processes, deaths, memory admission.
+dask_exec ``DaskExecutor``, ``check_scheduler``: Dask cluster or scheduler, address probe.
 builtin   the quick / full sweeps of ``mirrorflow reproduce``.
 """
 
