@@ -288,6 +288,33 @@ def test_a_failing_batch_of_two_is_retried_run_by_run(tmp_path, monkeypatch):
     assert statuses == {0: "done", 1: "failed", 2: "done"}
 
 
+def test_the_experiments_own_batch_sizes_its_tasks_unless_one_is_given(tmp_path, monkeypatch):
+    """Issue 22: a stacked-seed experiment declares how many seeds one task trains
+    (``Experiment.batch``); ``run_sweep(batch=None)`` uses it, an explicit ``batch`` wins.
+    7 seeds in tasks of 3 are 3 + 3 + 1 (by hand); in tasks of 2: 2 + 2 + 2 + 1."""
+    exp = get_experiment("sparse-regression")
+    sizes: list[int] = []
+
+    def run(config, progress=False):
+        return _ToyResult(config=config, value=float(config.seed))
+
+    def run_batch(configs, progress=False):
+        sizes.append(len(configs))
+        return [run(c) for c in configs]
+
+    monkeypatch.setitem(REGISTRY, "toy", Experiment(name="toy", config_cls=exp.config_cls,
+                                                    run=run, run_batch=run_batch,
+                                                    description="test", batch=3))
+    spec = parse_spec({"experiment": "toy", "grid": {"seed": list(range(7))}})
+    with ResultStore(tmp_path / "own.sqlite") as store:
+        assert run_sweep(spec, store, LocalExecutor(workers=1)).done == 7
+    assert sorted(sizes, reverse=True) == [3, 3, 1]
+    sizes.clear()
+    with ResultStore(tmp_path / "given.sqlite") as store:
+        assert run_sweep(spec, store, LocalExecutor(workers=1), batch=2).done == 7
+    assert sorted(sizes, reverse=True) == [2, 2, 2, 1]
+
+
 def test_cli_malformed_spec_fails_before_any_run(tmp_path):
     runner = CliRunner()
     for extra, field in [("bogus = 3\n", "bogus"), ('wd = "heavy"\n', "wd")]:

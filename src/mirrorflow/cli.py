@@ -549,7 +549,7 @@ def sweep_command(
     workers: Annotated[int, typer.Option(help="local processes / LocalCluster workers (0: one per core)")] = 0,
     dask: Annotated[str | None, typer.Option(help="'local' (start a LocalCluster) or tcp://HOST:PORT")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="run failed runs again")] = False,
-    batch: Annotated[int, typer.Option(help="seeds per task for batched experiments")] = 4,
+    batch: Annotated[int | None, typer.Option(help="most seeds per task for batched experiments (default: the experiment's own: vit 20, lora-lm 8, others 4)")] = None,
     max_seconds: MaxSeconds = None,
     max_steps: MaxSteps = None,
     max_memory: MaxMemory = None,
@@ -561,7 +561,8 @@ def sweep_command(
     failed or could not be run, 2 for bad input (nothing ran, no file written)."""
     from mirrorflow.sweep import check_sweep_limits, load_spec, run_sweep
 
-    check_positive_int("--batch", batch)
+    if batch is not None:
+        check_positive_int("--batch", batch)
     limits = _limits(max_seconds, max_steps, max_memory, max_runs)
     parsed = load_spec(spec, max_runs=limits.max_runs)  # every run validated before anything
     check_sweep_limits(parsed, limits)

@@ -377,6 +377,9 @@ class Experiment:
     sweeps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     smoke: Mapping[str, Any] = field(default_factory=dict)
     migrate: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]] | None = None
+    #: most runs (seeds of one setting) a sweep gives one task of a batched experiment: the
+    #: stacked-seed experiments (vit, lora-lm) train that many seeds as one model
+    batch: int = 4
 
     def make_config(self, overrides: Mapping[str, Any] | None = None) -> Any:
         return make_config(self.config_cls, overrides)

@@ -559,6 +559,7 @@ EXPERIMENT = Experiment(
     plot=plot,
     description=first_line(__doc__),
     sweeps=SWEEPS,
+    batch=20,  # a sweep trains up to 20 seeds of one setting as one stacked model
     smoke={"compare": False, "steps": 6, "eval_every": 3, "max_samples": 200, "batch_size": 32,
            "switch_at": 0.006, "dim": 4, "depth": 1},
 )

@@ -180,7 +180,7 @@ def check_sweep_limits(spec: SweepSpec, limits: Limits | None = None) -> None:
 
 def run_sweep(spec: SweepSpec, store: ResultStore,
               executor: LocalExecutor | DaskExecutor | None = None, *,
-              retry_failed: bool = False, batch: int = 4, progress: bool = False,
+              retry_failed: bool = False, batch: int | None = None, progress: bool = False,
               limits: Limits | None = None) -> SweepSummary:
     """Run the runs of ``spec`` that are not in ``store`` yet and write each as it finishes.
 
@@ -188,12 +188,15 @@ def run_sweep(spec: SweepSpec, store: ResultStore,
     ``failed`` ones again. Before anything runs, every run's estimated steps and memory are
     checked against ``limits`` (default: the current ones); while runs go, the store is asked
     again before each task is dispatched, so runs another sweep has stored meanwhile are not
-    run twice, and a result already stored is never overwritten. Returns the counts.
+    run twice, and a result already stored is never overwritten. ``batch``: most runs of a
+    batched experiment per task (``None``: the experiment's own ``Experiment.batch``). Returns
+    the counts.
     """
     from mirrorflow.experiments import get_experiment
 
     t0 = time.perf_counter()
-    batch = check_positive_int("batch", batch)
+    exp = get_experiment(spec.experiment)
+    batch = check_positive_int("batch", exp.batch if batch is None else batch)
     limits = limits or current_limits()
     executor = executor or LocalExecutor()
     check_sweep_limits(spec, limits)
@@ -201,7 +204,6 @@ def run_sweep(spec: SweepSpec, store: ResultStore,
     stored = store.statuses(spec.run_ids)
     todo = [r for r in spec.runs if stored.get(r.run_id) not in skip_statuses]
     stored_failed = 0 if retry_failed else sum(s == "failed" for s in stored.values())
-    exp = get_experiment(spec.experiment)
     tasks = make_tasks(todo, batch, batched=exp.run_batch is not None)
     counts = {"done": 0, "diverged": 0, "failed": 0, LOST: 0, "kept": 0}
     lost_reason = ""
