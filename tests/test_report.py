@@ -7,12 +7,13 @@ import dataclasses
 import statistics
 
 import matplotlib.image as mpimg
+import pydantic.dataclasses
 import pytest
 from typer.testing import CliRunner
 
 from mirrorflow import MirrorflowError
 from mirrorflow.cli import app
-from mirrorflow.experiments.base import Registry
+from mirrorflow.experiments.base import Baseline, ExperimentResult, Registry
 from mirrorflow.report import write_report
 from mirrorflow.sweep import ResultStore, RunRecord
 
@@ -105,3 +106,42 @@ def test_reproduce_runs_builtin_sweeps_and_writes_report(tmp_path, monkeypatch):
         assert mpimg.imread(out / name).shape[0] > 100
     again = CliRunner().invoke(app, ["reproduce", "--quick", "--out", str(out), "--workers", "1"])
     assert again.exit_code == 0 and "6 already stored" in again.output
+
+
+@pydantic.dataclasses.dataclass
+class _ChanceCfg:
+    schedule: str = "none"
+    seed: int = 0
+
+
+@dataclasses.dataclass
+class _ChanceRes(ExperimentResult):
+    config: _ChanceCfg
+    err: float
+    curves: dict = dataclasses.field(default_factory=dict)
+
+    def baseline(self):
+        return Baseline("err", 1.0, "a coin")
+
+
+def test_runs_that_do_not_beat_the_declared_chance_level_are_marked(tmp_path, monkeypatch):
+    """Issue 22, item 5: an experiment declares its chance level (Result.baseline()); the
+    report says how many finished runs do not beat it — by hand: chance 1.0, margin 5%, so
+    err 0.5 beats it, 0.99 and 1.2 do not (2 of 3); the diverged run is not counted."""
+    from mirrorflow.experiments import REGISTRY
+    from mirrorflow.experiments.base import Experiment
+
+    monkeypatch.setitem(REGISTRY, "toy", Experiment(name="toy", config_cls=_ChanceCfg, run=None,
+                                                    description="toy", result_cls=_ChanceRes))
+    with ResultStore(tmp_path / "c.sqlite") as store:
+        for seed, err in enumerate((0.5, 0.99, 1.2)):
+            store.write(RunRecord(run_id=f"r{seed}", experiment="toy",
+                                  config={"schedule": "none", "seed": seed}, status="done",
+                                  metrics={"err": err}))
+        store.write(RunRecord(run_id="d", experiment="toy", config={"schedule": "none",
+                                                                    "seed": 7},
+                              status="diverged", metrics={"err": None}, diverged_step=3))
+    files = write_report(tmp_path / "c.sqlite", tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "**2 of 3 finished runs do not beat it**" in md and "a coin" in md
+    assert any("2 of 3 finished runs do not beat the chance level" in n for n in files.notes)

@@ -285,6 +285,30 @@ def _claims(records: list[RunRecord], tmp: Path, notes: list[str], rule=None) ->
     return [*md, "## Experiments", ""]
 
 
+def _chance_level(exp_name: str, recs: list[RunRecord]):
+    """``(baseline, finished runs that do not beat it)`` when the experiment declares a chance
+    level for its runs (:meth:`ExperimentResult.baseline`), else ``None``."""
+    from mirrorflow.experiments import REGISTRY
+
+    exp = REGISTRY.get(exp_name)
+    if exp is None or exp.result_cls is None:
+        return None
+    baseline, below = None, []
+    for r in recs:
+        if r.status != "done":
+            continue
+        try:
+            b = exp.result_from_record(r.config, r.metrics, {}).baseline()
+        except Exception:  # a record this version cannot rebuild: no verdict on it
+            continue
+        if b is None:
+            continue
+        baseline = baseline or b
+        if not b.beaten_by(r.metrics):
+            below.append(r)
+    return None if baseline is None else (baseline, below)
+
+
 def _experiment_section(store: ResultStore, exp_name: str, recs: list[RunRecord], tmp: Path,
                         notes: list[str], run_rows: list[dict]) -> list[str]:
     varying, groups = group_runs(recs)
@@ -309,6 +333,24 @@ def _experiment_section(store: ResultStore, exp_name: str, recs: list[RunRecord]
              *(f"{c['done']} / {c['diverged']} / {c['failed']}" for c in counts.values())]]
     rows += [[m, *(_fmt(stats[s][m]) for s in groups)] for m in metrics]
     md += [*_md_table(header, rows), ""]
+    chance = _chance_level(exp_name, recs)
+    if chance is not None:
+        baseline, below = chance
+        done = sum(r.status == "done" for r in recs)
+        line = (f"Chance level: `{baseline.metric}` = {baseline.value:.4g} ({baseline.what}); a "
+                f"run beats it at ≤ {1 - baseline.margin:g}× that value. ")
+        if below:
+            where = ", ".join(f"{names[tuple(r.config.get(k) for k in varying)]} seed "
+                              f"{r.config.get('seed')}" for r in below[:8])
+            more = f" and {len(below) - 8} more" if len(below) > 8 else ""
+            line += (f"**{len(below)} of {done} finished runs do not beat it** ({where}{more}): "
+                     f"they learned nothing measurable, and their geometry says nothing about "
+                     f"weight decay.")
+            notes.append(f"{exp_name}: {len(below)} of {done} finished runs do not beat the "
+                         f"chance level ({baseline.metric} {baseline.value:.4g})")
+        else:
+            line += f"All {done} finished runs beat it."
+        md += [line, ""]
 
     # tidy CSV
     csv_name = f"{_safe(exp_name)}.csv"
