@@ -7,8 +7,9 @@ developer could plausibly write. For each one the script copies ``src/`` and ``t
 temporary folder (never touching the real tree), applies the mutation there, runs the test
 files relevant to that module (``-x``, default markers: the slow tests are not run) and calls
 the mutant *killed* when the tests fail, *survived* when they pass. A snippet that is not in
-the file exactly once is reported as *stale* (the code changed since the mutation was
-written), not as a failure. Mutations known to be equivalent (no behaviour can tell them from
+the file exactly once, or whose file no longer exists, is reported as *stale* (the code
+changed since the mutation was written), not as a failure and never as a crash. A mutation
+names its file relative to ``src/mirrorflow`` (``report/claims/kinds.py`` inside a package). Mutations known to be equivalent (no behaviour can tell them from
 the original) are listed with the reason and not run. The last line printed is the JSON
 summary; the score is ``killed / (killed + survived)``.
 
