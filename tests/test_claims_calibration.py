@@ -156,6 +156,9 @@ def test_holm_keeps_the_family_wise_rate():
     after Holm is false stays ≤ 5%; Holm's rejections equal a hand-run step-down."""
     assert holm([0.01, 0.04, 0.03, 0.2], 0.05) == [True, False, False, False]
     assert holm([0.01, 0.02, 0.03], 0.05) == [True, True, True]  # 0.01 ≤ .05/3, .02 ≤ .025, …
+    # step-DOWN: once one is kept, every larger p is kept, even one below its own threshold
+    # (0.01 ≤ .05/3; 0.03 > .05/2 stops; 0.04 ≤ .05/1 must not be rejected after it)
+    assert holm([0.04, 0.01, 0.03], 0.05) == [False, True, False]
     rng = np.random.default_rng(11)
     reps = 300
     for n in (5, 8):
@@ -164,6 +167,39 @@ def test_holm_keeps_the_family_wise_rate():
         p2 = np.minimum(1.0, 2 * np.minimum(ps, pc))
         any_false = sum(any(holm(row, RULE.family_alpha)) for row in p2)
         assert not _too_high(any_false, reps, RULE.family_alpha)
+
+
+def test_nearer_without_a_detectable_gap_is_never_decided_by_its_p_values():
+    """Intersection–union: Nearer's p_supported / p_contradicted are at least the p-value of
+    'decay moves the metric' (mean y > 0), so Holm can never reject a Nearer whose gap is not
+    shown. Here x − θ·y is clearly positive but y has mean ≈ 0: scipy's one-sided t test of y
+    (computed here, independently) gives p ≈ 0.45, and both p-values must be at least that."""
+    x = np.array([5.0, 5.1, 4.9, 5.2, 5.05])
+    y = np.array([1.0, -1.0, 0.5, -0.5, 0.1])
+    p_gap_t = stats.ttest_1samp(y, 0.0, alternative="greater").pvalue
+    assert p_gap_t > 0.4
+    assert stats.ttest_1samp(x - THETA * y, 0.0, alternative="greater").pvalue < 1e-4
+    p_sup, p_con, p_gap = (float(v) for v in nearer_sides(x, y, THETA))
+    assert p_gap >= p_gap_t
+    assert p_sup >= p_gap_t and p_con >= p_gap_t
+
+
+def test_compare_needs_the_t_test_at_alpha_side_not_at_the_sign_flip_level():
+    """Five pairs all above the smallest effect (exact sign-flip p = 1/32 ≤ 5%) whose one-sided
+    t test (scipy, here) gives 0.025 < p < 0.05: the rule needs t p ≤ alpha_side = 2.5%, so
+    the claim is not supported (and not contradicted: every pair favours it)."""
+    from mirrorflow.report.claims import decide_compare
+
+    e = np.array([0.1, 0.2, 0.3, 0.05, 0.7])
+    p_t = stats.ttest_1samp(e, 0.0, alternative="greater").pvalue
+    assert 0.025 < p_t < 0.05
+    eff = decide_compare(DELTA + e, DELTA, power=False)
+    assert eff.verdict == INCONCLUSIVE
+    assert eff.p_supported >= p_t
+    # and one more pair above it brings t p below 2.5% (both tests reject): supported
+    e6 = np.append(e, 0.4)
+    assert stats.ttest_1samp(e6, 0.0, alternative="greater").pvalue < 0.025
+    assert decide_compare(DELTA + e6, DELTA, power=False).verdict == SUPPORTED
 
 
 # ------------------------------------------------------------------- through the store

@@ -62,13 +62,38 @@ def test_an_uncaught_mutant_survives(tmp_path, monkeypatch):
     assert out["result"] == "survived" and fake.read_text() == FAKE
 
 
+def test_a_missing_file_is_stale_not_a_crash(tmp_path, monkeypatch):
+    """A module renamed or split since its mutations were written (report/claims.py became a
+    package) makes them stale: --list and a run report it, nothing raises."""
+    mutate = _load()
+    _fake(tmp_path, monkeypatch, mutate)
+    gone = mutate.Mutation("G", "gone.py", "x + 1", "x - 1", "file moved")
+    assert mutate.check(gone, tmp_path) == "stale"
+    out = mutate.run_one(gone, tmp_path, 120)
+    assert out["result"] == "stale" and out["why"] == "file missing"
+    monkeypatch.setattr(mutate, "ROOT", tmp_path)
+    monkeypatch.setattr(mutate, "MUTATIONS", [gone])
+    assert mutate.main(["--list"]) == 0
+
+
+def test_a_file_inside_a_package_uses_the_package_tests_and_module_name():
+    mutate = _load()
+    m = mutate.Mutation("P", "report/claims/kinds.py", "a", "b", "")
+    assert mutate._module_of(m) == "claims"
+    assert mutate._tests_of(m.file) == mutate.TESTS["report/claims"]
+
+
 def test_the_mutation_list_covers_each_module_with_unique_ids():
     mutate = _load()
     ids = [m.id for m in mutate.MUTATIONS]
     assert len(ids) == len(set(ids))
-    per_file = Counter(m.file for m in mutate.MUTATIONS)
-    assert set(per_file) == set(mutate.TESTS)
-    assert min(per_file.values()) >= 8
+    per_module = Counter(mutate._module_of(m) for m in mutate.MUTATIONS)
+    assert set(per_module) == {"scheduler", "training", "store", "execute", "claims", "simulate"}
+    assert min(per_module.values()) >= 8
     for m in mutate.MUTATIONS:
-        assert m.find != m.replace and (ROOT / "src" / "mirrorflow" / m.file).is_file()
-        assert all((ROOT / t.split("::")[0]).is_file() for t in mutate.TESTS[m.file])
+        assert m.find != m.replace
+        assert all((ROOT / t.split("::")[0]).is_file() for t in mutate._tests_of(m.file))
+        # every snippet still applies, except sweep/execute.py's while it is being split into
+        # several modules (issue 28b: its mutations are then stale until re-targeted)
+        if m.file != "sweep/execute.py":
+            assert mutate.check(m) == "ok", f"{m.id} is stale: re-target it"
