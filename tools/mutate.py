@@ -58,6 +58,7 @@ TESTS = {
                        "tests/test_reliability_inputs.py::test_a_stored_diverged_row_is_never_replaced_either",
                        "tests/test_sweep_execute.py::test_a_resume_never_runs_a_diverged_run_again"],
     "sweep/execute.py": ["tests/test_sweep_execute.py"],
+    "sweep/task.py": ["tests/test_sweep_execute.py"],
     "report/claims": ["tests/test_claims.py", "tests/test_claims_calibration.py"],
     "dynamics/simulate.py": ["tests/test_dynamics.py", "tests/test_native.py"],
     "dynamics/_chunks.py": ["tests/test_dynamics.py", "tests/test_native.py"],
@@ -67,14 +68,15 @@ TESTS = {
 PACKAGES = ("claims",)
 #: helper files measured with the module that drives them (``--module simulate`` includes the
 #: chunk driver that simulate.py and matrix.py share since the merge of issue 27's refactor)
-MODULE_OF = {"dynamics/_chunks.py": "simulate"}
+MODULE_OF = {"dynamics/_chunks.py": "simulate", "sweep/task.py": "execute"}
 #: per-module pytest ``-k`` (tests left out because they take minutes, not because they fail)
-DESELECT = {"sweep/execute.py": "not dask and not cli"}
+DESELECT = {"sweep/execute.py": "not dask and not cli", "sweep/task.py": "not dask and not cli"}
 
 S, T, D, E, M = ("schedules/scheduler.py", "schedules/training.py", "sweep/store.py",
                  "sweep/execute.py", "dynamics/simulate.py")
 CP, CK, CS = "report/claims/pairing.py", "report/claims/kinds.py", "report/claims/statistics.py"
 MC = "dynamics/_chunks.py"
+ET = "sweep/task.py"  # task execution, split out of sweep/execute.py (issue 26)
 
 MUTATIONS: list[Mutation] = [
     # -- schedules/scheduler.py -------------------------------------------------------------
@@ -176,11 +178,11 @@ MUTATIONS: list[Mutation] = [
              "skip_statuses = FINAL", "failed runs rerun without --retry-failed"),
     Mutation("E3", E, "return [r for r in task if now.get(r.run_id) not in FINAL]",
              "return list(task)", "runs stored meanwhile by another sweep run again"),
-    Mutation("E4", E, "bad = sorted(k for k, v in summary.items() if _non_finite(v))",
+    Mutation("E4", ET, "bad = sorted(k for k, v in summary.items() if _non_finite(v))",
              "bad = []", "non-finite metrics count as done"),
     Mutation("E5", E, 'counts[o.status if written else "kept"] += 1', "counts[o.status] += 1",
              "a result kept from another sweep is counted as this sweep's"),
-    Mutation("E6", E, "        if len(configs) > 1:\n", "        if len(configs) > 2:\n",
+    Mutation("E6", ET, "        if len(configs) > 1:\n", "        if len(configs) > 2:\n",
              "a failing batch of two is not retried run by run"),
     Mutation("E7", E, 'stored_failed = 0 if retry_failed else sum(s == "failed" for s in stored.values())',
              "stored_failed = 0", "stored failed runs are not reported"),
@@ -188,7 +190,7 @@ MUTATIONS: list[Mutation] = [
              "the last run of a group of one is dropped from the tasks"),
     Mutation("E9", E, "skipped=len(spec.runs) - len(todo)", "skipped=len(todo)",
              "the summary's skipped count is the runs to do"),
-    Mutation("E10", E, 'if summary.get("status") != "diverged" and not bad:', "if not bad:",
+    Mutation("E10", ET, 'if summary.get("status") != "diverged" and not bad:', "if not bad:",
              "a run that reports status 'diverged' is done"),
     Mutation("E11", E, "return self.failed == self.lost == self.stored_failed == 0",
              "return self.failed == self.lost == 0",
