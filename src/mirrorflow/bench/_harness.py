@@ -183,3 +183,19 @@ def row(name: str, baseline_s: float, mirrorflow_s: float, **extras) -> dict:
         "loadavg": loadavg(),
         **extras,
     }
+
+
+def batched_seeds_row(label: str, seeds: int, steps: int, fns: dict[str, Callable[[], object]],
+                      repeats: int, rtol: float = 1e-4) -> dict:
+    """The ``train LABEL seeds=S batched`` row of a stacked-seed benchmark: ``fns["seq"]`` (the
+    per-seed loop) and ``fns["batched"]`` (one stacked model) must agree on every seed's
+    returned number (``rtol``) before all of ``fns`` are timed interleaved; ``ratio`` is
+    seed-steps per second batched over sequential, ``ratio_cpu`` the same in CPU time, and each
+    further entry ``X`` of ``fns`` gives ``ratio_vs_X`` (its time over the batched one)."""
+    diff = check_close(f"train {label} seeds={seeds}", fns["batched"](), fns["seq"](), rtol=rtol)
+    t = time_interleaved(fns, repeats)
+    more = {f"ratio_vs_{k}": t[k] / t["batched"] for k in fns if k not in ("seq", "batched")}
+    return row(f"train {label} seeds={seeds} batched", t["seq"], t["batched"],
+               ratio_cpu=t["seq_cpu"] / t["batched_cpu"], **more, seeds=seeds, steps=steps,
+               seed_steps_per_s=seeds * steps / t["batched"],
+               seed_steps_per_s_sequential=seeds * steps / t["seq"], max_abs_diff=diff)

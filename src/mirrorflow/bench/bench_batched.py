@@ -14,7 +14,7 @@ final validation loss (rtol 1e-4). Goal (issue 22): ratio ≥ 4 at 16 seeds on 2
 
 from __future__ import annotations
 
-from mirrorflow.bench._harness import check_close, row, time_interleaved, torch_threads
+from mirrorflow.bench._harness import batched_seeds_row, torch_threads
 
 
 def _rows(quick: bool) -> list[dict]:
@@ -35,13 +35,8 @@ def _rows(quick: bool) -> list[dict]:
         def batched(cfgs=cfgs, sched=sched):
             return [r["val_loss"] for r in train_vit_seeds(cfgs, sched)]
 
-        diff = check_close(f"train vit seeds={S}", batched(), sequential(), rtol=1e-4)
-        t = time_interleaved({"seq": sequential, "batched": batched}, repeats)
-        rows.append(row(f"train vit seeds={S} batched", t["seq"], t["batched"],
-                        ratio_cpu=t["seq_cpu"] / t["batched_cpu"], seeds=S, steps=steps,
-                        seed_steps_per_s=S * steps / t["batched"],
-                        seed_steps_per_s_sequential=S * steps / t["seq"],
-                        max_abs_diff=diff))
+        rows.append(batched_seeds_row("vit", S, steps, {"seq": sequential, "batched": batched},
+                                      repeats))
     return rows
 
 

@@ -19,7 +19,7 @@ training loss (rtol 1e-4). Goal (issue 22): ratio ≥ 4 at 16 seeds on 2 cores.
 
 from __future__ import annotations
 
-from mirrorflow.bench._harness import check_close, row, time_interleaved, torch_threads
+from mirrorflow.bench._harness import batched_seeds_row, torch_threads
 
 
 def _rows(quick: bool) -> list[dict]:
@@ -42,15 +42,9 @@ def _rows(quick: bool) -> list[dict]:
             return [train_stacked([c], prepared=prepared)[0][0].curves["train_loss"][-1]
                     for c in cfgs]
 
-        diff = check_close(f"train lora-lm seeds={S}", batched(), sequential(), rtol=1e-4)
-        t = time_interleaved({"seq": sequential, "batched": batched, "loop": stacked_loop},
-                             repeats)
-        rows.append(row(f"train lora-lm seeds={S} batched", t["seq"], t["batched"],
-                        ratio_cpu=t["seq_cpu"] / t["batched_cpu"],
-                        ratio_vs_stacked_loop=t["loop"] / t["batched"], seeds=S, steps=steps,
-                        seed_steps_per_s=S * steps / t["batched"],
-                        seed_steps_per_s_sequential=S * steps / t["seq"],
-                        max_abs_diff=diff))
+        rows.append(batched_seeds_row("lora-lm", S, steps, {"seq": sequential, "batched": batched,
+                                                           "stacked_loop": stacked_loop},
+                                      repeats))
     return rows
 
 
