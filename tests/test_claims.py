@@ -355,7 +355,7 @@ def test_every_claim_finds_its_runs_in_the_builtin_sweeps(quick):
             for s in specs for r in s.runs]
     names = {s.experiment for s in specs}
     # the quick sweeps of these real networks are too short for a verdict, by design
-    quick_only = {"vit", "lora"}
+    quick_only = {"vit", "lora", "lora-lm"}
     no_power = dataclasses.replace(RULE, power_reps=0)  # the verdicts' power notes: not here
     for res in evaluate_claims(recs, rule=no_power):
         if res.claim.experiment is None or res.claim.experiment in names:

@@ -193,6 +193,21 @@ CLAIMS: tuple[Claim, ...] = (
     _switch_off_wins("lora", "val_loss", 5.0, 0.16, _ABSTRACT,
                      "LoRA on all-MiniLM-L6-v2, Shakespeare play classification, AdamW",
                      ("eval_every", "threads"), why=_VAL_WHY, dataset="shakespeare"),
+    Claim(
+        id="lora-lm/switch-off-wins",
+        statement="lora-lm: LoRA on a char-level GPT-2, decay 1 switched off part-way ends with "
+                  "a lower validation loss than constant decay 1 and than no decay (by more "
+                  "than 5%)",
+        source=_ABSTRACT + " (its LoRA experiment: GPT-2 on tiny-shakespeare)",
+        experiment="lora-lm",
+        tests=(Compare("val_loss", Arm("switch-off", {"schedule": "switch-off", "wd": 1.0}),
+                       Arm("none", {"schedule": "none"}), why=_VAL_WHY),
+               Compare("val_loss", Arm("switch-off", {"schedule": "switch-off", "wd": 1.0}),
+                       _const(1.0, "constant"), why=_VAL_WHY)),
+        sweeps=("lora-lm-quick", "lora-lm-full"), free=("eval_every", "threads"),
+        setting="the sweeps' switch point: t = 0.5 (quick, a = 0.5 of constant's 3) and t = 1 "
+                "(full, a = 1 of 6); nats per character on held-out plays",
+        figure="lora-lm_summary.png"),
     # -- the limit depends on the schedule only through a -------------------------------------
     Claim(
         id="sparse-regression/only-through-a",
