@@ -540,7 +540,7 @@ SWEEPS = {
     },
     "full": {
         "base": {"compare": False},
-        "grid": {"seed": list(range(5))},
+        "grid": {"seed": list(range(20))},  # 20 seeds per arm: decisive verdicts (issue 22)
         "case": [
             {"zip": {"schedule": ["none", "switch-off"]}},
             {"base": {"schedule": "constant"}, "grid": {"wd": [1e-4, 0.1, 0.5, 1.0, 2.0]}},

@@ -294,7 +294,7 @@ CLAIMS: tuple[Claim, ...] = (
                           "ones (T = 1 if only a matters, 0 if switching off undoes the decay)"),),
         sweeps=("lora-quick", "lora-full"), free=("eval_every", "threads"),
         setting="λ = 5 switched off at t = 0.16 (a = 0.8) vs constant decay with a = 0.8 over "
-                "the whole run (λ = 2/3 in the full sweep, 8/3 in the quick one)",
+                "the whole run (λ = 4/3 in the full sweep, 8/3 in the quick one)",
         figure="lora_summary.png"),
     # -- sparse coding ------------------------------------------------------------------------
     Claim(
