@@ -513,7 +513,7 @@ SWEEPS = {
     # ln 4 = 1.386 (docs/experiments-lora-sparse-coding.md)
     "full": {
         "base": {"dataset": "shakespeare", "max_per_class": 600, "steps": 300, "batch_size": 16,
-                 "layers": 1, "eval_every": 50},
+                 "layers": 1, "eval_every": 75},
         "grid": {"seed": list(range(20))},
         "case": [_LORA_MAIN, _LORA_EXTRA, _lora_a_matched(300)],
     },
