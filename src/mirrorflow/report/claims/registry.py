@@ -206,7 +206,7 @@ CLAIMS: tuple[Claim, ...] = (
                        _const(1.0, "constant"), why=_VAL_WHY)),
         sweeps=("lora-lm-quick", "lora-lm-full"), free=("eval_every", "threads"),
         setting="the sweeps' switch point: t = 0.5 (quick, a = 0.5 of constant's 3) and t = 1 "
-                "(full, a = 1 of 6); nats per character on held-out plays",
+                "(full, a = 1 of 2); nats per character on held-out plays",
         figure="lora-lm_summary.png"),
     # -- the limit depends on the schedule only through a -------------------------------------
     Claim(
