@@ -50,6 +50,8 @@ __all__ = [
     "PRESETS",
     "PRETRAIN_PLAYS",
     "PretrainSpec",
+    "TUNED_LORA_LM",
+    "TUNED_LORA_LM_SEEDS",
     "Pretrained",
     "Vocab",
     "cache_dir",
@@ -385,3 +387,40 @@ def _pretrain(spec: PretrainSpec, text: str, progress: bool):
             heldout = float(torch.nn.functional.cross_entropy(logits.reshape(-1, vocab.size),
                                                               tgt.reshape(-1)))
     return model, vocab, heldout
+
+
+# -------------------------------------------------------------- lora-lm's tuned comparison
+# Kept here (numpy only) so that the claims registry reads the grids without importing
+# transformers / peft; mirrorflow.experiments.lora_lm builds its sweeps from them.
+
+#: seeds of lora-lm's quick and full sweeps
+TUNED_LORA_LM_SEEDS: dict[str, dict[str, list[int]]] = {"quick": {"seed": [0, 1]},
+                                                        "full": {"seed": [0, 1, 2, 3, 4]}}
+#: Equal tuning budgets (mirrorflow.report.tuned, claim lora-lm/tuned-switch-off-wins): each
+#: schedule family gets the same number K of configurations per seed, selected on validation
+#: loss, compared on the held-out test plays' loss (every run scores both). The grids follow
+#: the run's scale — AdamW at lr = 1e-2 for ``steps`` steps, so the decay time is
+#: T = steps·lr (3 quick, 6 full) and the integrated decay a = Σ lr·λ is λ·T for constant
+#: decay and λ·t for switch-off at time t — with geometric steps of 2 around the default
+#: setting, which every grid contains (so its runs are shared with the main case):
+#:
+#: * switch-off: K (λ, t) pairs, zipped, spanning a over a factor 8 (full: a = 0.5, 1, 2, 4 —
+#:   λ 0.5…2 with switch points t = 1 and 2, steps 100 and 200 of 600) or 4 (quick: a = 0.5
+#:   and 2). Zipped, not a λ × t product: a second switch point at the main λ = 1 would give
+#:   ``lora-lm/switch-off-wins`` (arm ``schedule=switch-off, wd=1``) two candidates per seed;
+#: * constant: λ from ¼ to 2 by factors of 2 (full: a = 1.5 … 12; quick: λ 0.5, 1, a = 1.5, 3)
+#:   — at equal λ constant decay integrates T/t times more than switch-off, so its grid
+#:   reaches one step lower;
+#: * none: its only knob, the learning rate, by factors of 2 around 1e-2 (full: 2.5e-3 …
+#:   2e-2; quick: 1e-2, 2e-2 — a short run gains more from a larger step than a smaller one).
+#:
+#: Quick: K = 2 on the quick sweep's 2 seeds, 6 runs beyond the main case (3 configurations,
+#: each one task of 2 stacked seeds); full: K = 4 on its 5 seeds, 45 runs beyond the main case.
+TUNED_LORA_LM: dict[str, Any] = {
+    "quick": {"switch-off": {"wd": [1.0, 2.0], "switch_at": [0.5, 1.0]},
+              "constant": {"wd": [0.5, 1.0]},
+              "none": {"lr": [1e-2, 2e-2]}},
+    "full": {"switch-off": {"wd": [0.5, 1.0, 2.0, 2.0], "switch_at": [1.0, 1.0, 1.0, 2.0]},
+             "constant": {"wd": [0.25, 0.5, 1.0, 2.0]},
+             "none": {"lr": [2.5e-3, 5e-3, 1e-2, 2e-2]}},
+}

@@ -61,6 +61,8 @@ from mirrorflow.experiments.base import (
     run_grouped,
 )
 from mirrorflow.experiments.charlm import FINETUNE_PLAYS, PRESETS
+from mirrorflow.experiments.charlm import TUNED_LORA_LM as TUNED
+from mirrorflow.experiments.charlm import TUNED_LORA_LM_SEEDS as _SEEDS
 
 __all__ = ["Config", "FineTuneData", "Result", "fine_tune_peft", "load_data", "plot", "run",
            "run_batch", "setup", "stacked_forward", "train_stacked", "unigram_loss"]
@@ -668,17 +670,26 @@ def plot(results: Sequence[Result], path: Path) -> None:
 # --------------------------------------------------------------------------- sweeps
 
 _MAIN = {"zip": {"schedule": ["none", "constant", "switch-off"]}}
+def _tuned_cases(which: str) -> list[dict[str, Any]]:
+    """The sweep cases of :data:`TUNED` (``which``: quick / full): one per family, the
+    switch-off (λ, t) pairs zipped, the other grids as they are (seeds: the sweep's)."""
+    t = TUNED[which]
+    return [{"base": {"schedule": "switch-off"}, "zip": dict(t["switch-off"])},
+            {"base": {"schedule": "constant"}, "grid": {**_SEEDS[which], **t["constant"]}},
+            {"base": {"schedule": "none"}, "grid": {**_SEEDS[which], **t["none"]}}]
+
+
 SWEEPS = {
     "quick": {
         "base": {"pretrain": "quick"},
-        "grid": {"seed": [0, 1]},
-        "case": [_MAIN],
+        "grid": _SEEDS["quick"],
+        "case": [_MAIN, *_tuned_cases("quick")],
     },
     "full": {
         "base": {"pretrain": "full", "steps": 600, "batch_size": 16, "switch_at": 1.0,
                  "eval_every": 100, "eval_chars": 32000},
-        "grid": {"seed": [0, 1, 2, 3, 4]},
-        "case": [_MAIN],
+        "grid": _SEEDS["full"],
+        "case": [_MAIN, *_tuned_cases("full")],
     },
 }
 
