@@ -59,7 +59,8 @@ TESTS = {
                        "tests/test_sweep_execute.py::test_a_resume_never_runs_a_diverged_run_again"],
     "sweep/execute.py": ["tests/test_sweep_execute.py"],
     "sweep/task.py": ["tests/test_sweep_execute.py"],
-    "report/claims": ["tests/test_claims.py", "tests/test_claims_calibration.py"],
+    "report/claims": ["tests/test_claims.py", "tests/test_claims_calibration.py",
+                      "tests/test_claims_chance.py"],
     "dynamics/simulate.py": ["tests/test_dynamics.py", "tests/test_native.py"],
     "dynamics/_chunks.py": ["tests/test_dynamics.py", "tests/test_native.py"],
 }
@@ -228,6 +229,11 @@ MUTATIONS: list[Mutation] = [
              "the newest version found by comparing release numbers as text (0.9 > 0.10)"),
     Mutation("C14", CP, "                runs = [r for r in runs if arm_of[label].preferred(r.config)]\n",
              "", "an arm's declared setting (prefer) not used to choose among candidates"),
+    Mutation("C15", CP, "if learned is not None and any(learned(r) is False for r in chosen.values()):",
+             "if False:", "runs at chance level enter geometry tests (issue 22, item 5)"),
+    Mutation("C16", CK, 'is_geometry_metric(getattr(test, "metric", "")) else None)',
+             "True else None)", "runs at chance level left out of loss tests too (issue 22, "
+             "item 5: a run at chance is a legitimate loss outcome)"),
     # -- the calibrated decision rule (report/claims/statistics.py, kinds.py) -----------------
     Mutation("K1", CS, "return one_sided(d - delta, rule)[0], one_sided(d, rule)[1]",
              "return one_sided(d - delta, rule)[1], one_sided(d, rule)[1]",

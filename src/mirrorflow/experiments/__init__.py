@@ -38,4 +38,28 @@ def get_experiment(name: str) -> Experiment:
     return REGISTRY.get_experiment(name)
 
 
-__all__ = ["BUILTIN", "REGISTRY", "Experiment", "ExperimentResult", "get_experiment", "make_config"]
+def chance_verdict(experiment: str, config, metrics):
+    """``(baseline, beaten)`` for a finished run of ``experiment`` with this stored config and
+    these scalar metrics: the experiment's declared chance level
+    (:meth:`~mirrorflow.experiments.base.ExperimentResult.baseline`) and whether the run beats
+    it (:meth:`~mirrorflow.experiments.base.Baseline.beaten_by`). ``None`` when the experiment
+    declares none, is not registered, or the record cannot be rebuilt (another version's
+    metrics): no verdict, the run counts as it is.
+
+    The one predicate behind the report's marking of runs that did not learn and the claims'
+    exclusion of such runs from geometry metrics (docs/claims.md).
+    """
+    from mirrorflow._core.validation import MirrorflowError
+
+    exp = REGISTRY.get(experiment)
+    if exp is None or exp.result_cls is None:
+        return None
+    try:
+        b = exp.result_from_record(config, metrics, {}).baseline()
+    except (MirrorflowError, ValueError, TypeError):  # a record this version cannot rebuild
+        return None
+    return None if b is None else (b, b.beaten_by(metrics))
+
+
+__all__ = ["BUILTIN", "REGISTRY", "Experiment", "ExperimentResult", "chance_verdict",
+           "get_experiment", "make_config"]

@@ -49,6 +49,8 @@ __all__ = [
     "FINETUNE_PLAYS",
     "PRESETS",
     "PRETRAIN_PLAYS",
+    "TUNED_LORA_LM",
+    "TUNED_LORA_LM_SEEDS",
     "PretrainSpec",
     "Pretrained",
     "Vocab",
@@ -385,3 +387,41 @@ def _pretrain(spec: PretrainSpec, text: str, progress: bool):
             heldout = float(torch.nn.functional.cross_entropy(logits.reshape(-1, vocab.size),
                                                               tgt.reshape(-1)))
     return model, vocab, heldout
+
+
+# -------------------------------------------------------------- lora-lm's tuned comparison
+# Kept here (numpy only) so that the claims registry reads the grids without importing
+# transformers / peft; mirrorflow.experiments.lora_lm builds its sweeps from them.
+
+#: seeds of lora-lm's quick and full sweeps
+TUNED_LORA_LM_SEEDS: dict[str, dict[str, list[int]]] = {"quick": {"seed": [0, 1]},
+                                                        "full": {"seed": list(range(20))}}
+#: Equal tuning budgets (mirrorflow.report.tuned, claim lora-lm/tuned-switch-off-wins): each
+#: schedule family gets the same number K of configurations per seed, selected on validation
+#: loss, compared on the held-out test plays' loss (every run scores both). The grids follow
+#: the run's scale — AdamW at lr = 1e-2 for ``steps`` steps, so the decay time is
+#: T = steps·lr (3 quick, 2 full) and the integrated decay a = Σ lr·λ is λ·T for constant
+#: decay and λ·t for switch-off at time t — with geometric steps of 2 around the default
+#: setting, which every grid contains (so its runs are shared with the main case):
+#:
+#: * switch-off: K (λ, t) pairs, zipped (full: λ 0.5, 1, 2 switched off at t = 1, step 100 of
+#:   200: a = 0.5, 1, 2; quick: (1, 0.5) and (2, 1): a = 0.5 and 2). Zipped, not a λ × t
+#:   product: a second switch point at the main λ = 1 would give ``lora-lm/switch-off-wins``
+#:   (arm ``schedule=switch-off, wd=1``) two candidates per seed;
+#: * constant: λ by factors of 2 up to the main λ = 1 (full: ¼, ½, 1, a = 0.5, 1, 2 — the
+#:   switch-off grid's range of a; quick: ½, 1, a = 1.5, 3) — at equal λ constant decay
+#:   integrates T/t times more than switch-off, so its grid reaches lower;
+#: * none: its only knob, the learning rate, by factors of 2 around 1e-2 (full: 5e-3, 1e-2,
+#:   2e-2; quick: 1e-2, 2e-2 — a short run gains more from a larger step than a smaller one).
+#:
+#: Quick: K = 2 on the quick sweep's 2 seeds, 6 runs beyond the main case (3 configurations,
+#: each one task of 2 stacked seeds); full: K = 3 on its 20 seeds (9 configurations per seed,
+#: 180 runs with the main case's; K = 3, not more, to keep the full report within its hour).
+TUNED_LORA_LM: dict[str, Any] = {
+    "quick": {"switch-off": {"wd": [1.0, 2.0], "switch_at": [0.5, 1.0]},
+              "constant": {"wd": [0.5, 1.0]},
+              "none": {"lr": [1e-2, 2e-2]}},
+    "full": {"switch-off": {"wd": [0.5, 1.0, 2.0], "switch_at": [1.0, 1.0, 1.0]},
+             "constant": {"wd": [0.25, 0.5, 1.0]},
+             "none": {"lr": [5e-3, 1e-2, 2e-2]}},
+}

@@ -61,6 +61,8 @@ from mirrorflow.experiments.base import (
     run_grouped,
 )
 from mirrorflow.experiments.charlm import FINETUNE_PLAYS, PRESETS
+from mirrorflow.experiments.charlm import TUNED_LORA_LM as TUNED
+from mirrorflow.experiments.charlm import TUNED_LORA_LM_SEEDS as _SEEDS
 
 __all__ = ["Config", "FineTuneData", "Result", "fine_tune_peft", "load_data", "plot", "run",
            "run_batch", "setup", "stacked_forward", "train_stacked", "unigram_loss"]
@@ -623,15 +625,37 @@ _COLORS = {"none": "tab:blue", "constant": "tab:red", "switch-off": "tab:green",
            "budget": "tab:purple"}
 
 
+_DASHES = ("-", "--", "-.", (0, (5, 1, 1, 1, 1, 1)))
+_MARKERS = (".", "x", "^", "s")
+
+
+def _setting_name(c: Config, several_lr: bool) -> str:
+    """``schedule (wd=…, t=…, lr=…)``: the fields that tell a sweep's settings apart (the
+    tuned cases vary λ, the switch point and, for no decay, the learning rate)."""
+    parts = [] if c.schedule == "none" else [f"wd={c.wd:g}"]
+    if c.schedule == "switch-off":
+        parts.append(f"t={c.switch_at:g}")
+    if several_lr:
+        parts.append(f"lr={c.lr:g}")
+    return c.schedule + (f" ({', '.join(parts)})" if parts else "")
+
+
 def plot(results: Sequence[Result], path: Path) -> None:
     """Training and validation loss (unigram baseline dashed) and the mean nuclear/Frobenius
-    ratio of the LoRA updates against the step, one line per run, coloured by schedule."""
+    ratio of the LoRA updates against the step, one line per run, coloured by schedule, dash
+    and marker by setting within the schedule (:func:`_setting_name`)."""
     fig, axes = new_figure(1, 3, figsize=(15, 4))
     seen: set[str] = set()
+    several_lr = len({r.config.lr for r in results}) > 1
+    styles: dict[str, dict[str, str]] = {}  # setting -> dash and marker (colour: schedule)
     for r in results:
         c = r.config
-        key = f"{c.schedule}" if c.schedule == "none" else f"{c.schedule} (wd={c.wd:g})"
+        key = _setting_name(c, several_lr)
         color = _COLORS.get(c.schedule, "k")
+        if key not in styles:
+            i = sum(k.split(" ")[0] == c.schedule for k in styles)
+            styles[key] = {"ls": _DASHES[i % len(_DASHES)], "marker": _MARKERS[i % len(_MARKERS)]}
+        st = styles[key]
         label = None if key in seen else f"{key}, a={r.integrated_wd:.3g}"
         seen.add(key)
         tl = r.curves.get("train_loss", np.array([]))
@@ -639,11 +663,11 @@ def plot(results: Sequence[Result], path: Path) -> None:
             k = max(1, len(tl) // 15)
             smooth = np.convolve(tl, np.ones(k) / k, mode="valid")
             axes[0].plot(np.arange(len(smooth)) + k - 1, smooth, color=color, alpha=0.6, lw=1,
-                         label=label)
+                         ls=st["ls"], label=label)
         axes[1].plot(r.curves["step"], r.curves["val_loss"], color=color, alpha=0.7, lw=1,
-                     marker=".", label=label)
+                     ls=st["ls"], marker=st["marker"], ms=4, label=label)
         axes[2].plot(r.curves["step"], r.curves["ratio"], color=color, alpha=0.7, lw=1,
-                     marker=".", label=label)
+                     ls=st["ls"], marker=st["marker"], ms=4, label=label)
         mark_switch(axes, c, per_unit=1.0 / c.lr)
     if results:
         uni, pre = results[0].unigram_val, results[0].pretrained_val_loss
@@ -660,7 +684,10 @@ def plot(results: Sequence[Result], path: Path) -> None:
                 title="validation loss (step 0: pretrained)")
     axes[2].set(xlabel="step", ylabel="‖sBA‖_* / ‖sBA‖_F (mean over layers)",
                 title="LoRA update: nuclear / Frobenius")
-    axes[1].legend(fontsize=7)
+    handles, labels = axes[1].get_legend_handles_labels()
+    if handles:  # below the panels: inside, it covers the curves or the baseline's note
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(handles)),
+                   fontsize=7)
     fig.suptitle("lora-lm: char-level GPT-2, LoRA on held-out plays; dotted = decay switched off")
     save_figure(fig, path)
 
@@ -668,11 +695,20 @@ def plot(results: Sequence[Result], path: Path) -> None:
 # --------------------------------------------------------------------------- sweeps
 
 _MAIN = {"zip": {"schedule": ["none", "constant", "switch-off"]}}
+def _tuned_cases(which: str) -> list[dict[str, Any]]:
+    """The sweep cases of :data:`TUNED` (``which``: quick / full): one per family, the
+    switch-off (λ, t) pairs zipped, the other grids as they are (seeds: the sweep's)."""
+    t = TUNED[which]
+    return [{"base": {"schedule": "switch-off"}, "zip": dict(t["switch-off"])},
+            {"base": {"schedule": "constant"}, "grid": {**_SEEDS[which], **t["constant"]}},
+            {"base": {"schedule": "none"}, "grid": {**_SEEDS[which], **t["none"]}}]
+
+
 SWEEPS = {
     "quick": {
         "base": {"pretrain": "quick"},
-        "grid": {"seed": [0, 1]},
-        "case": [_MAIN],
+        "grid": _SEEDS["quick"],
+        "case": [_MAIN, *_tuned_cases("quick")],
     },
     # full: the 'full' pretrained model (4 blocks of width 128), 20 seeds per arm (issue 22:
     # decisive verdicts) within the full report's hour on 2 cores, so context 64, batch 8 and
@@ -680,8 +716,8 @@ SWEEPS = {
     "full": {
         "base": {"pretrain": "full", "block": 64, "steps": 200, "batch_size": 8,
                  "switch_at": 1.0, "eval_every": 50, "eval_chars": 16000},
-        "grid": {"seed": list(range(20))},
-        "case": [_MAIN],
+        "grid": _SEEDS["full"],
+        "case": [_MAIN, *_tuned_cases("full")],
     },
 }
 

@@ -186,7 +186,9 @@ def rule_markdown(family: int, rule: Rule = RULE) -> list[str]:
     return [
         f"**Rule, fixed before the runs** (docs/claims.md): pairs over seeds (same version; "
         f"several candidate runs are resolved by the arm's declared setting or left out, "
-        f"never by order; runs that did not converge are left out and counted). Each test has "
+        f"never by order; runs that did not converge are left out and counted, and so are runs "
+        f"that do not beat their experiment's chance level in tests of a geometry metric — "
+        f"loss tests keep them). Each test has "
         f"a boundary and two one-sided decisions at {a:g}, each needing Student's t test "
         f"**and** the exact sign-flip permutation test (p < {rule.alpha_signflip:g}), "
         f"with ≥ {rule.min_pairs} pairs. `Compare`: *supported* when the mean effect is above "

@@ -287,24 +287,19 @@ def _claims(records: list[RunRecord], tmp: Path, notes: list[str], rule=None) ->
 
 def _chance_level(exp_name: str, recs: list[RunRecord]):
     """``(baseline, finished runs that do not beat it)`` when the experiment declares a chance
-    level for its runs (:meth:`ExperimentResult.baseline`), else ``None``."""
-    from mirrorflow.experiments import REGISTRY
+    level for its runs (:func:`mirrorflow.experiments.chance_verdict`, the predicate the
+    geometry claims use too), else ``None``."""
+    from mirrorflow.experiments import chance_verdict
 
-    exp = REGISTRY.get(exp_name)
-    if exp is None or exp.result_cls is None:
-        return None
     baseline, below = None, []
     for r in recs:
         if r.status != "done":
             continue
-        try:
-            b = exp.result_from_record(r.config, r.metrics, {}).baseline()
-        except Exception:  # a record this version cannot rebuild: no verdict on it
+        verdict = chance_verdict(exp_name, r.config, r.metrics)
+        if verdict is None:
             continue
-        if b is None:
-            continue
-        baseline = baseline or b
-        if not b.beaten_by(r.metrics):
+        baseline = baseline or verdict[0]
+        if not verdict[1]:
             below.append(r)
     return None if baseline is None else (baseline, below)
 

@@ -16,7 +16,9 @@ The protocol (issue 22, docs/claims.md):
 
 :class:`Tuned` is a claim test with ``Compare``'s interface
 (``evaluate(records, experiment, free, rule) -> Effect``); :func:`vit_tuned_claim` builds the
-claim ``vit/tuned-switch-off-wins`` from the ``tuned`` cases of the ViT sweeps.
+claim ``<experiment>/tuned-switch-off-wins`` of any experiment whose sweeps declare tuned cases
+(:func:`tuned_claim`, families from :func:`schedule_families`); :func:`vit_tuned_claim` and
+:func:`lora_lm_tuned_claim` are the ViT's and lora-lm's.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ _c = _Claims()
 if TYPE_CHECKING:
     from mirrorflow.report.claims import Arm, Effect, Rule
 
-__all__ = ["Family", "Selection", "Tuned", "select_per_seed", "vit_tuned_claim"]
+__all__ = ["Family", "Selection", "Tuned", "lora_lm_tuned_claim", "schedule_families",
+           "select_per_seed", "tuned_claim", "vit_tuned_claim"]
 
 #: fields a schedule family may tune (dropped from the pairing key of every family)
 _SCHEDULE_FIELDS = ("schedule", "wd", "switch_at", "budget")
@@ -256,31 +259,81 @@ def _picks(sel: Mapping[tuple, Selection], keys, family: Family) -> str:
                                  for n, c in sorted(counts.items(), key=lambda x: -x[1]))
 
 
+def schedule_families(**where: Any) -> tuple[Family, Family, Family]:
+    """The three schedule families of the protocol — switch-off (tunes λ and the switch point),
+    constant decay (λ), no decay (the learning rate) — each restricted by ``where`` (e.g. the
+    ViT's ``test_fraction``)."""
+    return (Family("switch-off", {"schedule": "switch-off", **where}, ("wd", "switch_at")),
+            Family("constant", {"schedule": "constant", **where}, ("wd",)),
+            Family("none", {"schedule": "none", **where}, ("lr",)))
+
+
+def tuned_claim(experiment: str, *, statement: str, source: str, setting: str,
+                families: tuple[Family, Family, Family] | None = None,
+                free: tuple[str, ...] = (), select: str = "val_loss",
+                metric: str = "test_loss", figure: str | None = None,
+                sweeps: tuple[str, ...] | None = None):
+    """The claim ``<experiment>/tuned-switch-off-wins``: tuned switch-off beats tuned no decay
+    and tuned constant decay (two :class:`Tuned` tests) on ``metric``, each family selecting
+    per seed on ``select``. ``families``: ``(switch-off, constant, none)`` (default:
+    :func:`schedule_families` without restriction); ``sweeps``: default the experiment's quick
+    and full sweeps; ``figure``: default ``<experiment>_summary.png``."""
+    from mirrorflow.report.claims.kinds import Claim
+
+    sw, const, none = families or schedule_families()
+    return Claim(
+        id=f"{experiment}/tuned-switch-off-wins", statement=statement, source=source,
+        experiment=experiment,
+        tests=(Tuned(sw, none, metric=metric, select=select),
+               Tuned(sw, const, metric=metric, select=select)),
+        sweeps=sweeps or (f"{experiment}-quick", f"{experiment}-full"), free=free,
+        setting=setting, figure=figure or f"{experiment}_summary.png")
+
+
+_ABSTRACT = "the paper's abstract"
+
+
 def vit_tuned_claim():
     """The claim ``vit/tuned-switch-off-wins`` over the tuned runs of the ViT sweeps (those with
     the test split of :data:`mirrorflow.experiments.vit.TUNED`)."""
     from mirrorflow.experiments.vit import TUNED
-    from mirrorflow.report.claims.kinds import Claim
 
-    _ABSTRACT = "the paper's abstract"
-
-    split = {"test_fraction": TUNED["test_fraction"]}
     full = TUNED["full"]
     k = len(full["constant"]["wd"])
-    sw = Family("switch-off", {"schedule": "switch-off", **split}, ("wd", "switch_at"))
-    const = Family("constant", {"schedule": "constant", **split}, ("wd",))
-    none = Family("none", {"schedule": "none", **split}, ("lr",))
-    return Claim(
-        id="vit/tuned-switch-off-wins",
+    return tuned_claim(
+        "vit",
         statement="ViT: with equal tuning budgets (the same number of configurations per "
                   "schedule family, selected per seed on validation loss) switch-off ends with a "
                   "lower test loss than tuned constant decay and than tuned no decay",
         source=_ABSTRACT + " (a practitioner compares tuned schedules)",
-        experiment="vit",
-        tests=(Tuned(sw, none), Tuned(sw, const)),
-        sweeps=("vit-quick", "vit-full"), free=("compare", "eval_every"),
+        families=schedule_families(test_fraction=TUNED["test_fraction"]),
+        free=("compare", "eval_every"),
         setting=f"test split: {TUNED['test_fraction']:g} of the images; full sweep: {k} "
                 f"configurations per family and {full['seeds']} seeds — switch-off λ "
                 f"{full['switch-off']['wd']} × t {full['switch-off']['switch_at']}, constant λ "
-                f"{full['constant']['wd']}, none lr {full['none']['lr']}",
-        figure="vit_summary.png")
+                f"{full['constant']['wd']}, none lr {full['none']['lr']}")
+
+
+def lora_lm_tuned_claim():
+    """The claim ``lora-lm/tuned-switch-off-wins`` over the tuned cases of the lora-lm sweeps
+    (:data:`mirrorflow.experiments.charlm.TUNED_LORA_LM`; every run scores the held-out test
+    plays). Reads the grids without importing transformers / peft."""
+    from mirrorflow.experiments.charlm import TUNED_LORA_LM as TUNED
+    from mirrorflow.experiments.charlm import TUNED_LORA_LM_SEEDS as _SEEDS
+
+    full = TUNED["full"]
+    k = len(full["constant"]["wd"])
+    pairs = ", ".join(f"({w:g}, {t:g})" for w, t in zip(full["switch-off"]["wd"],
+                                                        full["switch-off"]["switch_at"]))
+    return tuned_claim(
+        "lora-lm",
+        statement="lora-lm: with equal tuning budgets (the same number of configurations per "
+                  "schedule family, selected per seed on validation loss) switch-off ends with a "
+                  "lower test loss (nats per character, held-out plays) than tuned constant "
+                  "decay and than tuned no decay",
+        source=_ABSTRACT + " (its LoRA experiment; a practitioner compares tuned schedules)",
+        free=("eval_every", "threads"),
+        setting=f"full sweep: {k} configurations per family and {len(_SEEDS['full']['seed'])} "
+                f"seeds — switch-off (λ, t) {pairs}, constant λ {full['constant']['wd']}, none "
+                f"lr {full['none']['lr']}; quick: {len(TUNED['quick']['constant']['wd'])} per "
+                f"family")

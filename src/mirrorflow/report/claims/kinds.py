@@ -45,14 +45,39 @@ from mirrorflow.report.claims.statistics import (
 )
 from mirrorflow.sweep.store import RunRecord
 
-__all__ = ["CONTRADICTED", "INCONCLUSIVE", "NOT_EVALUATED", "SUPPORTED", "Claim", "ClaimResult",
-           "Compare", "Effect", "GeometryCheck", "Nearer", "SameThroughA", "evaluate_claims"]
+__all__ = ["CONTRADICTED", "GEOMETRY_METRICS", "INCONCLUSIVE", "NOT_EVALUATED", "SUPPORTED",
+           "Claim", "ClaimResult", "Compare", "Effect", "GeometryCheck", "Nearer", "SameThroughA",
+           "evaluate_claims", "is_geometry_metric", "learned_predicate"]
 
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_EVALUATED = (
     "supported", "contradicted", "inconclusive", "not evaluated")
 
 #: default smallest effect of interest of a log-ratio Compare: a factor 1.05
 LOG_5PCT = math.log(1.05)
+
+#: metrics that measure the learned weights' geometry (and their per-schedule variants, e.g.
+#: ``nuclear_over_fro_none``): a test of one leaves out runs that do not beat their
+#: experiment's chance level (:func:`mirrorflow.experiments.chance_verdict`) — the geometry of
+#: a run that learned nothing says nothing about weight decay. Loss metrics keep such runs (a
+#: run at chance is a legitimate loss outcome). docs/claims.md, "Runs that did not learn".
+GEOMETRY_METRICS = ("nuclear_over_fro", "effective_rank", "balancedness")
+
+
+def is_geometry_metric(metric: str) -> bool:
+    """Whether ``metric`` is one of :data:`GEOMETRY_METRICS` (or a per-schedule variant)."""
+    return any(metric == g or metric.startswith(g + "_") for g in GEOMETRY_METRICS)
+
+
+def learned_predicate(experiment: str):
+    """``run -> bool | None``: whether a run of ``experiment`` beats its declared chance level
+    (``None``: no level declared, or a record this version cannot rebuild)."""
+    from mirrorflow.experiments import chance_verdict
+
+    def learned(rec: RunRecord) -> bool | None:
+        v = chance_verdict(experiment, rec.config, rec.metrics)
+        return None if v is None else v[1]
+
+    return learned
 
 
 @dataclass(frozen=True)
@@ -139,6 +164,10 @@ def _pairing_notes(pairing: Pairing) -> list[str]:
     if ex["diverged"] or ex["failed"]:
         notes.append(f"{ex['diverged']} pair(s) with diverged runs and {ex['failed']} with "
                      f"failed runs left out")
+    if ex.get("at chance"):
+        notes.append(f"{ex['at chance']} pair(s) with runs that do not beat the chance level "
+                     f"left out (geometry of a run that learned nothing says nothing about "
+                     f"weight decay)")
     if ex.get("not converged"):
         notes.append(f"{ex['not converged']} pair(s) with runs that did not converge (status "
                      f"max-time or similar) left out")
@@ -160,7 +189,9 @@ def _paired(test, records, experiment, free, rule: Rule, reference=(0.0,),
             fixed_horizon: bool = False):
     """Pair the runs of ``test.arms``: an :class:`Effect` when the pairing already decides (runs
     missing, none complete), else ``(pairing, quick, notes)``."""
-    pairing = pair_runs(records, test.arms, free, fixed_horizon=fixed_horizon)
+    learned = (learned_predicate(experiment) if experiment and
+               is_geometry_metric(getattr(test, "metric", "")) else None)
+    pairing = pair_runs(records, test.arms, free, fixed_horizon=fixed_horizon, learned=learned)
     quick = _is_quick(pairing)
     pj = pairing.to_json()
     missing = tuple(f"{experiment} runs with {arm.describe()}" for arm in test.arms
@@ -178,6 +209,7 @@ def _paired(test, records, experiment, free, rule: Rule, reference=(0.0,),
     if n < rule.min_pairs:
         ex = pairing.excluded
         why = ("runs diverged or did not converge" if ex["diverged"] or ex["not converged"]
+               else "runs did not beat the chance level" if ex.get("at chance")
                else "too few seeds")
         notes.insert(0, f"{why}: {n} pair(s) < {rule.min_pairs}" + _quick_suffix(quick))
     return pairing, quick, notes

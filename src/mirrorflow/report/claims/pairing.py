@@ -16,14 +16,16 @@ How many pairs had several candidates, were resolved by rule 2 or left out by ru
 counted (:class:`Pairing`) and said in the reason and claims.json. The choice never looks at a
 run's outcome; after it, a pair with a failed, diverged or not-converged run (the run's own
 ``status`` metric, e.g. ``max-time``) is left out and counted — unless the claim declares its
-experiment fixed-horizon (``max-time`` is then how every run ends: kept, and counted).
+experiment fixed-horizon (``max-time`` is then how every run ends: kept, and counted). A test
+of a geometry metric also passes ``learned`` (the chance-level predicate): a pair with a run that
+does not beat its experiment's chance level is left out and counted (``at chance``).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +176,7 @@ class Pairing:
     pairs: tuple[dict[str, RunRecord], ...]  # complete pairs of finished, converged runs
     found: dict[str, int]  # runs matching each arm
     excluded: dict[str, int]  # pairs left out: 'diverged', 'failed', 'not converged'
+    #                           (and 'at chance' when the test excludes runs that did not learn)
     incomplete: int  # pair cells lacking a run of some arm (in every version)
     several: int = 0  # pair cells where some arm had several candidate runs
     ambiguous: int = 0  # of those, left out: rule 2 did not leave one run per arm
@@ -192,8 +195,13 @@ class Pairing:
 
 
 def pair_runs(records: Sequence[RunRecord], arms: Sequence[Arm], free: Sequence[str] = (),
-              fixed_horizon: bool = False) -> Pairing:
-    """Pair the runs of ``arms`` by the rule of this module's docstring."""
+              fixed_horizon: bool = False,
+              learned: Callable[[RunRecord], bool | None] | None = None) -> Pairing:
+    """Pair the runs of ``arms`` by the rule of this module's docstring.
+
+    ``learned``: when given, a pair with a run for which it returns ``False`` (the run does not
+    beat its chance level; ``None``: no verdict, kept) is left out, counted as ``at chance``.
+    """
     drop = {k for arm in arms for k in arm.where} | set(free)
     for arm in arms:  # a field one arm's schedule ignores cannot tell the arms' runs apart
         sched = arm.where.get("schedule")
@@ -209,6 +217,8 @@ def pair_runs(records: Sequence[RunRecord], arms: Sequence[Arm], free: Sequence[
     keys = set.union(*(set(g) for g in by_arm.values())) if by_arm else set()
     pairs, incomplete, several, ambiguous, older = [], 0, 0, 0, 0
     excluded = {"diverged": 0, "failed": 0, "not converged": 0}
+    if learned is not None:
+        excluded["at chance"] = 0
     kept: dict[str, int] = {}
     arm_of = {a.label: a for a in arms}
     for key in sorted(keys, key=repr):
@@ -242,6 +252,9 @@ def pair_runs(records: Sequence[RunRecord], arms: Sequence[Arm], free: Sequence[
         bad = [r.metrics.get("status") for r in chosen.values() if not run_converged(r)]
         if bad and not (fixed_horizon and set(bad) == {"max-time"}):
             excluded["not converged"] += 1
+            continue
+        if learned is not None and any(learned(r) is False for r in chosen.values()):
+            excluded["at chance"] += 1
             continue
         for s in bad:
             kept[s] = kept.get(s, 0) + 1

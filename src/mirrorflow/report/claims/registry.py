@@ -21,7 +21,7 @@ from mirrorflow.report.claims.kinds import (
     SameThroughA,
 )
 from mirrorflow.report.claims.pairing import Arm, AtMost, IntegratedDecay
-from mirrorflow.report.tuned import vit_tuned_claim
+from mirrorflow.report.tuned import lora_lm_tuned_claim, vit_tuned_claim
 
 __all__ = ["CLAIMS", "type_index"]
 
@@ -201,7 +201,7 @@ CLAIMS: tuple[Claim, ...] = (
         source=_ABSTRACT + " (its LoRA experiment: GPT-2 on tiny-shakespeare)",
         experiment="lora-lm",
         tests=(Compare("val_loss", Arm("switch-off", {"schedule": "switch-off", "wd": 1.0}),
-                       Arm("none", {"schedule": "none"}), why=_VAL_WHY),
+                       Arm("none", {"schedule": "none", "lr": 1e-2}), why=_VAL_WHY),
                Compare("val_loss", Arm("switch-off", {"schedule": "switch-off", "wd": 1.0}),
                        _const(1.0, "constant"), why=_VAL_WHY)),
         sweeps=("lora-lm-quick", "lora-lm-full"), free=("eval_every", "threads"),
@@ -379,4 +379,4 @@ CLAIMS: tuple[Claim, ...] = (
 )
 
 #: the tuned comparison (equal tuning budgets, mirrorflow.report.tuned; issue 22)
-CLAIMS = (*CLAIMS, vit_tuned_claim())
+CLAIMS = (*CLAIMS, vit_tuned_claim(), lora_lm_tuned_claim())
