@@ -183,7 +183,7 @@ def test_lora_lm_tuned_claim_selects_on_validation_and_compares_on_test():
 @pytest.mark.parametrize("quick", [True, False])
 def test_lora_lm_sweeps_give_equal_budgets_and_keep_the_main_claim_paired(quick):
     """The built-in lora-lm sweeps: every family has the same number of configurations per
-    seed (2 quick, 4 full), and the tuned cases share the main runs without giving
+    seed (the declared K: 2 quick, 3 full), and the tuned cases share the main runs without giving
     ``lora-lm/switch-off-wins`` a second candidate or an unpaired setting per seed."""
     from mirrorflow.report.claims import CLAIMS
     from mirrorflow.report.tuned import lora_lm_tuned_claim
@@ -191,7 +191,10 @@ def test_lora_lm_sweeps_give_equal_budgets_and_keep_the_main_claim_paired(quick)
 
     spec = builtin_spec("lora-lm", quick)
     seeds = sorted({r.config_dict["seed"] for r in spec.runs})
-    k = 2 if quick else 4
+    from mirrorflow.experiments.charlm import TUNED_LORA_LM
+
+    k = len(TUNED_LORA_LM["quick" if quick else "full"]["constant"]["wd"])
+    assert k == (2 if quick else 3)
     claim = lora_lm_tuned_claim()
     for test in claim.tests:
         for fam in (test.better, test.worse):
