@@ -278,7 +278,7 @@ def vit_tuned_claim():
         source=_ABSTRACT + " (a practitioner compares tuned schedules)",
         experiment="vit",
         tests=(Tuned(sw, none), Tuned(sw, const)),
-        sweeps=("vit-quick", "vit-full"), free=("compare", "eval_every"),
+        sweeps=("vit-quick", "vit-full"), free=("eval_every",),
         setting=f"test split: {TUNED['test_fraction']:g} of the images; full sweep: {k} "
                 f"configurations per family and {full['seeds']} seeds — switch-off λ "
                 f"{full['switch-off']['wd']} × t {full['switch-off']['switch_at']}, constant λ "
