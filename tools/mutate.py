@@ -59,7 +59,8 @@ TESTS = {
                        "tests/test_sweep_execute.py::test_a_resume_never_runs_a_diverged_run_again"],
     "sweep/execute.py": ["tests/test_sweep_execute.py"],
     "sweep/task.py": ["tests/test_sweep_execute.py"],
-    "report/claims": ["tests/test_claims.py", "tests/test_claims_calibration.py"],
+    "report/claims": ["tests/test_claims.py", "tests/test_claims_calibration.py",
+                      "tests/test_schedule_options.py"],
     "dynamics/simulate.py": ["tests/test_dynamics.py", "tests/test_native.py"],
     "dynamics/_chunks.py": ["tests/test_dynamics.py", "tests/test_native.py"],
 }
