@@ -107,31 +107,3 @@ def test_run_summary_store_and_plot(name, tmp_path):
     assert mpimg.imread(tmp_path / "fig.png").shape[0] > 100
 
 
-def test_compared_fields_and_curves_by_hand():
-    """compared_schedules/compared: the comparison runs are (no decay, constant wd) in that order,
-    and their numbers land under ``*_none`` / ``*_constant`` and ``none/`` / ``constant/``."""
-    from mirrorflow.experiments import attention
-    from mirrorflow.experiments.base import compared, compared_schedules
-    from mirrorflow.schedules.continuous import ConstantDecay, NoDecay
-
-    cfg = attention.Config(schedule="switch-off", wd=0.3, switch_at=1.0, compare=True)
-    scheds = compared_schedules(cfg)
-    assert [type(s) for s in scheds[1:]] == [NoDecay, ConstantDecay]
-    assert float(scheds[2].rate(5.0)) == 0.3 and float(scheds[1].rate(0.0)) == 0.0
-    assert float(scheds[0].rate(0.5)) == 0.3 and float(scheds[0].rate(1.5)) == 0.0
-    assert len(compared_schedules(attention.Config(compare=False))) == 1
-
-    runs = [{"loss": 1.0, "curves": {"loss": [3, 1]}},
-            {"loss": 2.0, "curves": {"loss": [3, 2]}},
-            {"loss": 4.0, "curves": {"loss": [3, 4]}}]
-    fields, curves = compared(runs, {"loss": "loss", "twice": lambda r: 2 * r["loss"]})
-    assert fields == {"loss_none": 2.0, "twice_none": 4.0, "loss_constant": 4.0,
-                      "twice_constant": 8.0}
-    assert curves == {"loss": [3, 1], "none/loss": [3, 2], "constant/loss": [3, 4]}
-    fields, curves = compared(runs[:1], {"loss": "loss"})
-    assert fields == {"loss_none": None, "loss_constant": None} and curves == {"loss": [3, 1]}
-    from mirrorflow.experiments.base import compared_curves
-    assert compared_curves(cfg, {"time": 0, "none/time": 0, "constant/time": 0}) == [
-        ("", cfg.make_schedule().describe()), ("none/", "none"), ("constant/", "constant(wd=0.3)")]
-    assert compared_curves(cfg, {"err": 0, "none/time": 0}, "err") == [
-        ("", cfg.make_schedule().describe())]

@@ -235,7 +235,7 @@ def test_matrix_sensing_divergence_is_diverged_with_its_step(tmp_path):
     NULL; now `diverged`, with the step the residual passed 10⁴ × its start."""
     spec = parse_spec({"experiment": "matrix-sensing",
                        "base": {"d": 6, "rank": 1, "m": 40, "step": 0.05, "t_max": 0.25,
-                                "baseline": "none", "compare": False, "schedule": "constant",
+                                "baseline": "none", "schedule": "constant",
                                 "wd": 60.0}, "grid": {"seed": [0]}})
     with ResultStore(tmp_path / "m.sqlite") as store:
         run_sweep(spec, store, LocalExecutor(workers=1))

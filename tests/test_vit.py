@@ -55,7 +55,7 @@ def _head_ratios_numpy(model):
 def test_vit_switch_changes_optimizer_decay_and_ratios_are_real():
     lr, wd = 1e-3, 0.5
     cfg = Config(steps=6, eval_every=1, lr=lr, wd=wd, max_samples=120, switch_at=3 * lr,
-                 batch_size=32, dim=8, heads=2, depth=2, compare=False)
+                 batch_size=32, dim=8, heads=2, depth=2)
     res = train_vit(cfg, SwitchOffDecay(wd, 3 * lr))
     # decay seen by the optimizer before each step: on for steps 0-2, off from step 3
     np.testing.assert_array_equal(res["curves"]["weight_decay"], [wd] * 3 + [0.0] * 4)
@@ -128,7 +128,7 @@ def test_switch_time_is_learning_rate_time():
 
 # ------------------------------------------------------------------ batched seeds, splits, chance
 def _seed_cfgs(seeds, **kw):
-    base = dict(steps=30, eval_every=10, lr=2e-3, wd=1.0, switch_at=0.03, compare=False,
+    base = dict(steps=30, eval_every=10, lr=2e-3, wd=1.0, switch_at=0.03,
                 max_samples=400, batch_size=64, test_fraction=0.2)
     return [Config(seed=s, **{**base, **kw}) for s in seeds]
 
@@ -205,8 +205,8 @@ def test_split_is_deterministic_disjoint_and_old_without_test():
 def test_chance_level_separates_learned_from_untrained_runs():
     exp = get_experiment("vit")
     untrained, trained = exp.run_many([
-        Config(steps=1, compare=False, switch_at=0.0, schedule="none", max_samples=600),
-        Config(steps=300, compare=False, switch_at=0.3, max_samples=600)])
+        Config(steps=1, switch_at=0.0, schedule="none", max_samples=600),
+        Config(steps=300, switch_at=0.3, max_samples=600)])
     assert untrained.baseline().value == pytest.approx(np.log(10))
     assert untrained.val_loss == pytest.approx(np.log(10), abs=0.1)  # really near chance
     assert beats_baseline(untrained) is False

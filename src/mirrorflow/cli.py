@@ -99,6 +99,11 @@ class _RunCommand(_Command):
         return super().parse_args(ctx, args)
 
     def format_help(self, ctx, formatter):
+        from mirrorflow.schedules.continuous import SCHEDULE_NAMES  # (torch: only for --help)
+
+        for param in self.params:  # the names from the one table, schedules added to it too
+            if param.name == "schedule":
+                param.help = "weight-decay schedule: " + " | ".join(SCHEDULE_NAMES)
         super().format_help(ctx, formatter)
         from mirrorflow.experiments import REGISTRY
 
@@ -256,7 +261,7 @@ def list_experiments() -> None:
 @cli_errors
 def run_experiment(
     name: Annotated[str, typer.Argument(help="experiment name (see `mirrorflow list`)")],
-    schedule: Annotated[str | None, typer.Option(help="none | constant | switch-off | budget")] = None,
+    schedule: Annotated[str | None, typer.Option(help="weight-decay schedule (its names: --help)")] = None,
     wd: Annotated[float | None, typer.Option(help="weight decay α (≥ 0)")] = None,
     switch_at: Annotated[float | None, typer.Option(help="switch-off time (continuous time t = Σ η)")] = None,
     seed: Annotated[int | None, typer.Option(help="random seed")] = None,

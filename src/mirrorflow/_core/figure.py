@@ -93,7 +93,8 @@ def unique_labels(labels: list[str], extra: list[str]) -> list[str]:
 def switch_note(configs) -> str:
     """``" (dotted vertical line: weight decay switched off)"`` when a config's schedule ends its decay
     (``mark_switch`` draws that line), else ``""``: a title names only what is drawn."""
-    ends = any(getattr(c, "schedule", None) in ("switch-off", "budget") for c in configs)
+    ends = any(bool(c.make_schedule().breakpoints) for c in configs
+               if callable(getattr(c, "make_schedule", None)))  # the same test as mark_switch
     return " (dotted vertical line: weight decay switched off)" if ends else ""
 
 

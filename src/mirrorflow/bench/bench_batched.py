@@ -25,8 +25,8 @@ def _rows(quick: bool) -> list[dict]:
     steps, repeats = (20, 2) if quick else (100, 2)
     rows = []
     for S in (16, 8):
-        cfgs = [Config(seed=s, steps=steps, eval_every=50, switch_at=steps * 2e-3 / 2,
-                       compare=False) for s in range(S)]
+        cfgs = [Config(seed=s, steps=steps, eval_every=50, switch_at=steps * 2e-3 / 2)
+                for s in range(S)]
         sched = cfgs[0].make_schedule()
 
         def sequential(cfgs=cfgs, sched=sched):

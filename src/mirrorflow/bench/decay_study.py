@@ -149,7 +149,7 @@ VIT_STUDY: dict[str, dict[str, Any]] = {
 }
 
 STUDIES = {"lora": LORA_STUDY, "vit": VIT_STUDY}
-_BASE = {"vit": {"compare": False}, "lora": {}}
+_BASE: dict[str, dict] = {"vit": {}, "lora": {}}
 METRICS = ("integrated_wd", "nuclear_over_fro", "effective_rank", "balancedness", "val_loss",
            "val_accuracy")
 

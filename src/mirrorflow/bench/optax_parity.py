@@ -139,8 +139,9 @@ def _parity(steps: int) -> dict:
                 own = _own_law(name, etas, lams, [1.0, -2.0])
                 do = max(do, float(np.max(np.abs(probe / own - 1))))
                 dabs = max(dabs, float(np.max(np.abs(probe - own))))
-            if sname == "budget":
-                out["budget_landing"][name] = abs(float(a[-1]) - TARGET)
+            target = getattr(scheds[sname], "target_a", None)  # a schedule with a target a
+            if target is not None:
+                out["budget_landing"][name] = abs(float(a[-1]) - target)
         out["aliases"][name] = da
         out["probe"][name] = dp
         if name in ("lamb", "novograd", "adadelta"):

@@ -4,8 +4,7 @@ The score matrix ``W_Q W_Kᵀ`` is a factorized ``U Vᵀ`` (docs/theory.md §6).
 ``out(Z) = softmax(Z W_Q W_Kᵀ Zᵀ) Z`` (values fixed to the identity, so only the score matrix
 ``M = W_Q W_Kᵀ`` is learned) on sequences ``Z`` of ``tokens`` Gaussian tokens in ``R^dim``; the
 teacher has a rank-``teacher_rank`` score matrix ``M*``. Full-batch gradient descent in float64 on
-``½ mean ‖out − out*‖²`` with coupled weight decay on both factors, batched over the schedules
-compared. Reports the test loss, the distance ``‖M − M*‖_F / ‖M*‖_F``, the nuclear/Frobenius
+``½ mean ‖out − out*‖²`` with coupled weight decay on both factors. Reports the test loss, the distance ``‖M − M*‖_F / ‖M*‖_F``, the nuclear/Frobenius
 ratio and effective rank of ``M`` and the balancedness ``‖W_QᵀW_Q − W_KᵀW_K‖_F`` (theory §6:
 ``∝ e^{−2a}``). The practice side, a small ViT trained with AdamW, is :mod:`.vit`.
 """
@@ -47,9 +46,6 @@ from mirrorflow.experiments.base import (
     ScheduleConfig,
     SwitchTime,
     TimeGrid,
-    compared,
-    compared_curves,
-    compared_schedules,
     first_line,
     mark_switch,
 )
@@ -63,7 +59,6 @@ class Config(ScheduleConfig):
 
     wd: Decay = 0.05
     switch_at: SwitchTime = 40.0
-    compare: bool = Field(True, description="also train with 'none' and 'constant' decay")
     dim: int = Field(8, ge=1, description="token dimension")
     teacher_rank: int = Field(1, ge=1, description="rank of the teacher score matrix")
     teacher_norm: float = Field(4.0, gt=0, allow_inf_nan=False, description="‖M*‖_F")
@@ -80,27 +75,28 @@ class Config(ScheduleConfig):
             raise ValueError(f"teacher_rank ({self.teacher_rank}) must be <= dim ({self.dim})")
         return self
 
+    retired = ("compare",)  # compare schedules with a sweep (experiments.base.RETIRED_FIELDS)
+
     def time_grid(self) -> TimeGrid:
         return TimeGrid(self.step, self.t_max, "t_max")
 
     def cost(self) -> RunCost:
-        # per schedule: the sequences, their scores (T × T) and outputs with autograd buffers
-        runs = 3 if self.compare else 1
+        # the sequences, their scores (T × T) and outputs with autograd buffers
         T, d = self.tokens, self.dim
         seqs = self.n_train + self.n_test
         return RunCost(steps=math.ceil(self.t_max / self.step - 1e-9),
-                       memory=8 * (6 * runs * seqs * T * (T + d) + 8 * runs * d * d),
+                       memory=8 * (6 * seqs * T * (T + d) + 8 * d * d),
                        what=f"{seqs} sequences of {T} tokens (scores and autograd buffers)")
 
 
 @dataclass(frozen=True)
 class Result(ExperimentResult):
-    """Metrics of one run, with ``*_none`` / ``*_constant`` for the comparison runs.
+    """Metrics of one run.
 
     ``test_loss``: test MSE against the teacher; ``teacher_distance``: ``‖M − M*‖_F / ‖M*‖_F``;
     ``nuclear_over_fro`` and ``effective_rank`` of ``M = W_Q W_Kᵀ``. ``curves``: ``time``, ``a``,
     ``test_loss``, ``train_loss``, ``teacher_distance``, ``nuclear_over_fro``, ``effective_rank``,
-    ``balancedness`` per run label (``""``, ``none/``, ``constant/``).
+    ``balancedness``.
     """
 
     config: Config
@@ -110,12 +106,6 @@ class Result(ExperimentResult):
     effective_rank: float
     balancedness: float
     integrated_wd: float
-    test_loss_none: float | None
-    test_loss_constant: float | None
-    teacher_distance_none: float | None
-    teacher_distance_constant: float | None
-    nuclear_over_fro_none: float | None
-    nuclear_over_fro_constant: float | None
     runtime_s: float
     status: str = "ok"  # "diverged": the loss stopped being finite or W_Q, W_K blew up
     diverged_step: int | None = None
@@ -123,13 +113,9 @@ class Result(ExperimentResult):
 
 
 def run(config: Config, progress: bool = False) -> Result:
-    """Run one attention-teacher experiment (the comparison schedules too when ``compare``)."""
+    """Run one attention-teacher experiment."""
     t0 = time.perf_counter()
-    runs = _run_teacher(config, compared_schedules(config), progress)
-    main = runs[0]
-    others, curves = compared(runs, {"test_loss": "test_loss",
-                                     "teacher_distance": "teacher_distance",
-                                     "nuclear_over_fro": "ratio"})
+    main = _run_teacher(config, [config.make_schedule()], progress)[0]
     return Result(
         config=config,
         test_loss=main["test_loss"],
@@ -138,11 +124,10 @@ def run(config: Config, progress: bool = False) -> Result:
         effective_rank=main["effective_rank"],
         balancedness=main["balancedness"],
         integrated_wd=main["a"],
-        **others,
         runtime_s=time.perf_counter() - t0,
         status="ok" if main["diverged_step"] is None else "diverged",
         diverged_step=main["diverged_step"],
-        curves=curves,
+        curves=main["curves"],
     )
 
 
@@ -248,16 +233,15 @@ def _run_teacher(cfg: Config, scheds: list[Schedule], progress: bool) -> list[di
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Test loss, distance to the teacher and nuclear/Frobenius ratio over time per schedule."""
-    series = [(r, p, lab) for r in results for p, lab in compared_curves(r.config, r.curves)]
-    labels = unique_labels([lab for _, _, lab in series],
-                           [f"seed {r.config.seed}" for r, _, _ in series])
-    fig, axes = new_figure(1, 3, figsize=(14, 3.6 + legend_height(len(series), 3)))
-    for i, ((r, prefix, _), lab) in enumerate(zip(series, labels)):
-        t = r.curves[prefix + "time"]
+    labels = unique_labels([r.config.make_schedule().describe() for r in results],
+                           [f"seed {r.config.seed}" for r in results])
+    fig, axes = new_figure(1, 3, figsize=(14, 3.6 + legend_height(len(results), 3)))
+    for i, (r, lab) in enumerate(zip(results, labels)):
+        t = r.curves["time"]
         style = series_style(i, len(t))
-        axes[0].plot(t, r.curves[prefix + "test_loss"], label=lab, **style)
-        axes[1].plot(t, r.curves[prefix + "teacher_distance"], **style)
-        axes[2].plot(t, r.curves[prefix + "nuclear_over_fro"], **style)
+        axes[0].plot(t, r.curves["test_loss"], label=lab, **style)
+        axes[1].plot(t, r.curves["teacher_distance"], **style)
+        axes[2].plot(t, r.curves["nuclear_over_fro"], **style)
         mark_switch(axes, r.config)
     axes[0].set(xlabel="time t = Σ η", ylabel="loss", title="test loss", yscale="log")
     axes[1].set(xlabel="time t = Σ η", ylabel="‖M − M*‖_F / ‖M*‖_F", title="distance to teacher")
@@ -269,12 +253,10 @@ def plot(results: Sequence[Result], path: Path) -> None:
 
 SWEEPS = {
     "quick": {
-        "base": {"compare": False},
         "grid": {"seed": [0, 1, 2, 3, 4]},
         "zip": {"schedule": ["none", "constant", "switch-off"]},
     },
     "full": {
-        "base": {"compare": False},
         "grid": {"seed": list(range(10)), "schedule": ["none", "constant", "switch-off"]},
     },
 }

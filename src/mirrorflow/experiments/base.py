@@ -38,22 +38,17 @@ from pydantic.dataclasses import dataclass as pdataclass
 
 from mirrorflow._core.limits import Limits, RunCost, check_cost
 from mirrorflow._core.validation import MirrorflowError, check_choice
-from mirrorflow.schedules.continuous import (
-    SCHEDULE_NAMES,
-    ConstantDecay,
-    NoDecay,
-    Schedule,
-    make_schedule,
-)
+from mirrorflow.schedules.continuous import SCHEDULE_NAMES, SCHEDULES, Schedule, make_schedule
 
 __all__ = [
-    "COMPARE_LABELS",
     "CONFIG",
+    "RETIRED_FIELDS",
     "Baseline",
     "BudgetTarget",
     "Decay",
     "Experiment",
     "ExperimentResult",
+    "RetiredField",
     "RunCost",
     "ScheduleConfig",
     "ScheduleName",
@@ -62,9 +57,6 @@ __all__ = [
     "TimeGrid",
     "beats_baseline",
     "check_limits",
-    "compared",
-    "compared_curves",
-    "compared_schedules",
     "config_fields",
     "first_line",
     "make_config",
@@ -133,6 +125,13 @@ class ScheduleConfig:
         """The continuous-time schedule ``α_t`` of this config (docs/theory.md §1)."""
         return make_schedule(self.schedule, self.wd, self.switch_at, self.budget)
 
+    @property
+    def schedule_cls(self) -> type[Schedule]:
+        """The class of :meth:`make_schedule` (:data:`~mirrorflow.schedules.continuous.SCHEDULES`
+        entry): it answers which options the schedule reads (``options``) without building it.
+        """
+        return SCHEDULES[self.schedule]
+
     def time_grid(self) -> TimeGrid | None:
         """The run's step grid in continuous time (``None``: no fixed grid to check)."""
         return None
@@ -166,13 +165,13 @@ class ScheduleConfig:
         if not sched.breakpoints or self.wd == 0:  # no end of the decay to check
             return
         settle = float(sched.settle_time)
-        asked = "switch_at" if self.schedule == "switch-off" else "budget/wd"
+        asked = sched.ends_by or "the schedule"
         if settle > end * (1 + 1e-9):
             raise ValueError(f"the decay ends at t = {settle:g} ({asked}), after the end of the run "
                              f"({horizon} = {end:g}): only part of it would be applied; raise "
                              f"{horizon.split('·')[0]} or end the decay earlier")
-        if settle == 0 or (self.schedule == "budget" and self.decay_rule == "start"):
-            return  # the optimizers' budget schedule is exact in a = Σ lr·λ
+        if settle == 0 or (sched.exact_on_steps and self.decay_rule == "start"):
+            return  # the optimizers' step form lands on its target a = Σ lr·λ exactly
         shift = 0.5 if self.decay_rule == "midpoint" else 0.0
         n = max(0, math.ceil(settle / step - shift - 1e-9))
         if abs(n * step - settle) > 0.01 * settle:
@@ -203,9 +202,71 @@ def _one_line(exc: pydantic.ValidationError) -> str:
     return "invalid config: " + " ".join(" ".join(parts).split())
 
 
-def make_config(config_cls: type, overrides: Mapping[str, Any] | None = None) -> Any:
-    """Build ``config_cls(**overrides)``; validation errors become a one-line MirrorflowError."""
+@dataclass(frozen=True)
+class RetiredField:
+    """A Config field that was removed (a deprecation, not a break).
+
+    ``keeps``: the value that means what the experiment does today — given, it is dropped
+    with a ``DeprecationWarning``; any other value is a one-line :class:`MirrorflowError`
+    saying what to do ``instead`` (an old behaviour silently not done would be a wrong result).
+    A stored run (``make_config(..., stored=True)``: the report, the store's migration) loads
+    whatever the value: its own metrics do not depend on it. A Config lists the names in its
+    plain class attribute ``retired``.
+    """
+
+    name: str
+    keeps: Any
+    instead: str
+
+    def check(self, value: Any, stored: bool = False) -> None:
+        """Accept ``value`` for the retired field (and drop it), or raise the one-line error."""
+        if stored:
+            return
+        try:  # as the field read it: "false", "0", 0 from a command line or spec mean False
+            same = pydantic.TypeAdapter(type(self.keeps)).validate_python(value) == self.keeps
+        except pydantic.ValidationError:
+            same = False
+        if same:
+            import warnings
+
+            warnings.warn(f"config field {self.name!r} was retired and is ignored; drop it",
+                          DeprecationWarning, stacklevel=3)
+            return
+        raise MirrorflowError(f"invalid config: {self.name}={value!r} was retired; {self.instead}")
+
+
+#: Retired Config fields by name (:class:`RetiredField`). ``compare=True`` trained the
+#: experiment's own none/constant side runs next to the main one; a sweep over ``schedule`` does
+#: the same with every run its own row (docs/sweeps.md, "Comparing schedules").
+RETIRED_FIELDS: dict[str, RetiredField] = {
+    "compare": RetiredField(
+        "compare", False,
+        "compare schedules with a sweep instead: a spec with `[grid] schedule = [\"none\", "
+        "\"constant\", \"switch-off\"]` run by `mirrorflow sweep SPEC` (docs/sweeps.md, "
+        "'Comparing schedules')"),
+}
+
+
+def make_config(config_cls: type, overrides: Mapping[str, Any] | None = None, *,
+                stored: bool = False) -> Any:
+    """Build ``config_cls(**overrides)``; validation errors become a one-line MirrorflowError.
+
+    A retired field the class lists in ``retired`` (:data:`RETIRED_FIELDS`) is dropped when it
+    has the value that keeps today's behaviour (``DeprecationWarning``) or when the config is a
+    ``stored`` run's; any other value is a one-line error.
+
+    >>> from mirrorflow.experiments.attention import Config
+    >>> make_config(Config, {"compare": True})
+    Traceback (most recent call last):
+    ...
+    mirrorflow._core.errors.MirrorflowError: invalid config: compare=True was retired; compare schedules with a sweep instead: a spec with `[grid] schedule = ["none", "constant", "switch-off"]` run by `mirrorflow sweep SPEC` (docs/sweeps.md, 'Comparing schedules')
+    >>> make_config(Config, {"compare": True, "seed": 3}, stored=True).seed
+    3
+    """
     overrides = dict(overrides or {})
+    for name in getattr(config_cls, "retired", ()):
+        if name in overrides:
+            RETIRED_FIELDS[name].check(overrides.pop(name), stored)
     names = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
@@ -396,7 +457,8 @@ class Experiment:
         if self.result_cls is None:
             raise MirrorflowError(f"experiment {self.name!r} declares no result_cls; results "
                                   f"of its stored runs cannot be rebuilt")
-        return self.result_cls.from_record(self.make_config(dict(config)), metrics, curves)
+        return self.result_cls.from_record(make_config(self.config_cls, dict(config), stored=True),
+                                           metrics, curves)
 
 
 def run_grouped(configs: Sequence[Any], key: Callable[[Any], Hashable],
@@ -411,59 +473,6 @@ def run_grouped(configs: Sequence[Any], key: Callable[[Any], Hashable],
         for i, r in zip(idx, run_group([configs[i] for i in idx], progress), strict=True):
             results[i] = r
     return [results[i] for i in range(len(configs))]
-
-
-def _comparisons(wd: float) -> list[Schedule]:
-    """The schedules a ``compare=True`` config adds: no decay, constant decay ``wd``."""
-    return [NoDecay(), ConstantDecay(wd)]
-
-
-#: labels (and curve prefixes ``none/``, ``constant/``) of the runs a ``compare=True`` config
-#: adds: the names of :func:`_comparisons`' schedules
-COMPARE_LABELS = tuple(s.name for s in _comparisons(0.0))
-
-
-def compared_schedules(config: ScheduleConfig) -> list[Schedule]:
-    """The config's schedule, then — when it has ``compare=True`` — no decay and constant decay
-    ``wd`` on the same data and initialization (labels :data:`COMPARE_LABELS`)."""
-    scheds = [config.make_schedule()]
-    if getattr(config, "compare", False):
-        scheds += _comparisons(config.wd)
-    return scheds
-
-
-def compared(runs: Sequence[Mapping[str, Any]],
-             metrics: Mapping[str, str | Callable[[Mapping[str, Any]], Any]]
-             ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(fields, curves)`` of runs made for :func:`compared_schedules`.
-
-    ``fields``: ``{f"{name}_{label}": value}`` for each comparison label and each ``name`` of
-    ``metrics`` (a key of the run's dict, or a function of it); ``None`` for labels that were
-    not run. ``curves``: every run's ``"curves"`` merged, the comparison runs' under
-    ``none/``, ``constant/``.
-    """
-    fields: dict[str, Any] = {}
-    for i, label in enumerate(COMPARE_LABELS, start=1):
-        for name, get in metrics.items():
-            value = None
-            if i < len(runs):
-                value = get(runs[i]) if callable(get) else runs[i][get]
-            fields[f"{name}_{label}"] = value
-    curves: dict[str, Any] = {}
-    for label, r in zip(["main", *COMPARE_LABELS], runs):
-        prefix = "" if label == "main" else f"{label}/"
-        curves.update({prefix + k: v for k, v in r["curves"].items()})
-    return fields, curves
-
-
-def compared_curves(config: ScheduleConfig, curves: Mapping[str, Any],
-                    key: str = "time") -> list[tuple[str, str]]:
-    """``(prefix, legend label)`` of each run whose curves :func:`compared` stored in ``curves``
-    (its curve ``prefix + key`` is there): ``""`` for the config's own schedule, then
-    ``"none/"``, ``"constant/"``."""
-    labels = {"": config.make_schedule().describe(),
-              **{f"{s.name}/": s.describe() for s in _comparisons(config.wd)}}
-    return [(p, lab) for p, lab in labels.items() if p + key in curves]
 
 
 def mark_switch(axes, config: ScheduleConfig, per_unit: float = 1.0) -> None:

@@ -63,7 +63,6 @@ from mirrorflow.experiments.base import (
     first_line,
     mark_switch,
 )
-from mirrorflow.schedules.continuous import NoDecay
 
 __all__ = ["Config", "Result", "build_model", "fine_tune", "plot", "run"]
 
@@ -100,10 +99,10 @@ class Config(ScheduleConfig):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.schedule != NoDecay.name and self.wd == 0:
+        if "wd" in self.schedule_cls.options and self.wd == 0:
             raise ValueError(f"schedule {self.schedule!r} needs wd > 0 (or use schedule 'none')")
         end = self.steps * self.lr
-        if self.schedule == "switch-off" and self.switch_at > end * (1 + 1e-12):
+        if "switch_at" in self.schedule_cls.options and self.switch_at > end * (1 + 1e-12):
             raise ValueError(f"switch_at ({self.switch_at:g}) is after the end of training "
                              f"(t = steps·lr = {end:g}); switch_at is a time t = Σ lr, e.g. "
                              f"switch_at={0.4 * end:g} for step {round(0.4 * self.steps)}")
@@ -127,7 +126,8 @@ class Config(ScheduleConfig):
 
     @property
     def switch_step(self) -> int:
-        """The optimizer step at which a ``switch-off`` schedule turns the decay off."""
+        """The optimizer step at which a ``switch-off`` schedule turns the decay off
+        (``ceil(switch_at / lr)``)."""
         return math.ceil(self.switch_at / self.lr - 1e-9)
 
     @property
@@ -391,8 +391,8 @@ def _fine_tune(cfg: Config, progress: bool) -> tuple[Result, Any]:
             curves[f"ratio/{name}"].append(x.nuclear_over_fro)
 
     eval_at = {*range(0, cfg.steps + 1, cfg.eval_every), cfg.steps}
-    if cfg.schedule == "switch-off":
-        eval_at.add(min(cfg.switch_step, cfg.steps))
+    if cfg.make_schedule().breakpoints:  # also evaluate where the decay ends
+        eval_at.add(min(math.ceil(cfg.make_schedule().settle_time / cfg.lr - 1e-9), cfg.steps))
     model.train()
     diverged_step = None
     with progress_bar(cfg.steps, f"LoRA ({cfg.schedule})", progress) as advance:

@@ -100,10 +100,10 @@ class Config(ScheduleConfig):
 
     @model_validator(mode="after")
     def _check(self):
-        if self.schedule in ("constant", "switch-off", "budget") and self.wd == 0:
+        if "wd" in self.schedule_cls.options and self.wd == 0:
             raise ValueError(f"schedule {self.schedule!r} needs wd > 0 (or use schedule 'none')")
         end = self.steps * self.lr
-        if self.schedule == "switch-off" and self.switch_at > end * (1 + 1e-12):
+        if "switch_at" in self.schedule_cls.options and self.switch_at > end * (1 + 1e-12):
             raise ValueError(f"switch_at ({self.switch_at:g}) is after the end of training "
                              f"(t = steps·lr = {end:g}); switch_at is a time t = Σ lr, e.g. "
                              f"switch_at={0.4 * end:g} for step {round(0.4 * self.steps)}")
@@ -365,11 +365,11 @@ class _Decay:
         from mirrorflow.schedules.scheduler import WeightDecayScheduler
 
         self.used: list[float] = []
+        tsched = training.from_continuous(cfg.make_schedule(), cfg.lr, cfg.steps)  # None: no decay
         self.opt = torch.optim.AdamW([torch.zeros(1, requires_grad=True)], lr=cfg.lr,
-                                     weight_decay=cfg.wd if cfg.schedule != "none" else 0.0)
+                                     weight_decay=cfg.wd if tsched is not None else 0.0)
         self.sched = None
-        if cfg.schedule != "none":
-            tsched = training.from_continuous(cfg.make_schedule(), cfg.lr, cfg.steps)
+        if tsched is not None:
             self.sched = WeightDecayScheduler(self.opt, tsched, total_steps=cfg.steps)
         self.opt.register_step_pre_hook(
             lambda o, a, k: self.used.append(float(o.param_groups[0]["weight_decay"])))
@@ -504,9 +504,9 @@ def _train(cfgs: list[Config], progress: bool, prepared=None) -> tuple[list[Resu
                 c[f"ratio/{name}"].append(x.nuclear_over_fro)
 
     eval_at = {*range(0, c0.steps + 1, c0.eval_every), c0.steps}
-    for c in cfgs:
-        if c.schedule == "switch-off":
-            eval_at.add(min(c.switch_step, c0.steps))
+    for c in cfgs:  # also evaluate where a decay ends
+        if c.make_schedule().breakpoints:
+            eval_at.add(min(math.ceil(c.make_schedule().settle_time / c.lr - 1e-9), c0.steps))
     label = f"lora-lm ({S} seed{'s' if S > 1 else ''})"
     with progress_bar(c0.steps, label, progress) as advance:
         for step in range(c0.steps):
@@ -585,12 +585,12 @@ def fine_tune_peft(cfg: Config, steps: int | None = None, evaluate: bool = True,
         pre, data = setup(cfg) if prepared is None else prepared
         model = _wrap_lora(pre.model, cfg)
         params = [p for n, p in model.named_parameters() if p.requires_grad]
+        tsched = training.from_continuous(cfg.make_schedule(), cfg.lr, cfg.steps)  # None: no decay
         opt = torch.optim.AdamW(params, lr=cfg.lr,
-                                weight_decay=cfg.wd if cfg.schedule != "none" else 0.0)
+                                weight_decay=cfg.wd if tsched is not None else 0.0)
         sched = None
-        if cfg.schedule != "none":
-            sched = WeightDecayScheduler(opt, training.from_continuous(
-                cfg.make_schedule(), cfg.lr, cfg.steps), total_steps=cfg.steps)
+        if tsched is not None:
+            sched = WeightDecayScheduler(opt, tsched, total_steps=cfg.steps)
         used: list[float] = []
         opt.register_step_pre_hook(lambda o, a, k: used.append(float(o.param_groups[0]["weight_decay"])))
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -632,9 +632,12 @@ _MARKERS = (".", "x", "^", "s")
 def _setting_name(c: Config, several_lr: bool) -> str:
     """``schedule (wd=…, t=…, lr=…)``: the fields that tell a sweep's settings apart (the
     tuned cases vary λ, the switch point and, for no decay, the learning rate)."""
-    parts = [] if c.schedule == "none" else [f"wd={c.wd:g}"]
-    if c.schedule == "switch-off":
+    options = c.schedule_cls.options
+    parts = [f"wd={c.wd:g}"] if "wd" in options else []
+    if "switch_at" in options:
         parts.append(f"t={c.switch_at:g}")
+    if "budget" in options:
+        parts.append(f"a={c.budget:g}")
     if several_lr:
         parts.append(f"lr={c.lr:g}")
     return c.schedule + (f" ({', '.join(parts)})" if parts else "")

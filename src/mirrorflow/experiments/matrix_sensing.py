@@ -5,9 +5,8 @@ scaled to ``‖X*‖_F = √d``; ``m`` sensing matrices with N(0, 1/m) entries, 
 (plus optional noise). Model: full-width factors (``width = d`` unless set) with N(0, s²/d)
 entries, ``s = init_scale``; gradient descent on ``f(X) = ½ Σ_i (⟨A_i, X⟩ − y_i)²``.
 
-With ``compare=True`` (the default) the same data and initialization are also trained without
-decay and with the decay kept on, in the same batched simulation, so one run reports the three
-schedules side by side; with ``baseline="cvxpy"`` the convex nuclear-norm minimizer
+Configs of one shape (a sweep over ``schedule`` and ``seed``) share one batched simulation;
+with ``baseline="cvxpy"`` the convex nuclear-norm minimizer
 ``argmin {‖X‖_* : A(X) = y}`` (trace norm over PSD ``X`` for the symmetric model) is solved
 with cvxpy/SCS on the same data.
 
@@ -39,7 +38,6 @@ from mirrorflow._core.figure import (
 from mirrorflow._core.validation import MirrorflowError
 from mirrorflow.dynamics.matrix import effective_rank, simulate_matrix_gd
 from mirrorflow.experiments.base import (
-    COMPARE_LABELS,
     CONFIG,
     Decay,
     Experiment,
@@ -48,8 +46,6 @@ from mirrorflow.experiments.base import (
     ScheduleConfig,
     SwitchTime,
     TimeGrid,
-    compared_curves,
-    compared_schedules,
     first_line,
     mark_switch,
     run_grouped,
@@ -84,7 +80,6 @@ class Config(ScheduleConfig):
     switch_at: SwitchTime = 100.0
     step: float = Field(0.02, gt=0, allow_inf_nan=False, description="gradient-descent step η")
     t_max: float = Field(300.0, gt=0, allow_inf_nan=False, description="training time (800: full)")
-    compare: bool = Field(True, description="also run 'none' and 'constant' on the same data")
     baseline: Literal["cvxpy", "none"] | None = Field(
         "cvxpy", description="convex nuclear-norm baseline ('none' or None: skip)")
 
@@ -93,6 +88,8 @@ class Config(ScheduleConfig):
         if self.rank > self.d:
             raise ValueError(f"rank ({self.rank}) must be <= d ({self.d}); lower rank or raise d")
         return self
+
+    retired = ("compare",)  # compare schedules with a sweep (experiments.base.RETIRED_FIELDS)
 
     @property
     def symmetric(self) -> bool:
@@ -103,12 +100,11 @@ class Config(ScheduleConfig):
 
     def cost(self) -> RunCost:
         # the m sensing matrices (d × d) twice (and the convex baseline's copies), ~160
-        # snapshots of X per schedule (1, or 3 with compare)
+        # snapshots of X
         d, m, k = self.d, self.m, self.width or self.d
-        runs = 3 if self.compare else 1
         base = 4 * m * d * d + 40 * d * d if self.baseline == "cvxpy" else 0
         return RunCost(steps=math.ceil(self.t_max / self.step - 1e-9),
-                       memory=8 * (2 * m * d * d + 170 * runs * d * d + 6 * runs * d * k + base),
+                       memory=8 * (2 * m * d * d + 170 * d * d + 6 * d * k + base),
                        what=f"{m} sensing matrices and the snapshots of X at d = {d}")
 
 
@@ -116,10 +112,9 @@ class Config(ScheduleConfig):
 class Result(ExperimentResult):
     """Metrics of one run (errors relative: ``‖X − X*‖_F / ‖X*‖_F``).
 
-    ``error_none`` / ``error_constant``: the same problem without decay / with decay always on
-    (``compare=True``); ``baseline_*``: the nuclear-norm minimizer. ``curves`` holds ``time``,
+    ``baseline_*``: the nuclear-norm minimizer. ``curves`` holds ``time``,
     ``recovery_error``, ``residual``, ``nuclear_norm``, ``effective_rank``, ``balancedness``,
-    ``a`` and ``singular_values`` (S × d), plus ``none/…`` and ``constant/…`` copies.
+    ``a`` and ``singular_values`` (S × d).
     """
 
     config: Config
@@ -133,10 +128,6 @@ class Result(ExperimentResult):
     balancedness_init: float
     integrated_wd: float
     status: str
-    error_none: float | None
-    error_constant: float | None
-    effective_rank_none: float | None
-    effective_rank_constant: float | None
     baseline_error: float | None
     baseline_nuclear_norm: float | None
     baseline_status: str | None
@@ -205,7 +196,7 @@ def nuclear_norm_minimizer(A, y, *, psd: bool = False, eps: float = 1e-9) -> Nuc
 
 
 def _group_key(c: Config):
-    return (c.d, c.m, c.model, c.width, c.step, c.t_max, c.compare)
+    return (c.d, c.m, c.model, c.width, c.step, c.t_max)
 
 
 def run_batch(configs: Sequence[Config], progress: bool = False) -> list[Result]:
@@ -230,17 +221,13 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
     t0 = time.perf_counter()
     c0 = cfgs[0]
     problems = [make_problem(c) for c in cfgs]
-    runs = []  # problem-major: (config index, schedule)
-    for i, c in enumerate(cfgs):
-        runs += [(i, s) for s in compared_schedules(c)]
-    R = len(runs) // len(cfgs)
-    U0 = np.stack([problems[i][3] for i, _ in runs])
-    V0 = None if c0.symmetric else np.stack([problems[i][4] for i, _ in runs])
+    U0 = np.stack([p[3] for p in problems])
+    V0 = None if c0.symmetric else np.stack([p[4] for p in problems])
     snaps = np.unique(np.concatenate([np.linspace(0, c0.t_max, 101),
                                       np.geomspace(c0.step, c0.t_max, 60)]))
     sim = simulate_matrix_gd(
         np.stack([p[0] for p in problems]), np.stack([p[1] for p in problems]), U0, V0,
-        [s for _, s in runs], symmetric=c0.symmetric, step=c0.step, t_max=c0.t_max,
+        [c.make_schedule() for c in cfgs], symmetric=c0.symmetric, step=c0.step, t_max=c0.t_max,
         snapshot_times=snaps, progress=progress,
     )
     elapsed = (time.perf_counter() - t0) / len(cfgs)
@@ -248,46 +235,35 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
     for i, c in enumerate(cfgs):
         t1 = time.perf_counter()
         A, y, Xs, _, _ = problems[i]
-        curves: dict[str, np.ndarray] = {"time": sim.times}
-        finals = []
-        for j, label in enumerate(["main", *COMPARE_LABELS][:R]):
-            b = i * R + j
-            Xt = sim.X[:, b]
-            ok = np.all(np.isfinite(Xt), axis=(1, 2))
-            sv = np.full(Xt.shape[:2], np.nan)
-            sv[ok] = np.linalg.svd(Xt[ok], compute_uv=False)
-            met = _metrics(Xt, Xs, sv)
-            prefix = "" if label == "main" else f"{label}/"
-            curves.update({prefix + k: v for k, v in met.items()})
-            curves[prefix + "residual"] = sim.residual[:, b]
-            curves[prefix + "balancedness"] = sim.balancedness[:, b]
-            curves[prefix + "a"] = sim.integrated_wd[:, b]
-            curves[prefix + "singular_values"] = sv
-            finals.append({k: float(v[-1]) for k, v in met.items()} | {"sv": sv[-1]})
+        Xt = sim.X[:, i]
+        ok = np.all(np.isfinite(Xt), axis=(1, 2))
+        sv = np.full(Xt.shape[:2], np.nan)
+        sv[ok] = np.linalg.svd(Xt[ok], compute_uv=False)
+        met = _metrics(Xt, Xs, sv)
+        curves: dict[str, np.ndarray] = {"time": sim.times, **met}
+        curves["residual"] = sim.residual[:, i]
+        curves["balancedness"] = sim.balancedness[:, i]
+        curves["a"] = sim.integrated_wd[:, i]
+        curves["singular_values"] = sv
+        final = {k: float(v[-1]) for k, v in met.items()}
         base = None
         if c.baseline == "cvxpy":
             base = nuclear_norm_minimizer(A, y, psd=c.symmetric)
             curves["baseline/singular_values"] = np.linalg.svd(base.X, compute_uv=False)
-        b0 = i * R
-        cmp = c.compare
         out.append(Result(
             config=c,
-            recovery_error=finals[0]["recovery_error"],
-            train_residual=float(sim.residual[-1, b0]),
-            nuclear_norm=finals[0]["nuclear_norm"],
+            recovery_error=final["recovery_error"],
+            train_residual=float(sim.residual[-1, i]),
+            nuclear_norm=final["nuclear_norm"],
             target_nuclear_norm=float(np.linalg.norm(Xs, "nuc")),
-            effective_rank=finals[0]["effective_rank"],
-            singular_values=tuple(float(s) for s in finals[0]["sv"]),
-            balancedness=float(sim.balancedness[-1, b0]),
-            balancedness_init=float(sim.balancedness[0, b0]),
-            integrated_wd=float(sim.integrated_wd[-1, b0]),
-            status="diverged" if sim.diverged[b0] else "max-time",
-            diverged_step=int(sim.diverged_step[b0]) if sim.diverged[b0] and
-            sim.diverged_step[b0] >= 0 else None,
-            error_none=finals[1]["recovery_error"] if cmp else None,
-            error_constant=finals[2]["recovery_error"] if cmp else None,
-            effective_rank_none=finals[1]["effective_rank"] if cmp else None,
-            effective_rank_constant=finals[2]["effective_rank"] if cmp else None,
+            effective_rank=final["effective_rank"],
+            singular_values=tuple(float(s) for s in sv[-1]),
+            balancedness=float(sim.balancedness[-1, i]),
+            balancedness_init=float(sim.balancedness[0, i]),
+            integrated_wd=float(sim.integrated_wd[-1, i]),
+            status="diverged" if sim.diverged[i] else "max-time",
+            diverged_step=int(sim.diverged_step[i]) if sim.diverged[i] and
+            sim.diverged_step[i] >= 0 else None,
             baseline_error=None if base is None else float(np.linalg.norm(base.X - Xs) / np.linalg.norm(Xs)),
             baseline_nuclear_norm=None if base is None else base.nuclear_norm,
             baseline_status=None if base is None else base.status,
@@ -299,8 +275,8 @@ def _run_group(cfgs: list[Config], progress: bool) -> list[Result]:
 
 def plot(results: Sequence[Result], path: Path) -> None:
     """Recovery error, balancedness and effective rank over time per schedule; final spectra."""
-    series = [(r, p, f"{lab}, seed {r.config.seed}") for r in results
-              for p, lab in compared_curves(r.config, r.curves, "recovery_error")]
+    series = [(r, "", f"{r.config.make_schedule().describe()}, seed {r.config.seed}")
+              for r in results]
     baseline = any("baseline/singular_values" in r.curves for r in results)
     fig, axes = new_figure(1, 4, figsize=(17, 3.6 + legend_height(len(series) + baseline, 3)))
     for i, (r, prefix, lab) in enumerate(series):
@@ -331,16 +307,16 @@ def plot(results: Sequence[Result], path: Path) -> None:
     save_figure(fig, path)
 
 
-# docs/theory.md §6: d = 20, rank 2, 160 measurements, decay 0.1 switched off at t = 100. The
-# sweeps vary the schedule itself, so the experiment's own side runs are off.
+# docs/theory.md §6: d = 20, rank 2, 160 measurements, decay 0.1 switched off at t = 100; the
+# sweeps vary the schedule.
 SWEEPS = {
     "quick": {
-        "base": {"compare": False, "baseline": "none"},
+        "base": {"baseline": "none"},
         "grid": {"seed": [0, 1, 2, 3, 4]},
         "zip": {"schedule": ["none", "constant", "switch-off"]},
     },
     "full": {
-        "base": {"compare": False, "baseline": "cvxpy", "t_max": 800.0},
+        "base": {"baseline": "cvxpy", "t_max": 800.0},
         "grid": {"seed": list(range(5)), "schedule": ["none", "constant", "switch-off"]},
     },
 }

@@ -49,9 +49,6 @@ from mirrorflow.experiments.base import (
     ScheduleConfig,
     SwitchTime,
     TimeGrid,
-    compared,
-    compared_curves,
-    compared_schedules,
     first_line,
     mark_switch,
     run_grouped,
@@ -82,7 +79,6 @@ class Config(ScheduleConfig):
 
     wd: Decay = 1.0
     switch_at: SwitchTime = 0.6
-    compare: bool = Field(True, description="also train with 'none' and 'constant' decay")
     dataset: str = Field("digits", description="digits | cifar10")
     dim: int = Field(8, ge=1, description="embedding width")
     patch_size: int = Field(2, ge=1, description="patch side in pixels (divides the image side)")
@@ -115,6 +111,7 @@ class Config(ScheduleConfig):
         return self
 
     decay_rule = "start"  # AdamW through WeightDecayScheduler: off from step ceil(T / lr)
+    retired = ("compare",)  # compare schedules with a sweep (experiments.base.RETIRED_FIELDS)
 
     def time_grid(self) -> TimeGrid:
         return TimeGrid(self.lr, self.steps * self.lr, "steps·lr")
@@ -129,7 +126,7 @@ class Config(ScheduleConfig):
         per_seq = 30 * tokens * (self.dim + self.heads * tokens) * self.depth
         rows = self.batch_size + max(1, round(self.val_fraction * N))
         params = self.depth * 12 * self.dim ** 2 + C * self.patch_size ** 2 * self.dim
-        return RunCost(steps=self.steps * (3 if self.compare else 1),
+        return RunCost(steps=self.steps,
                        memory=4 * (2 * N * C * side * side + rows * per_seq + 16 * params)
                        + 200 * 2**20,
                        what=f"activations of {rows} images × {tokens} tokens")
@@ -137,12 +134,12 @@ class Config(ScheduleConfig):
 
 @dataclass(frozen=True)
 class Result(ExperimentResult):
-    """Metrics of one run, with ``*_none`` / ``*_constant`` for the comparison runs.
+    """Metrics of one run.
 
     ``val_loss`` / ``val_accuracy`` on the held-out images; ``nuclear_over_fro``: of the score
     matrices ``W_Q,h W_K,hᵀ`` (mean over layers of the per-layer mean over heads; per layer in
     ``nuclear_over_fro_per_layer``). ``curves``: ``time``, ``a``, ``weight_decay``, ``val_loss``,
-    ``val_accuracy``, ``nuclear_over_fro`` (S × layers), ``train_loss`` per run label.
+    ``val_accuracy``, ``nuclear_over_fro`` (S × layers), ``train_loss``.
     """
 
     config: Config
@@ -153,12 +150,6 @@ class Result(ExperimentResult):
     effective_rank: float
     balancedness: float
     integrated_wd: float
-    val_loss_none: float | None
-    val_loss_constant: float | None
-    val_accuracy_none: float | None
-    val_accuracy_constant: float | None
-    nuclear_over_fro_none: float | None
-    nuclear_over_fro_constant: float | None
     runtime_s: float
     status: str = "ok"  # "diverged": the training loss stopped being finite
     diverged_step: int | None = None
@@ -175,7 +166,7 @@ class Result(ExperimentResult):
 
 
 def run(config: Config, progress: bool = False) -> Result:
-    """Run one ViT experiment (the comparison schedules too when ``compare``)."""
+    """Run one ViT experiment."""
     return _run_arm([config], progress)[0]
 
 
@@ -193,14 +184,10 @@ def _arm_key(c: Config) -> tuple:
 def _run_arm(configs: list[Config], progress: bool = False) -> list[Result]:
     """The results of configs that differ only in ``seed``, trained together."""
     t0 = time.perf_counter()
-    arms = [train_vit_seeds(configs, s, progress) for s in compared_schedules(configs[0])]
+    runs = train_vit_seeds(configs, configs[0].make_schedule(), progress)
     elapsed = (time.perf_counter() - t0) / len(configs)
     out = []
-    for i, config in enumerate(configs):
-        runs = [arm[i] for arm in arms]
-        main = runs[0]
-        others, curves = compared(runs, {"val_loss": "val_loss", "val_accuracy": "val_accuracy",
-                                         "nuclear_over_fro": lambda r: float(np.mean(r["ratios"]))})
+    for config, main in zip(configs, runs, strict=True):
         out.append(Result(
             config=config,
             val_loss=main["val_loss"],
@@ -210,13 +197,12 @@ def _run_arm(configs: list[Config], progress: bool = False) -> list[Result]:
             effective_rank=main["effective_rank"],
             balancedness=main["balancedness"],
             integrated_wd=main["a"],
-            **others,
             runtime_s=elapsed,
             status="ok" if main["diverged_step"] is None else "diverged",
             diverged_step=main["diverged_step"],
             test_loss=main["test_loss"] if config.test_fraction > 0 else None,
             test_accuracy=main["test_accuracy"] if config.test_fraction > 0 else None,
-            curves=curves,
+            curves=main["curves"],
         ))
     return out
 
@@ -471,7 +457,7 @@ def _layer_ratios(r: Result, prefix: str) -> np.ndarray:
 def plot(results: Sequence[Result], path: Path) -> None:
     """Validation loss, accuracy and nuclear/Frobenius ratio of each layer over time per
     schedule (one panel per layer; every schedule its own colour, dash and marker)."""
-    series = [(r, p, lab) for r in results for p, lab in compared_curves(r.config, r.curves)]
+    series = [(r, "", r.config.make_schedule().describe()) for r in results]
     labels = unique_labels([lab for _, _, lab in series],
                            [f"seed {r.config.seed}" for r, _, _ in series])
     layers = max(_layer_ratios(r, p).shape[1] for r, p, _ in series)
@@ -530,7 +516,6 @@ def _tuned_cases(which: str) -> list[dict[str, Any]]:
 
 SWEEPS = {
     "quick": {
-        "base": {"compare": False},
         "case": [
             {"grid": {"seed": [0, 1]},
              "zip": {"schedule": ["none", "constant", "switch-off"]}},
@@ -539,7 +524,6 @@ SWEEPS = {
         ],
     },
     "full": {
-        "base": {"compare": False},
         "grid": {"seed": list(range(20))},  # 20 seeds per arm: decisive verdicts (issue 22)
         "case": [
             {"zip": {"schedule": ["none", "switch-off"]}},
@@ -560,6 +544,6 @@ EXPERIMENT = Experiment(
     description=first_line(__doc__),
     sweeps=SWEEPS,
     batch=20,  # a sweep trains up to 20 seeds of one setting as one stacked model
-    smoke={"compare": False, "steps": 6, "eval_every": 3, "max_samples": 200, "batch_size": 32,
+    smoke={"steps": 6, "eval_every": 3, "max_samples": 200, "batch_size": 32,
            "switch_at": 0.006, "dim": 4, "depth": 1},
 )

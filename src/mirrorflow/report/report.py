@@ -43,7 +43,7 @@ import numpy as np
 
 from mirrorflow._core.figure import new_figure
 from mirrorflow._core.validation import MirrorflowError, check_writable_folder
-from mirrorflow.schedules.continuous import SCHEDULE_NAMES
+from mirrorflow.schedules.continuous import SCHEDULE_NAMES, unused_options
 from mirrorflow.sweep.store import ResultStore, RunRecord
 
 __all__ = ["GroupStats", "ReportFiles", "group_runs", "metric_stats", "write_report"]
@@ -135,11 +135,6 @@ def _metrics_of(records: Sequence[RunRecord]) -> list[str]:
     return out
 
 
-#: Config fields a schedule does not read: a setting of that schedule is not labelled by them.
-_UNUSED_BY = {"none": ("wd", "switch_at", "budget"), "constant": ("switch_at", "budget"),
-              "switch-off": ("budget",), "budget": ("switch_at",)}
-
-
 def _label(varying: Sequence[str], setting: tuple, full: bool = False) -> str:
     """``schedule=switch-off, wd=0.1``; a field the setting's schedule does not use (``wd`` of
     ``schedule=none``) is left out unless ``full``."""
@@ -148,7 +143,8 @@ def _label(varying: Sequence[str], setting: tuple, full: bool = False) -> str:
     if len(varying) == 1:
         return str(setting[0])
     pairs = list(zip(varying, setting))
-    unused = () if full else _UNUSED_BY.get(dict(pairs).get("schedule"), ())
+    # the options the setting's schedule does not read do not label it (the schedule object says)
+    unused = () if full else unused_options(dict(pairs).get("schedule"))
     return ", ".join(f"{k}={v}" for k, v in pairs if k not in unused)
 
 

@@ -307,7 +307,7 @@ def vit_tuned_claim():
                   "lower test loss than tuned constant decay and than tuned no decay",
         source=_ABSTRACT + " (a practitioner compares tuned schedules)",
         families=schedule_families(test_fraction=TUNED["test_fraction"]),
-        free=("compare", "eval_every"),
+        free=("eval_every",),
         setting=f"test split: {TUNED['test_fraction']:g} of the images; full sweep: {k} "
                 f"configurations per family and {full['seeds']} seeds — switch-off λ "
                 f"{full['switch-off']['wd']} × t {full['switch-off']['switch_at']}, constant λ "

@@ -35,6 +35,7 @@ import numpy as np
 from mirrorflow._core.validation import MirrorflowError, check_choice, check_finite_scalar
 
 __all__ = [
+    "OPTIONS",
     "SCHEDULES",
     "SCHEDULE_NAMES",
     "BudgetDecay",
@@ -44,7 +45,12 @@ __all__ = [
     "SwitchOffDecay",
     "make_schedule",
     "register_schedule",
+    "unused_options",
 ]
+
+#: The schedule options every experiment Config carries: the arguments of
+#: :meth:`Schedule.from_options`.
+OPTIONS = ("wd", "switch_at", "budget")
 
 
 @dataclass(frozen=True)
@@ -52,11 +58,20 @@ class Schedule:
     """Base class: subclasses implement :meth:`rate` and :meth:`integral` (closed form).
 
     Optional: ``name`` (table key), :meth:`from_options` (build from the CLI/config options),
-    :meth:`step_form` (the optimizer-step schedule), ``breakpoints`` (where ``α`` jumps).
+    ``options`` (which of them it reads), :meth:`step_form` (the optimizer-step schedule),
+    ``breakpoints`` (where ``α`` jumps).
     """
 
     #: Key in :data:`SCHEDULES` (``""`` for a schedule not in the table).
     name: ClassVar[str] = ""
+    #: The options of :data:`OPTIONS` that :meth:`from_options` reads; a config differing only
+    #: in another one is the same run (the report's labels and the claims' pairing use it).
+    options: ClassVar[tuple[str, ...]] = OPTIONS
+    #: The option(s) that set :attr:`settle_time`, for messages (``""``: the decay never ends).
+    ends_by: ClassVar[str] = ""
+    #: Whether :meth:`step_form` ends the decay when the integrated decay reaches its target,
+    #: exactly on any step grid (so no grid can miss the end of the decay).
+    exact_on_steps: ClassVar[bool] = False
 
     @classmethod
     def from_options(cls, wd: float = 0.0, switch_at: float | None = None,
@@ -108,6 +123,7 @@ class NoDecay(Schedule):
     """
 
     name: ClassVar[str] = "none"
+    options: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def from_options(cls, wd=0.0, switch_at=None, budget=None) -> NoDecay:
@@ -139,6 +155,7 @@ class ConstantDecay(Schedule):
 
     wd: float
     name: ClassVar[str] = "constant"
+    options: ClassVar[tuple[str, ...]] = ("wd",)
 
     @classmethod
     def from_options(cls, wd=0.0, switch_at=None, budget=None) -> ConstantDecay:
@@ -178,6 +195,8 @@ class SwitchOffDecay(Schedule):
     wd: float
     at: float
     name: ClassVar[str] = "switch-off"
+    options: ClassVar[tuple[str, ...]] = ("wd", "switch_at")
+    ends_by: ClassVar[str] = "switch_at"
 
     @classmethod
     def from_options(cls, wd=0.0, switch_at=None, budget=None) -> SwitchOffDecay:
@@ -228,6 +247,9 @@ class BudgetDecay(SwitchOffDecay):
     at: float = 0.0
     target_a: float = 0.0
     name: ClassVar[str] = "budget"
+    options: ClassVar[tuple[str, ...]] = ("wd", "budget")
+    ends_by: ClassVar[str] = "budget/wd"
+    exact_on_steps: ClassVar[bool] = True
 
     @classmethod
     def from_options(cls, wd=0.0, switch_at=None, budget=None) -> BudgetDecay:
@@ -294,6 +316,17 @@ def make_schedule(name: str, wd: float = 0.0, switch_at: float | None = None,
     """
     check_choice("schedule", name, tuple(SCHEDULES))
     return SCHEDULES[name].from_options(wd, switch_at, budget)
+
+
+def unused_options(name: Any) -> tuple[str, ...]:
+    """The options of :data:`OPTIONS` that the schedule named ``name`` does not read (``()``
+    for a name not in :data:`SCHEDULES`: nothing is known to be unused).
+
+    >>> unused_options("none"), unused_options("switch-off"), unused_options("cosine")
+    (('wd', 'switch_at', 'budget'), ('budget',), ())
+    """
+    cls = SCHEDULES.get(name) if isinstance(name, str) else None
+    return () if cls is None else tuple(o for o in OPTIONS if o not in cls.options)
 
 
 _DEPRECATED = {"Constant": ConstantDecay, "SwitchOff": SwitchOffDecay, "Budget": BudgetDecay}

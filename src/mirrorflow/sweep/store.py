@@ -324,7 +324,8 @@ class ResultStore:
                 continue
             try:
                 new_name, cfg = exp.migrate(json.loads(config))
-                new_cfg = config_to_dict(make_config(REGISTRY[new_name].config_cls, cfg))
+                new_cfg = config_to_dict(make_config(REGISTRY[new_name].config_cls, cfg,
+                                                     stored=True))  # retired fields dropped
             except (MirrorflowError, KeyError, TypeError, ValueError):
                 continue
             new_id = run_id(new_name, new_cfg, version=version)

@@ -2,7 +2,9 @@
 
 **The pairing rule** (docs/claims.md). Runs of the arms of one test form a *pair* when they
 share the seed and every config field that no arm fixes, except the claim's ``free`` fields (run
-length, numerics) and the fields a run's schedule ignores. Inside one such *pair cell*:
+length, numerics), the fields a run's schedule ignores (:func:`~mirrorflow.schedules.continuous.
+unused_options`) and retired fields (``compare``: :data:`~mirrorflow.experiments.base.
+RETIRED_FIELDS`). Inside one such *pair cell*:
 
 1. only runs of **one mirrorflow version** are paired: the newest version that has a run of
    every arm (release numbers compared as numbers; the same seed of two versions is one pair,
@@ -29,6 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mirrorflow._core.errors import MirrorflowError
+from mirrorflow.experiments.base import RETIRED_FIELDS
+from mirrorflow.schedules.continuous import SCHEDULES, unused_options
 from mirrorflow.sweep.store import RunRecord
 
 __all__ = ["NOT_CONVERGED", "Arm", "AtMost", "IntegratedDecay", "OneOf", "Pairing", "pair_runs"]
@@ -65,10 +70,8 @@ class OneOf:
 
 @dataclass(frozen=True)
 class IntegratedDecay:
-    """Condition on the whole config: the integrated decay ``a`` of a constant or switch-off
-    run, ``a = λ · (end of decay)``, equals ``value`` (relative tolerance ``rtol``). The end of
-    decay is ``switch_at`` (switch-off) or ``steps · lr`` (constant decay, for the AdamW
-    experiments whose time is ``t = Σ lr``)."""
+    """Condition on the whole config: the integrated decay ``a`` of the run
+    (:func:`integrated_decay`) equals ``value`` (relative tolerance ``rtol``)."""
 
     value: float
     rtol: float = 1e-6
@@ -83,14 +86,30 @@ class IntegratedDecay:
 
 
 def integrated_decay(config: Mapping[str, Any]) -> float | None:
-    """``a`` from the config of a constant / switch-off run (``None`` when it cannot tell)."""
-    wd, sched = config.get("wd"), config.get("schedule")
-    if not _is_number(wd):
+    """``a`` from a run's config, as its schedule object gives it: the decay's final integral
+    when it ends (switch-off: ``wd · switch_at``; budget: its target), else its integral up to
+    the end of training ``steps · lr`` (constant decay in the AdamW experiments, whose time is
+    ``t = Σ lr``); ``None`` when the config cannot tell.
+
+    >>> integrated_decay({"schedule": "switch-off", "wd": 0.5, "switch_at": 4.0})
+    2.0
+    >>> integrated_decay({"schedule": "constant", "wd": 0.5, "steps": 100, "lr": 0.01})
+    0.5
+    >>> integrated_decay({"schedule": "constant", "wd": 0.5}) is None   # no end of training
+    True
+    """
+    cls, wd = SCHEDULES.get(config.get("schedule")), config.get("wd")
+    if cls is None or not _is_number(wd):
         return None
-    if sched == "switch-off" and _is_number(config.get("switch_at")):
-        return float(wd) * float(config["switch_at"])
-    if sched == "constant" and _is_number(config.get("steps")) and _is_number(config.get("lr")):
-        return float(wd) * float(config["steps"]) * float(config["lr"])
+    try:
+        sched = cls.from_options(float(wd), config.get("switch_at"), config.get("budget"))
+    except (MirrorflowError, TypeError, ValueError):
+        return None
+    if math.isfinite(sched.final_integral):
+        return sched.final_integral
+    steps, lr = config.get("steps"), config.get("lr")
+    if _is_number(steps) and _is_number(lr):
+        return float(sched.integral(float(steps) * float(lr)))
     return None
 
 
@@ -139,13 +158,10 @@ def _equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-#: config fields that do not change a run under its schedule (dropped before pairing)
-_IRRELEVANT = {"none": ("wd", "switch_at", "budget"), "constant": ("switch_at", "budget"),
-               "switch-off": ("budget",), "budget": ("switch_at",)}
-
-
 def _canonical(config: Mapping[str, Any]) -> dict[str, Any]:
-    drop = _IRRELEVANT.get(config.get("schedule"), ())
+    """The config without the fields that do not change the run: those its schedule does not
+    read, and retired ones (a stored ``compare`` run's own metrics are the same run's)."""
+    drop = set(unused_options(config.get("schedule"))) | set(RETIRED_FIELDS)
     return {k: v for k, v in config.items() if k not in drop}
 
 
@@ -205,7 +221,7 @@ def pair_runs(records: Sequence[RunRecord], arms: Sequence[Arm], free: Sequence[
     drop = {k for arm in arms for k in arm.where} | set(free)
     for arm in arms:  # a field one arm's schedule ignores cannot tell the arms' runs apart
         sched = arm.where.get("schedule")
-        drop |= set(_IRRELEVANT.get(sched, ())) if isinstance(sched, str) else set()
+        drop |= set(unused_options(sched))
     by_arm: dict[str, dict[tuple, list[RunRecord]]] = {}
     for arm in arms:
         groups: dict[tuple, list[RunRecord]] = {}

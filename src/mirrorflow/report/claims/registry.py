@@ -182,14 +182,14 @@ CLAIMS: tuple[Claim, ...] = (
                      "decay runs to t_max = 2000 (the full sweep's) where a store has several",
                      _SR_FREE, const_prefer={"t_max": 2000.0}),
     _switch_off_wins("matrix-sensing", "recovery_error", 0.1, 100.0, "docs/theory.md §6",
-                     "d = 20, rank 2, 160 measurements (a = 10)", ("baseline", "compare"),
+                     "d = 20, rank 2, 160 measurements (a = 10)", ("baseline",),
                      fixed_horizon="matrix sensing runs gradient descent to t_max without a "
                                    "convergence test, so every run ends with status max-time"),
     _switch_off_wins("attention", "test_loss", 0.05, 40.0, "docs/theory.md §6; " + _ABSTRACT,
-                     "one attention layer, rank-1 teacher (a = 2)", ("compare",)),
+                     "one attention layer, rank-1 teacher (a = 2)"),
     _switch_off_wins("vit", "val_loss", 1.0, 0.6, _ABSTRACT,
                      "TinyViT on scikit-learn digits, AdamW (a = 0.6 vs 1.2 constant)",
-                     ("compare", "eval_every"), why=_VAL_WHY, **_VIT),
+                     ("eval_every",), why=_VAL_WHY, **_VIT),
     _switch_off_wins("lora", "val_loss", 5.0, 0.16, _ABSTRACT,
                      "LoRA on all-MiniLM-L6-v2, Shakespeare play classification, AdamW",
                      ("eval_every", "threads"), why=_VAL_WHY, dataset="shakespeare"),
@@ -229,7 +229,7 @@ CLAIMS: tuple[Claim, ...] = (
         experiment="vit",
         tests=(SameThroughA("nuclear_over_fro", (_sw(1.0, 0.6, **_VIT), _sw(2.0, 0.3, **_VIT)),
                             (_sw(1.0, 0.6, **_VIT), _sw(2.0, 0.6, **_VIT))),),
-        sweeps=("vit-quick", "vit-full"), free=("compare", "eval_every"),
+        sweeps=("vit-quick", "vit-full"), free=("eval_every",),
         setting="λ = 1 to t = 0.6 vs λ = 2 to t = 0.3 (a = 0.6), against λ = 2 to t = 0.6 "
                 "(a = 1.2)", figure="vit_summary.png"),
     Claim(
@@ -254,7 +254,7 @@ CLAIMS: tuple[Claim, ...] = (
         source=_ABSTRACT + "; docs/theory.md §6", experiment="vit",
         tests=(Compare("nuclear_over_fro", _const(1.0, **_VIT), _const(1e-4, **_VIT),
                        why=_RATIO_WHY),),
-        sweeps=("vit-quick", "vit-full"), free=("compare", "eval_every"),
+        sweeps=("vit-quick", "vit-full"), free=("eval_every",),
         setting="constant λ = 1e-4 vs λ = 1 (the full sweep adds 0.1, 0.5, 2)",
         figure="vit_summary.png"),
     Claim(
@@ -276,7 +276,7 @@ CLAIMS: tuple[Claim, ...] = (
                       _const_a(0.6, **_VIT), _sw(1.0, 0.6, **_VIT),
                       why="½: nearer the a-matched constant-decay runs than the undecayed "
                           "ones (T = 1 if only a matters, 0 if switching off undoes the decay)"),),
-        sweeps=("vit-quick", "vit-full"), free=("compare", "eval_every"),
+        sweeps=("vit-quick", "vit-full"), free=("eval_every",),
         setting="λ = 1 switched off at t = 0.6 (a = 0.6) vs constant λ = 0.5 over the whole run "
                 "(steps · lr = 1.2: a = 0.6)", figure="vit_summary.png"),
     Claim(
