@@ -333,10 +333,10 @@ def train_vit_seeds(cfgs: Sequence[Config], schedule: Schedule,
             h["nuclear_over_fro"].append(_ratios(seed_model(i)))
             h["train_loss"].append(float(train_loss[i]))
 
-    def finish(i: int, a: float) -> None:
+    def finish(i: int, a: float, test: tuple[list[float], list[float]] | None = None) -> None:
         m = seed_model(i)
         diags = _diagnostics(m)
-        tl, ta = scores("test")
+        tl, ta = scores("test") if test is None else test  # one stacked pass for all seeds
         tl, ta = tl[i], ta[i]
         final[i] = {"ratios": hist[i]["nuclear_over_fro"][-1],
                     "effective_rank": _mean([d.effective_rank for d in diags]),
@@ -372,8 +372,9 @@ def train_vit_seeds(cfgs: Sequence[Config], schedule: Schedule,
             check_deadline(f"ViT at step {k + 1} of {cfg.steps}")
         evaluate(cfg.steps, live, last)
         a = per_seed_integrated(scheduler, S)
+        test = scores("test") if live else None
         for i in live:  # on one thread too: the small QRs of the diagnostics spin on two
-            finish(i, a[i])
+            finish(i, a[i], test)
     if scheduler is not None:
         scheduler.remove()
     out = []
