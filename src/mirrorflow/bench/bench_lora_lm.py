@@ -19,7 +19,7 @@ training loss (rtol 1e-4). Goal (issue 22): ratio ≥ 4 at 16 seeds on 2 cores.
 
 from __future__ import annotations
 
-from mirrorflow.bench._harness import batched_seeds_row, torch_threads
+from mirrorflow.bench._harness import batched_seeds_row, count_flops, torch_threads
 
 
 def _rows(quick: bool) -> list[dict]:
@@ -42,9 +42,14 @@ def _rows(quick: bool) -> list[dict]:
             return [train_stacked([c], prepared=prepared)[0][0].curves["train_loss"][-1]
                     for c in cfgs]
 
+        # matmul-class FLOPs per seed-step of each side (one seed's sequential run; the
+        # stacked run of all S), counted once outside the timing
+        flops = {"seq": count_flops(lambda c=cfgs[0], p=prepared: fine_tune_peft(
+                     c, evaluate=False, prepared=p)) / steps,
+                 "batched": count_flops(batched) / (S * steps)}
         rows.append(batched_seeds_row("lora-lm", S, steps, {"seq": sequential, "batched": batched,
                                                            "stacked_loop": stacked_loop},
-                                      repeats))
+                                      repeats, flops_per_seed_step=flops))
     return rows
 
 
