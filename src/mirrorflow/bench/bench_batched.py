@@ -14,7 +14,7 @@ final validation loss (rtol 1e-4). Goal (issue 22): ratio ≥ 4 at 16 seeds on 2
 
 from __future__ import annotations
 
-from mirrorflow.bench._harness import batched_seeds_row, torch_threads
+from mirrorflow.bench._harness import batched_seeds_row, count_flops, torch_threads
 
 
 def _rows(quick: bool) -> list[dict]:
@@ -35,8 +35,10 @@ def _rows(quick: bool) -> list[dict]:
         def batched(cfgs=cfgs, sched=sched):
             return [r["val_loss"] for r in train_vit_seeds(cfgs, sched)]
 
+        flops = {"seq": count_flops(lambda c=cfgs[0], sched=sched: train_vit(c, sched)) / steps,
+                 "batched": count_flops(batched) / (S * steps)}
         rows.append(batched_seeds_row("vit", S, steps, {"seq": sequential, "batched": batched},
-                                      repeats))
+                                      repeats, flops_per_seed_step=flops))
     return rows
 
 

@@ -295,8 +295,10 @@ def train_vit_seeds(cfgs: Sequence[Config], schedule: Schedule,
     decay, no_decay = model.decay_groups()
     tsched = training.from_continuous(schedule, cfg.lr, cfg.steps)
     wd = 0.0 if tsched is None else cfg.wd
+    # foreach: the multi-tensor update (CPU tensors default to one kernel call per tensor); the
+    # same elementwise arithmetic as train_vit's AdamW
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, foreach=True)
     scheduler = None if tsched is None else WeightDecayScheduler(opt, tsched, total_steps=cfg.steps)
     keys = ("time", "a", "weight_decay", "val_loss", "val_accuracy", "nuclear_over_fro",
             "train_loss")
