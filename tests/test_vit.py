@@ -220,18 +220,21 @@ def test_chance_level_separates_learned_from_untrained_runs():
 @pytest.mark.parametrize("heads,depth,channels", [(1, 1, 1), (2, 2, 1), (4, 2, 3)])
 def test_stacked_vit_forward_and_gradients_equal_each_tinyvit(heads, depth, channels):
     """The copy-free stacked layout (cls as a zero patch, per-head strided views, transposed
-    scores, value bias folded into the output bias) gives each seed its own TinyViT's logits
+    scores, value bias folded into the output bias, norm affines folded into the next
+    weights) gives each seed its own TinyViT's logits
     and parameter gradients (float32 rounding), for any head count."""
     from mirrorflow.experiments.nn import StackedTinyViT, TinyViT
 
     torch.manual_seed(3)
     S, B = 3, 5
     models = [TinyViT(channels, 8, 2, 8, depth, heads, 4) for _ in range(S)]
-    with torch.no_grad():  # non-zero cls and biases, so that every folded term matters
+    with torch.no_grad():  # non-zero cls and biases, norm gains ≠ 1: every folded term matters
         for m in models:
             for n, p in m.named_parameters():
                 if n == "cls" or n.endswith("bias"):
                     p.normal_(0.0, 0.5)
+                elif "norm" in n:
+                    p.normal_(1.0, 0.5)
     stacked = StackedTinyViT(models)
     X = torch.randn(S, B, channels, 8, 8)
     y = torch.randint(0, 4, (S, B))
