@@ -15,6 +15,19 @@ process CPU time, which waiting for a core shared with other processes does not 
 ``ratio_vs_stacked_loop``: batched over the stacked code run one seed at a time, the part of the
 gain that batching alone brings. Before timing, the two must agree on every seed's final
 training loss (rtol 1e-4). Goal (issue 22): ratio ≥ 4 at 16 seeds on 2 cores.
+
+Roofline fields, as in :mod:`mirrorflow.bench.bench_batched`: ``flops_per_seed_step`` (matmul,
+attention-kernel FLOPs of one seed's PEFT run per step, by ``FlopCounterMode``; about 0.41
+GFLOP), the achieved GFLOP/s of both sides in CPU time, a float32 matmul peak measured in the
+same run (one thread), ``seq_fraction_of_peak`` and ``max_ratio = 1 / seq_fraction_of_peak``:
+the largest ratio any batching can reach while the arithmetic stays the same, since the
+batched side cannot run the same FLOPs faster than the matmul peak. The count leaves out the
+elementwise work (GELU, softmax, layer norm, the optimizer), which both sides also pay, so the
+real ceiling is lower than ``max_ratio``. The sequential PEFT loop already runs at a fifth to
+a third of the peak (it is compute-bound, not overhead-bound): ``max_ratio`` is about 3–6 on
+this machine, and reaching 4× would need the whole batched step, elementwise work included,
+at ≥ 4 × ``seq_fraction_of_peak`` of the matmul peak, which no stacked variant measured comes
+near (``batched_fraction_of_peak``).
 """
 
 from __future__ import annotations
