@@ -6,6 +6,7 @@ weights, and the integrated decay computed by hand from the learning rate and th
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -253,3 +254,24 @@ def test_stacked_vit_forward_and_gradients_equal_each_tinyvit(heads, depth, chan
             p.data.copy_(v)
         for name, p in m.named_parameters():
             torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_stacked_score_ratios_equal_per_model_diagnostics():
+    """The batched per-seed nuclear/Frobenius ratios equal nn.score_ratios of each TinyViT
+    (Gram/QR route of factor_diagnostics, float64); a seed with a non-finite weight gets NaN
+    while the others keep their values."""
+    from mirrorflow.experiments.nn import StackedTinyViT, TinyViT, score_ratios
+
+    torch.manual_seed(5)
+    models = [TinyViT(1, 8, 2, 8, 2, heads, 10) for heads in (2, 2, 2)]
+    stacked = StackedTinyViT(models)
+    got = stacked.score_ratios()
+    for i, m in enumerate(models):
+        np.testing.assert_allclose(got[i], score_ratios(m), rtol=1e-9)
+        assert all(1.0 <= r <= 2.0 for r in got[i])  # rank ≤ 4 products: 1 ≤ nuc/fro ≤ 2
+    with torch.no_grad():
+        stacked.blocks[1]["fc1_b"][1, 0] = float("nan")  # not a q/k weight: still NaN
+    bad = stacked.score_ratios()
+    assert all(math.isnan(r) for r in bad[1])
+    np.testing.assert_allclose(bad[0], got[0], rtol=1e-12)
+    np.testing.assert_allclose(bad[2], got[2], rtol=1e-12)

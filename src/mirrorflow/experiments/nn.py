@@ -232,6 +232,29 @@ class StackedTinyViT(torch.nn.Module):
         return torch.baddbmm(self.head_b.unsqueeze(1), c, self.head_w)
 
     @torch.no_grad()
+    def score_ratios(self) -> list[list[float]]:
+        """Per seed, :func:`score_ratios` of its TinyViT (per layer, the mean over heads of
+        ``‖W_Q,h W_K,hᵀ‖_* / ‖W_Q,h W_K,hᵀ‖_F``), all seeds in one batched SVD (float64); NaN
+        for a seed with a non-finite parameter."""
+        S, D = self.n_seeds, self.embed_w.shape[-1]
+        finite = torch.stack([p.detach().flatten(1).isfinite().all(1)
+                              for p in self.parameters()]).all(0)
+        if not self.depth:
+            return [[] for _ in range(S)]
+        h, dh = self.heads, D // self.heads
+        mats = []
+        for blk in self.blocks:  # qkv columns [Q | K | V]: head j's U = W_Q,jᵀ, V = W_K,jᵀ
+            w = blk["qkv"].detach().double()
+            mats += [w[:, :, j * dh:(j + 1) * dh] @ w[:, :, D + j * dh:D + (j + 1) * dh].mT
+                     for j in range(h)]
+        X = torch.stack(mats, 1)  # [S, depth·h, D, D]
+        X = torch.where(finite.view(S, 1, 1, 1), X, torch.zeros((), dtype=X.dtype))
+        sv = torch.linalg.svdvals(X)
+        ratio = (sv.sum(-1) / sv.square().sum(-1).sqrt()).view(S, self.depth, h).mean(-1)
+        ratio[~finite] = math.nan
+        return ratio.tolist()
+
+    @torch.no_grad()
     def seed_state(self, s: int) -> dict[str, torch.Tensor]:
         """Seed ``s``'s weights as a :class:`TinyViT` ``state_dict`` (copies)."""
         def t(w):

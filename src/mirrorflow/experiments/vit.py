@@ -317,14 +317,16 @@ def train_vit_seeds(cfgs: Sequence[Config], schedule: Schedule,
         y = torch.stack([d[part][1] for d in data])
         if y.shape[1] == 0:
             return [math.nan] * S, [math.nan] * S
-        with torch.no_grad():
-            logits = model(X)
+        with torch.no_grad():  # in chunks of images: each one's logits alone, cache-sized
+            chunk = max(cfg.batch_size, 128)
+            logits = torch.cat([model(X[:, i:i + chunk]) for i in range(0, X.shape[1], chunk)], 1)
             loss = lossf(logits.flatten(0, 1), y.flatten(), reduction="none").view(S, -1).mean(1)
             acc = (logits.argmax(-1) == y).float().mean(1)
         return loss.tolist(), acc.tolist()
 
     def evaluate(k: int, seeds, train_loss) -> None:
         vl, va = scores("val")
+        ratios = model.score_ratios()  # every seed's _ratios, one batched SVD
         for i in seeds:
             h = hist[i]
             h["val_loss"].append(vl[i])
@@ -332,7 +334,7 @@ def train_vit_seeds(cfgs: Sequence[Config], schedule: Schedule,
             h["time"].append(k * cfg.lr)
             h["a"].append(0.0 if scheduler is None else scheduler.integrated)
             h["weight_decay"].append(float(opt.param_groups[0]["weight_decay"]))
-            h["nuclear_over_fro"].append(_ratios(seed_model(i)))
+            h["nuclear_over_fro"].append(ratios[i])
             h["train_loss"].append(float(train_loss[i]))
 
     def finish(i: int, a: float, test: tuple[list[float], list[float]] | None = None) -> None:
