@@ -172,7 +172,7 @@ def gemm_rate(threads: int, size: int = 1024) -> float:
     return 2.0 * size**3 / elapsed / 1e9
 
 
-def float32_matmul_gflops(size: int = 1024, repeats: int = 5) -> float:
+def float32_matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
     """Measured float32 ``torch.mm`` rate on the current torch threads: ``size``³, best of
     ``repeats`` (the matmul peak that float32 network training can reach on this machine)."""
     g = torch.Generator().manual_seed(0)

@@ -23,11 +23,12 @@ same run (one thread), ``seq_fraction_of_peak`` and ``max_ratio = 1 / seq_fracti
 the largest ratio any batching can reach while the arithmetic stays the same, since the
 batched side cannot run the same FLOPs faster than the matmul peak. The count leaves out the
 elementwise work (GELU, softmax, layer norm, the optimizer), which both sides also pay, so the
-real ceiling is lower than ``max_ratio``. The sequential PEFT loop already runs at a fifth to
-a third of the peak (it is compute-bound, not overhead-bound): ``max_ratio`` is about 3–6 on
-this machine, and reaching 4× would need the whole batched step, elementwise work included,
-at ≥ 4 × ``seq_fraction_of_peak`` of the matmul peak, which no stacked variant measured comes
-near (``batched_fraction_of_peak``).
+real ceiling is lower than ``max_ratio``. Measured (full settings, 2026-12-03, load 3.5):
+the sequential PEFT loop runs at 12–17 % of the matmul peak (about 20 GFLOP/s against a
+121–155 GFLOP/s peak; the peak itself varies by run on this shared machine), so ``max_ratio``
+was 5.9–8.0: the matmul count alone does not rule 4× out; the stacked side reached 18–24 % of
+the peak (``batched_fraction_of_peak``), and 4× would need it at ≥ 50–68 % of the peak for
+the whole step, elementwise work included.
 """
 
 from __future__ import annotations
