@@ -299,3 +299,20 @@ def test_fast_path_equals_generic_path_and_restores_threads():
     np.testing.assert_allclose(fast.x, slow.x, atol=1e-12)
     with pytest.raises(MirrorflowError, match="threads"):
         simulate_gd(A, y, 1.0, 0.0, NoDecay(), threads=0)
+
+
+def test_count_flops_and_roofline_by_hand():
+    """FLOPs of a matmul forward and backward are 2mnk each (closed form); the roofline's
+    rates and ceiling follow by hand from made-up times."""
+    from mirrorflow.bench._harness import count_flops, float32_matmul_gflops, roofline
+
+    a = torch.randn(6, 5, requires_grad=True)
+    b = torch.randn(5, 7)
+    assert count_flops(lambda: a @ b) == 2 * 6 * 5 * 7
+    assert count_flops(lambda: (a @ b).sum().backward()) == 2 * (2 * 6 * 5 * 7)  # + grad of a
+    r = roofline({"seq": 1e9, "batched": 1.5e9}, 10, {"seq": 2.0, "batched": 1.0}, 20.0)
+    assert r["seq_gflops"] == pytest.approx(5.0) and r["batched_gflops"] == pytest.approx(15.0)
+    assert r["seq_fraction_of_peak"] == pytest.approx(0.25)
+    assert r["max_ratio"] == pytest.approx(4.0)
+    assert r["batched_fraction_of_peak"] == pytest.approx(0.75)
+    assert 0.1 < float32_matmul_gflops(size=128, repeats=2) < 1e5

@@ -172,6 +172,52 @@ def gemm_rate(threads: int, size: int = 1024) -> float:
     return 2.0 * size**3 / elapsed / 1e9
 
 
+def float32_matmul_gflops(size: int = 1024, repeats: int = 10) -> float:
+    """Measured float32 ``torch.mm`` rate on the current torch threads: ``size``³, best of
+    ``repeats`` (the matmul peak that float32 network training can reach on this machine)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=g)
+    b = torch.randn(size, size, generator=g)
+    out = torch.empty_like(a)
+    torch.mm(a, b, out=out)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best / 1e9
+
+
+def count_flops(fn: Callable[[], object]) -> float:
+    """Matmul-class FLOPs of one call of ``fn`` (``torch.utils.flop_counter.FlopCounterMode``:
+    matmuls, convolutions and attention kernels, forward and backward; elementwise work not
+    counted, so rates built on it understate the work done)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def roofline(flops_per_seed_step: dict[str, float], seed_steps: int, cpu_s: dict[str, float],
+             peak_gflops: float) -> dict:
+    """Achieved rates and the ceiling they put on a batched-over-sequential ratio.
+
+    ``flops_per_seed_step``/``cpu_s``: per side (``"seq"``, ``"batched"``); rates are
+    FLOPs × ``seed_steps`` over the side's CPU time. ``seq_fraction_of_peak`` is the
+    sequential rate over ``peak_gflops``; if the batched side did the sequential side's FLOPs
+    at the peak rate it would be ``1 / seq_fraction_of_peak`` times faster: the largest
+    ratio possible (``max_ratio``) while the arithmetic stays the same.
+    """
+    rate = {k: flops_per_seed_step[k] * seed_steps / cpu_s[k] / 1e9 for k in ("seq", "batched")}
+    frac = rate["seq"] / peak_gflops
+    return {"flops_per_seed_step": flops_per_seed_step["seq"],
+            "flops_per_seed_step_batched": flops_per_seed_step["batched"],
+            "matmul_peak_gflops": peak_gflops, "seq_gflops": rate["seq"],
+            "batched_gflops": rate["batched"], "seq_fraction_of_peak": frac,
+            "batched_fraction_of_peak": rate["batched"] / peak_gflops, "max_ratio": 1.0 / frac}
+
+
 def row(name: str, baseline_s: float, mirrorflow_s: float, **extras) -> dict:
     """A result row in the suite's format (``ratio`` = speed-up of mirrorflow)."""
     return {
@@ -186,15 +232,23 @@ def row(name: str, baseline_s: float, mirrorflow_s: float, **extras) -> dict:
 
 
 def batched_seeds_row(label: str, seeds: int, steps: int, fns: dict[str, Callable[[], object]],
-                      repeats: int, rtol: float = 1e-4) -> dict:
+                      repeats: int, rtol: float = 1e-4,
+                      flops_per_seed_step: dict[str, float] | None = None) -> dict:
     """The ``train LABEL seeds=S batched`` row of a stacked-seed benchmark: ``fns["seq"]`` (the
     per-seed loop) and ``fns["batched"]`` (one stacked model) must agree on every seed's
     returned number (``rtol``) before all of ``fns`` are timed interleaved; ``ratio`` is
     seed-steps per second batched over sequential, ``ratio_cpu`` the same in CPU time, and each
-    further entry ``X`` of ``fns`` gives ``ratio_vs_X`` (its time over the batched one)."""
+    further entry ``X`` of ``fns`` gives ``ratio_vs_X`` (its time over the batched one).
+    ``flops_per_seed_step`` (``"seq"``, ``"batched"``) adds :func:`roofline` against a float32
+    matmul peak measured right after the timing."""
     diff = check_close(f"train {label} seeds={seeds}", fns["batched"](), fns["seq"](), rtol=rtol)
     t = time_interleaved(fns, repeats)
     more = {f"ratio_vs_{k}": t[k] / t["batched"] for k in fns if k not in ("seq", "batched")}
+    more.update(baseline_cpu_s=t["seq_cpu"], mirrorflow_cpu_s=t["batched_cpu"])
+    if flops_per_seed_step is not None:
+        more.update(roofline(flops_per_seed_step, seeds * steps,
+                             {"seq": t["seq_cpu"], "batched": t["batched_cpu"]},
+                             float32_matmul_gflops()))
     return row(f"train {label} seeds={seeds} batched", t["seq"], t["batched"],
                ratio_cpu=t["seq_cpu"] / t["batched_cpu"], **more, seeds=seeds, steps=steps,
                seed_steps_per_s=seeds * steps / t["batched"],
