@@ -153,6 +153,24 @@ def test_rule_legend_covering_data():
     assert any("covers" in p for p in figure_problems(fig))
 
 
+def test_rule_series_cut_off_by_the_axis_limits():
+    """A limit that hides part of a labelled series is a problem (the full report's lora-lm
+    validation panel cut off its lr = 0.02 run this way); a horizontal reference line spanning
+    the panel, and the same series with limits that show it, are not."""
+    x = np.arange(5.0)
+    fig, ax = _fig()
+    ax.plot(x, 1.80 + 0.005 * x, label="kept")  # 1.80 ... 1.82, inside
+    ax.plot(x, 1.82 + 0.01 * x, label="cut")  # 1.82 ... 1.86, above the limit
+    ax.axhline(1.81, color="k", ls="--", label="baseline")
+    ax.set_ylim(1.79, 1.835)
+    fig.legend(loc="outside lower center", ncols=3)
+    problems = figure_problems(fig)
+    assert any("'cut'" in p and "3 of 5 points outside" in p for p in problems), problems
+    assert not any("'kept'" in p or "'baseline'" in p for p in problems), problems
+    ax.set_ylim(1.79, 1.87)
+    assert figure_problems(fig) == []
+
+
 def test_rule_series_without_legend_and_title_promising_dashes():
     fig, axes = _fig(2)
     axes[0].plot([0, 1], [0, 1], label="shown")

@@ -180,6 +180,7 @@ def figure_problems(fig: Figure, max_covered: float = 0.02, renderer=None) -> li
       points of its axes (lines and scatter points, in display coordinates);
     * a labelled series no legend of the figure names;
     * two labelled series of one panel drawn alike (same colour, dash and marker);
+    * a labelled line with points outside its panel (axis limits that cut a series off);
     * a title that promises a dashed or dotted series that is not drawn.
 
     ``renderer``: the one of a draw in progress (a ``draw_event`` of ``savefig``: the figure is
@@ -234,6 +235,16 @@ def figure_problems(fig: Figure, max_covered: float = 0.02, renderer=None) -> li
             if lab not in legend_labels:
                 problems.append(f"series {lab!r} of panel {ax.get_title()!r} is in no legend")
             if isinstance(art, Line2D):
+                xy = np.asarray(art.get_xydata(), float)
+                xy = xy[np.isfinite(xy).all(axis=1)] if xy.ndim == 2 else xy[:0]
+                if len(xy):  # display pixels against the panel's box (1 px of slack)
+                    d = art.get_transform().transform(xy)
+                    bb = ax.get_window_extent(renderer)
+                    out = ((d[:, 0] < bb.x0 - 1) | (d[:, 0] > bb.x1 + 1)
+                           | (d[:, 1] < bb.y0 - 1) | (d[:, 1] > bb.y1 + 1))
+                    if out.any():
+                        problems.append(f"series {lab!r} of panel {ax.get_title()!r} has "
+                                        f"{int(out.sum())} of {len(d)} points outside the axes")
                 key = (str(art.get_color()), art.get_linestyle(), str(art.get_marker()))
                 if key in seen and seen[key] != lab:
                     problems.append(f"series {lab!r} and {seen[key]!r} of panel "

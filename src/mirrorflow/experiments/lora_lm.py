@@ -675,7 +675,8 @@ def plot(results: Sequence[Result], path: Path) -> None:
     if results:
         uni, pre = results[0].unigram_val, results[0].pretrained_val_loss
         lo = min(float(np.nanmin(r.curves["val_loss"])) for r in results)
-        top = max(pre, lo) + 0.15 * (pre - lo + 1e-3)
+        hi = max(float(np.nanmax(r.curves["val_loss"])) for r in results)  # every run on the axis
+        top = max(pre, lo, hi) + 0.15 * (max(pre, hi) - lo + 1e-3)
         if uni <= top:
             axes[1].axhline(uni, color="k", ls="--", lw=1, label=f"unigram baseline {uni:.3f}")
         else:  # far above: keep the scale on the runs and say where it is
