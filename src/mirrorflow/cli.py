@@ -466,6 +466,18 @@ def print_unfolded(table: Table, file=None) -> None:
 
 
 # --- sweeps, reports, reproduction (issue 8) -----------------------------------------------
+def _ahead(specs, store, dask: str | None):
+    """:func:`mirrorflow.sweep.prepare_ahead` for the runs not stored yet; only where the
+    workers share this machine's cache (no ``--dask tcp://…``)."""
+    from mirrorflow.sweep import prepare_ahead
+
+    if dask not in (None, "local"):
+        return contextlib.nullcontext([])
+    ids = [rid for spec in specs for rid in spec.run_ids]
+    done = store.statuses(ids)
+    return prepare_ahead(specs, [rid for rid in ids if done.get(rid) not in ("done", "diverged")])
+
+
 def _sweep_executor(dask: str | None, workers: int):
     from mirrorflow.sweep import make_executor
 
@@ -691,7 +703,11 @@ def reproduce_command(
     started = time.monotonic()
     rule = None
     try:
-        with _sigterm_stops(), _results_store(out / "results.sqlite") as store:
+        with _sigterm_stops(), _results_store(out / "results.sqlite") as store, \
+                _ahead(specs, store, dask) as ahead:
+            if ahead:
+                say(f"{', '.join(ahead)}: one-time setup (pretraining) started in the "
+                    f"background; its runs wait for it if they start first")
             for spec in specs:
                 try:
                     summary = run_sweep(spec, store, executor, retry_failed=retry_failed,

@@ -35,7 +35,7 @@ def load_library(module: str, abi_symbol: str, abi: int) -> ctypes.CDLL | None:
     return _load(module, abi_symbol, abi)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(module: str, abi_symbol: str, abi: int) -> ctypes.CDLL | None:
     try:
         spec = importlib.util.find_spec(module)

@@ -441,6 +441,11 @@ class Experiment:
     #: most runs (seeds of one setting) a sweep gives one task of a batched experiment: the
     #: stacked-seed experiments (vit, lora-lm) train that many seeds as one model
     batch: int = 4
+    #: ``prepare(configs)``: the one-time, cached setup these runs share (lora-lm: pretraining
+    #: its model), safe to call from another process at the same time as runs (they wait for
+    #: it under a lock). ``mirrorflow reproduce`` starts it in the background at the beginning
+    #: so that no worker sits idle waiting for it (:func:`mirrorflow.sweep.prepare_ahead`).
+    prepare: Callable[[Sequence[Any]], None] | None = None
 
     def make_config(self, overrides: Mapping[str, Any] | None = None) -> Any:
         return make_config(self.config_cls, overrides)

@@ -318,6 +318,8 @@ def stacked_forward(base: dict, lora: dict, scaling: float, ids, n_head: int):
     import torch
     import torch.nn.functional as F
 
+    from mirrorflow.experiments._fused import gelu_tanh
+
     S, Bn, T = ids.shape
     wte = base["transformer.wte.weight"]
     D = wte.shape[1]
@@ -345,7 +347,9 @@ def stacked_forward(base: dict, lora: dict, scaling: float, ids, n_head: int):
 
         y = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), is_causal=True)
         x = x + proj(y.transpose(1, 2).reshape(S, Bn * T, D), f"{p}.attn.c_proj")
-        m = F.gelu(proj(norm(x, f"{p}.ln_2"), f"{p}.mlp.c_fc"), approximate="tanh")
+        # GPT-2's tanh GELU, one vectorized pass each way (torch's CPU kernel for the tanh
+        # form is a scalar loop: a third of the step before; docs/benchmarks.md)
+        m = gelu_tanh(proj(norm(x, f"{p}.ln_2"), f"{p}.mlp.c_fc"))
         x = x + proj(m, f"{p}.mlp.c_proj")
     x = norm(x, "transformer.ln_f")
     return (x @ wte.T).view(S, Bn, T, -1)
@@ -725,6 +729,16 @@ SWEEPS = {
     },
 }
 
+def prepare(configs: Sequence[Config]) -> None:
+    """Pretrain (or find cached) the model of every ``pretrain`` spec among ``configs``: the
+    one-time part of lora-lm's runs (:func:`~mirrorflow.experiments.charlm.load_or_pretrain`,
+    under its lock, so runs started meanwhile wait for it instead of repeating it)."""
+    from mirrorflow.experiments.charlm import load_or_pretrain
+
+    for name in sorted({c.pretrain for c in configs}):
+        load_or_pretrain(name)
+
+
 EXPERIMENT = Experiment(
     name="lora-lm",
     config_cls=Config,
@@ -734,6 +748,7 @@ EXPERIMENT = Experiment(
     plot=plot,
     description=first_line(__doc__),
     sweeps=SWEEPS,
+    prepare=prepare,
     batch=8,  # seeds stacked per task (bench: 1.2-1.4x at 8 seeds, no more at 16)
     smoke={"pretrain": "tiny", "steps": 4, "eval_every": 2, "switch_at": 0.02, "batch_size": 4,
            "eval_chars": 256, "n_plays": 1},

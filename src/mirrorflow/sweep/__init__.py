@@ -9,8 +9,10 @@ task      ``execute_task``: one task where workers run, an ``Outcome`` per run.
 pool      ``LocalExecutor``: in-process or spawned worker processes, deaths, memory admission.
 dask_exec ``DaskExecutor``, ``check_scheduler``: Dask cluster or scheduler, address probe.
 builtin   the quick / full sweeps of ``mirrorflow reproduce``.
+ahead     ``prepare_ahead(specs)``: the experiments' one-time setup in a background process.
 """
 
+from mirrorflow.sweep.ahead import prepare_ahead
 from mirrorflow.sweep.builtin import builtin_spec, builtin_specs
 from mirrorflow.sweep.execute import (
     DaskExecutor,
@@ -39,6 +41,7 @@ __all__ = [
     "load_spec",
     "make_executor",
     "parse_spec",
+    "prepare_ahead",
     "run_id",
     "run_sweep",
 ]
