@@ -153,6 +153,16 @@ class RunCost:
     steps: int
     memory: int
     what: str = ""  # what dominates, e.g. "A (n × d) and AᵀA (d × d)"
+    #: the part of ``memory`` that runs trained together as one batched task (seeds stacked
+    #: into one model) need once, not once per run: the interpreter, libraries, shared frozen
+    #: weights. A task of runs ``r₁ … r_k`` needs ``Σ (memory − shared) + max shared``
+    #: (:func:`mirrorflow.sweep.pool.task_memory`).
+    shared: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.shared <= self.memory:
+            raise ValueError(f"RunCost.shared must be between 0 and memory ({self.memory}), "
+                             f"got {self.shared}")
 
 
 def _gb(n: float) -> str:

@@ -140,7 +140,7 @@ class Config(ScheduleConfig):
         D, L, T, V = spec.n_embd, spec.n_layer, self.context, 100
         per_token = (16 * D + 4 * spec.n_head * T) * L + 2 * V
         act = 4 * per_token * (self.batch_size * T + min(self.eval_chars, 64 * T))
-        return RunCost(steps=self.steps, memory=int(2 * act + 300 * 2**20),
+        return RunCost(steps=self.steps, memory=int(2 * act + 300 * 2**20), shared=300 * 2**20,
                        what=f"activations of windows of {T} characters")
 
 

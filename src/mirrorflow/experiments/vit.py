@@ -128,7 +128,7 @@ class Config(ScheduleConfig):
         params = self.depth * 12 * self.dim ** 2 + C * self.patch_size ** 2 * self.dim
         return RunCost(steps=self.steps,
                        memory=4 * (2 * N * C * side * side + rows * per_seq + 16 * params)
-                       + 200 * 2**20,
+                       + 200 * 2**20, shared=200 * 2**20,
                        what=f"activations of {rows} images × {tokens} tokens")
 
 
