@@ -60,3 +60,22 @@ def test_nothing_pending_or_nothing_to_prepare_starts_nothing(tmp_path, monkeypa
     with prepare_ahead([builtin_spec("vit", quick=True)]) as started:
         assert started == []
     assert not (tmp_path / "charlm").exists()
+
+
+def test_ctrl_c_is_the_parents_to_handle(tmp_path, monkeypatch):
+    # a terminal's Ctrl-C reaches the whole process group: the background process ignores it
+    # (no traceback of its own; the parent stops it on the way out) and goes on meanwhile
+    import multiprocessing
+    import os
+    import signal
+
+    monkeypatch.setenv("MIRRORFLOW_CACHE", str(tmp_path))
+    with prepare_ahead([_spec("tiny")]):
+        (proc,) = [p for p in multiprocessing.active_children() if p.name == "mirrorflow-prepare"]
+        time.sleep(1.0)  # past its start-up, with its handler set
+        os.kill(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 120
+        while not _cached(tmp_path, "tiny") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.exitcode in (None, 0)
+    assert len(_cached(tmp_path, "tiny")) == 1

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
+import signal
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -25,14 +27,33 @@ from mirrorflow.sweep.spec import SweepSpec
 __all__ = ["prepare_ahead"]
 
 
-def _prepare(jobs: list[tuple[str, list[Any]]]) -> None:
-    """The background process: each experiment's ``prepare(configs)``, one after another."""
+def _prepare(jobs: list[tuple[str, list[Any]]], parent_pid: int) -> None:
+    """The background process: each experiment's ``prepare(configs)``, one after another.
+    Like a pool worker it ignores Ctrl-C (the parent stops it) and dies with its parent."""
     from mirrorflow._core.threads import torch_threads
     from mirrorflow.experiments import get_experiment
+    from mirrorflow.sweep.pool import _die_with_parent
 
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with torch_threads(1):
         for name, configs in jobs:
             get_experiment(name).prepare(configs)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while processes are started here (main thread only; else a no-op)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @contextlib.contextmanager
@@ -57,9 +78,10 @@ def prepare_ahead(specs: Sequence[SweepSpec], pending: Sequence[str] | None = No
     if not jobs:
         yield []
         return
-    proc = multiprocessing.get_context("spawn").Process(target=_prepare, args=(jobs,),
+    proc = multiprocessing.get_context("spawn").Process(target=_prepare, args=(jobs, os.getpid()),
                                                         name="mirrorflow-prepare", daemon=True)
-    proc.start()
+    with _sigint_ignored():  # inherited through exec: the child ignores Ctrl-C from its start
+        proc.start()
     try:
         yield [name for name, _ in jobs]
     finally:
