@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mirrorflow._core.validation import MirrorflowError
+from mirrorflow.experiments._fused import fused_attention
 
 __all__ = ["Block", "SelfAttention", "StackedTinyViT", "TinyViT", "patchify", "score_ratios"]
 
@@ -205,7 +206,7 @@ class StackedTinyViT(torch.nn.Module):
         tok = self.pos + torch.cat([self.cls, self.embed_b.unsqueeze(1).expand(S, T - 1, D)], 1)
         x = (torch.bmm(p.view(S, B * T, -1), self.embed_w).view(S, B, T, D)
              + tok.unsqueeze(1)).view(S, B * T, D)
-        h, dh = self.heads, D // self.heads
+        h = self.heads
         for blk in self.blocks:
             # queries and keys have no bias (the norm's shift b W enters all three)
             qkv = self._ln_linear(x, blk["n1_w"], blk["n1_b"], blk["qkv"]).view(N, T, 3 * D)
@@ -214,17 +215,10 @@ class StackedTinyViT(torch.nn.Module):
             # output projection's bias as v_b @ W_out
             bias = blk["out_b"].unsqueeze(1) + torch.bmm(blk["v_b"].unsqueeze(1), w_out)
             x = x + bias
-            # every head's q/k/v: strided views of qkv (no copies; one unbind, whose backward
-            # is one stack)
-            parts = qkv.view(N, T, 3 * h, dh).unbind(2)
-            for j in range(h):
-                # the scores transposed, [N, key, query], so the softmax runs over dim 1 (fast,
-                # vectorized across queries) instead of over a short last dim
-                q, k, v = parts[j], parts[h + j], parts[2 * h + j]
-                att_t = torch.softmax(torch.baddbmm(qkv.new_zeros(()), k, q.transpose(1, 2),
-                                                    beta=0.0, alpha=dh ** -0.5), dim=1)
-                o = torch.bmm(att_t.transpose(1, 2), v).view(S, B * T, dh)
-                x = torch.baddbmm(x, o, w_out[:, j * dh:(j + 1) * dh])
+            # all heads' softmax(q kᵀ/√dh) v at once, [S, B·T, D] (one fused C pass forward and
+            # one backward, or the same math in torch ops), then one output projection
+            o = fused_attention(qkv, h).view(S, B * T, D)
+            x = torch.baddbmm(x, o, w_out)
             y = torch.nn.functional.gelu(self._ln_linear(x, blk["n2_w"], blk["n2_b"], blk["fc1_w"],
                                                          blk["fc1_b"]))
             x = torch.baddbmm(x, y, blk["fc2_w"]) + blk["fc2_b"].unsqueeze(1)
