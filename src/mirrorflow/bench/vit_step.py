@@ -7,8 +7,10 @@ foreach AdamW, as :func:`~mirrorflow.experiments.vit.train_vit_seeds` trains the
 warm-up steps, ``--steps`` steps (forward, backward, optimizer; batches drawn here) timed one
 by one on one torch thread; prints one JSON line: median and minimum ms per S-seed step, and
 whether the fused C kernels ran (``MIRRORFLOW_NATIVE=0`` turns them off, for the torch path).
-Not a ``mirrorflow bench`` row (no baseline in the same run): a profile aid for the rows of
-``bench_batched.py``.
+``--attention``: instead, the attention core alone at the step's size (``qkv`` of 16 × 128
+sequences, 17 tokens, 2 heads of width 4), the fused kernel against its torch path, ms per
+layer forward and forward + backward (minimum of 20). Not a ``mirrorflow bench`` row: a
+profile aid for the rows of ``bench_batched.py``.
 """
 
 from __future__ import annotations
@@ -60,9 +62,36 @@ def measure(seeds: int = 16, steps: int = 30) -> dict:
             "median_ms": round(1e3 * times[len(times) // 2], 2), "min_ms": round(1e3 * times[0], 2)}
 
 
+def measure_attention(repeats: int = 20) -> dict:
+    import torch
+
+    from mirrorflow.bench._harness import torch_threads
+    from mirrorflow.experiments._fused import _attention_torch, fused_attention, native_kernels
+
+    gen = torch.Generator().manual_seed(0)
+    qkv = torch.randn(16 * 128, 17, 24, generator=gen).requires_grad_()
+    g = torch.randn(16 * 128, 17, 8, generator=gen)
+    out = {"native": native_kernels() is not None}
+
+    def best(f):
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t)
+        return round(1e3 * min(ts), 2)
+
+    with torch_threads(1):
+        for name, f in (("fused", fused_attention), ("torch", _attention_torch)):
+            out[f"{name}_fwd_ms"] = best(lambda f=f: f(qkv, 2))
+            out[f"{name}_fwd_bwd_ms"] = best(lambda f=f: f(qkv, 2).backward(g))
+    return out
+
+
 if __name__ == "__main__":  # pragma: no cover
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=16)
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--attention", action="store_true", help="time the attention core alone")
     a = ap.parse_args()
-    print(json.dumps(measure(a.seeds, a.steps)))
+    print(json.dumps(measure_attention() if a.attention else measure(a.seeds, a.steps)))

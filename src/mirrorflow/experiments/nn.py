@@ -124,10 +124,10 @@ class StackedTinyViT(torch.nn.Module):
     folded into the output projection's bias (attention rows sum to 1), and the affine of each
     block's layer norms is folded into the weights of the product that follows
     (``x̂ diag(w) W + b W``). At the ViT experiment's sizes (16 seeds, batch 128, 17 tokens,
-    width 8, 2 heads) the fused attention takes a 16-seed training step from about 46 to about
-    35 ms (one thread, 2026-12-03, /tmp script of issue 22's attention work, see
-    docs/experiments-matrix-attention.md); what remains is mostly layer norms over 8 features,
-    the exact GELU, small ``bmm``/``baddbmm`` and their copies.
+    width 8, 2 heads) the fused attention takes a 16-seed training step from 43–45 ms to
+    33–38 ms (one thread; ``python -m mirrorflow.bench.vit_step``, 2026-12-03, load 1–3; the
+    torch path, ``MIRRORFLOW_NATIVE=0``, 46–47 ms); what remains is mostly layer norms over 8
+    features, the exact GELU, the small ``bmm``/``baddbmm`` and their copies.
     :meth:`seed_state` gives seed ``s``'s weights as a TinyViT ``state_dict``.
     """
 
