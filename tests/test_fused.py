@@ -151,3 +151,59 @@ def test_attention_bad_shapes_are_one_line_errors(shape, heads):
     with pytest.raises(MirrorflowError, match="fused_attention needs qkv") as e:
         fused_attention(torch.zeros(shape), heads)
     assert "\n" not in str(e.value)
+
+
+# --- layer norm (no affine) ---------------------------------------------------------------
+
+
+def _ln_reference(x: torch.Tensor, eps: float) -> torch.Tensor:
+    x = x.double()
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps)
+
+
+def _ln_native_used(y: torch.Tensor) -> bool:
+    return type(y.grad_fn).__name__ == "_LayerNormBackward"
+
+
+@pytest.mark.parametrize("shape", [(3, 50, 8), (7, 4), (5, 16), (2, 9, 32), (4, 5), (3, 33), (1, 64)])
+def test_layer_norm_forward_and_gradients_equal_float64_reference(shape):
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = 3.0 + 2.0 * torch.randn(shape, generator=gen)
+    g = torch.randn(shape, generator=gen)
+    y, gx = _value_and_grad(lambda t: _fused.layer_norm(t, 1e-5), x, g)
+    assert _ln_native_used(y)
+    ref, gref = _value_and_grad(lambda t: _ln_reference(t, 1e-5), x.double(), g.double())
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx.double(), gref, rtol=1e-4, atol=1e-5 * gref.abs().max().item())
+
+
+def test_layer_norm_constant_rows_give_zero():
+    """A constant row has variance 0: the output is 0 (eps keeps it finite), and so is the
+    gradient's projection (the derivative of x̂ at a constant row is (g - mean g)/sqrt(eps))."""
+    x = torch.full((4, 8), 2.5)
+    g = torch.arange(32.0).view(4, 8)
+    y, gx = _value_and_grad(lambda t: _fused.layer_norm(t, 1e-5), x, g)
+    assert torch.equal(y, torch.zeros_like(y))
+    torch.testing.assert_close(gx, (g - g.mean(-1, keepdim=True)) / math.sqrt(1e-5), rtol=1e-5, atol=1e-3)
+
+
+def test_layer_norm_native_off_and_fallbacks(monkeypatch):
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 10, 16, generator=gen)
+    g = torch.randn(6, 10, 8, generator=gen)
+    y, gx = _value_and_grad(lambda t: _fused.layer_norm(t[..., ::2], 1e-5), x, g)  # strided
+    assert not _ln_native_used(y)
+    ref, gref = _value_and_grad(lambda t: _ln_reference(t[..., ::2], 1e-5), x.double(), g.double())
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5)
+    y64 = _fused.layer_norm(x.double(), 1e-5)  # float64: torch's
+    assert not _ln_native_used(y64) and y64.dtype == torch.float64
+    torch.testing.assert_close(y64, _ln_reference(x, 1e-5), rtol=1e-12, atol=1e-12)
+    xc, gc = x[..., :8].contiguous(), g
+    y1, g1 = _value_and_grad(lambda t: _fused.layer_norm(t, 1e-5), xc, gc)
+    monkeypatch.setenv("MIRRORFLOW_NATIVE", "0")
+    y0, g0 = _value_and_grad(lambda t: _fused.layer_norm(t, 1e-5), xc, gc)
+    assert _ln_native_used(y1) and not _ln_native_used(y0)
+    torch.testing.assert_close(y0, y1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-5)

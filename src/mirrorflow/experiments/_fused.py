@@ -12,6 +12,9 @@ operation runs instead (tests/test_fused.py compares both with a float64 referen
   :class:`~mirrorflow.experiments.nn.StackedTinyViT` on its ``qkv`` layout, forward and backward
   each one C pass over the sequences (``_nn_attention.c``), in place of a few dozen small torch
   operations per layer (bmm on ``[N, 17, 4]``, softmax over 17 keys, views and copies).
+- :func:`layer_norm`: ``torch.nn.functional.layer_norm`` over the last dim without affine,
+  forward and backward each one pass vectorized across rows (``_nn_layernorm.c``; torch's CPU
+  kernel goes row by row, slow at StackedTinyViT's 8 features).
 
 >>> import torch
 >>> x = torch.linspace(-3, 3, 7)
@@ -29,7 +32,7 @@ from torch.autograd.function import once_differentiable
 from mirrorflow._core.native import load_library
 from mirrorflow._core.validation import MirrorflowError
 
-__all__ = ["fused_attention", "gelu_tanh", "native_kernels"]
+__all__ = ["fused_attention", "gelu_tanh", "layer_norm", "native_kernels"]
 
 _ABI = 2  # nn_abi() of the _nnkernels.c these bindings match
 _ptr, _long = ctypes.c_void_p, ctypes.c_long
@@ -50,6 +53,10 @@ def native_kernels() -> ctypes.CDLL | None:
         lib.nn_attention_fwd.argtypes = [_ptr, _ptr, _ptr, _long, _long, _long, _long]
         lib.nn_attention_bwd.restype = None
         lib.nn_attention_bwd.argtypes = [_ptr, _ptr, _ptr, _ptr, _long, _long, _long, _long]
+        lib.nn_layernorm_fwd.restype = None
+        lib.nn_layernorm_fwd.argtypes = [_ptr, _ptr, _ptr, _ptr, _long, _long, ctypes.c_float]
+        lib.nn_layernorm_bwd.restype = None
+        lib.nn_layernorm_bwd.argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _long, _long]
     return lib
 
 
@@ -146,3 +153,35 @@ def fused_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
             and native_kernels() is not None):
         return _Attention.apply(qkv, heads)
     return _attention_torch(qkv, heads)
+
+
+class _LayerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, eps):
+        D = x.shape[-1]
+        R = x.numel() // D
+        y = torch.empty_like(x)
+        mean, rstd = x.new_empty(R), x.new_empty(R)
+        native_kernels().nn_layernorm_fwd(x.data_ptr(), y.data_ptr(), mean.data_ptr(),
+                                          rstd.data_ptr(), R, D, eps)
+        ctx.save_for_backward(x, mean, rstd)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        x, mean, rstd = ctx.saved_tensors
+        g = g.contiguous()
+        dx = torch.empty_like(x)
+        native_kernels().nn_layernorm_bwd(x.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
+                                          g.data_ptr(), dx.data_ptr(), mean.numel(), x.shape[-1])
+        return dx, None
+
+
+def layer_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``torch.nn.functional.layer_norm(x, (x.shape[-1],), eps=eps)`` (no affine;
+    differentiable once): the fused C kernel on a non-empty contiguous float32 CPU tensor when it
+    is built, else torch's."""
+    if _fits(x) and x.dim() >= 1 and x.numel() > 0 and native_kernels() is not None:
+        return _LayerNorm.apply(x, float(eps))
+    return torch.nn.functional.layer_norm(x, (x.shape[-1],), eps=eps)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mirrorflow._core.validation import MirrorflowError
-from mirrorflow.experiments._fused import fused_attention
+from mirrorflow.experiments._fused import fused_attention, layer_norm
 
 __all__ = ["Block", "SelfAttention", "StackedTinyViT", "TinyViT", "patchify", "score_ratios"]
 
@@ -189,13 +189,13 @@ class StackedTinyViT(torch.nn.Module):
         return dec, rest
 
     def _ln(self, x, w, b):
-        x = torch.nn.functional.layer_norm(x, (x.shape[-1],), eps=self.eps)
+        x = layer_norm(x, self.eps)
         return torch.addcmul(b.unsqueeze(1), x, w.unsqueeze(1))
 
     def _ln_linear(self, x, w, b, weight, bias=None):
         """``LayerNorm(x; w, b) @ weight (+ bias)`` with the norm's affine folded into the
         weights: ``x̂ (diag(w) W) + b W``, so no elementwise pass over the activations."""
-        x = torch.nn.functional.layer_norm(x, (x.shape[-1],), eps=self.eps)
+        x = layer_norm(x, self.eps)
         shift = torch.bmm(b.unsqueeze(1), weight)
         return torch.baddbmm(shift if bias is None else shift + bias.unsqueeze(1), x,
                              w.unsqueeze(-1) * weight)
