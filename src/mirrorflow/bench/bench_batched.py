@@ -20,15 +20,16 @@ ratio a batched side doing the same FLOPs at the matmul peak would reach. For th
 sequential loop runs at a few percent of the peak (per-operation overhead on ``[128, 17, 8]``
 tensors), so arithmetic does not rule 4× out; what bounds the batched side is the efficiency of
 kernels on tensors whose inner sizes are 4–17: it reaches under a tenth of the matmul peak.
-The attention core (tiny per-head matmuls, softmax over 17 keys) now runs as one fused C kernel
-(:func:`mirrorflow.experiments._fused.fused_attention`): 16 seeds 2.11× (CPU 2.10×), 8 seeds
-2.02× against 1.78× / 1.82× for the code before it, same command minutes apart (2026-12-03,
-load 1.1–2.9); per 16-seed step 33–38 ms against 43–45 (``python -m
-mirrorflow.bench.vit_step``). Per step the fused attention takes about 11 ms (two layers of
-1.6 ms forward, 5.6 ms forward + backward; its torch path 9.1: ``vit_step --attention``); the rest is layer norms over 8 features,
-the exact GELU, the small ``bmm``/``baddbmm`` and their copies. ``FlopCounterMode`` does not
-see inside the C kernel, so ``flops_per_seed_step_batched`` (and ``batched_gflops``) leave out
-the attention's score and value products (about a third of the FLOPs).
+The attention core (tiny per-head matmuls, softmax over 17 keys) and the layer norms run as
+fused C kernels (:mod:`mirrorflow.experiments._fused`): 16 seeds 2.38× (CPU 2.38×), 8 seeds
+2.69× (2026-12-03, load 1.0–1.5), against 1.78× / 1.82× for the code before them (same
+command, load 2.9); with the fused attention alone 2.11× / 2.02×. Per 16-seed step 28–32 ms
+against 42–46 (``python -m mirrorflow.bench.vit_step``). The fused attention takes about 11
+ms of it (two layers of 1.6 ms forward, 5.6 ms forward + backward; its torch path 9.1:
+``vit_step --attention``); the rest is the small ``bmm``/``baddbmm`` with their copies, the
+exact GELU and the optimizer. ``FlopCounterMode`` does not see inside the C kernels, so
+``flops_per_seed_step_batched`` (and ``batched_gflops``) leave out the attention's score and
+value products (about a third of the FLOPs).
 """
 
 from __future__ import annotations

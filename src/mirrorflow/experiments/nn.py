@@ -123,11 +123,13 @@ class StackedTinyViT(torch.nn.Module):
     dim 1), its output ``[S, B·T, D]`` goes through one output projection, the value bias is
     folded into the output projection's bias (attention rows sum to 1), and the affine of each
     block's layer norms is folded into the weights of the product that follows
-    (``x̂ diag(w) W + b W``). At the ViT experiment's sizes (16 seeds, batch 128, 17 tokens,
-    width 8, 2 heads) the fused attention takes a 16-seed training step from 43–45 ms to
-    33–38 ms (one thread; ``python -m mirrorflow.bench.vit_step``, 2026-12-03, load 1–3; the
-    torch path, ``MIRRORFLOW_NATIVE=0``, 46–47 ms); what remains is mostly layer norms over 8
-    features, the exact GELU, the small ``bmm``/``baddbmm`` and their copies.
+    (``x̂ diag(w) W + b W``), the normalization itself a fused C pass over rows
+    (:func:`~mirrorflow.experiments._fused.layer_norm`). At the ViT experiment's sizes (16
+    seeds, batch 128, 17 tokens, width 8, 2 heads) the two kernels take a 16-seed training
+    step from 42–46 ms to 28–32 ms (medians, one thread; ``python -m
+    mirrorflow.bench.vit_step``, 2026-12-03, load 1.1–1.5; the torch path,
+    ``MIRRORFLOW_NATIVE=0``, 43–45 ms); what remains is mostly the attention backward, the
+    small ``bmm``/``baddbmm`` with their copies, and the exact GELU.
     :meth:`seed_state` gives seed ``s``'s weights as a TinyViT ``state_dict``.
     """
 
