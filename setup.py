@@ -14,7 +14,10 @@ setup(ext_modules=[
               extra_compile_args=flags, optional=True),
     # fused float32 kernels of the batched network experiments (mirrorflow.experiments._fused)
     # (-fno-trapping-math: lets GCC vectorize the branch-free clamps; no FP traps are enabled)
-    Extension("mirrorflow.experiments._nnkernels", ["src/mirrorflow/experiments/_nnkernels.c"],
+    Extension("mirrorflow.experiments._nnkernels",
+              ["src/mirrorflow/experiments/_nnkernels.c", "src/mirrorflow/experiments/_nn_attention.c",
+               "src/mirrorflow/experiments/_nn_layernorm.c"],
+              depends=["src/mirrorflow/experiments/_nnkernels.h"],
               extra_compile_args=flags + ([] if sys.platform == "win32" else ["-fno-trapping-math"]),
               optional=True),
 ])

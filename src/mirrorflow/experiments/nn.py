@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from mirrorflow._core.validation import MirrorflowError
+from mirrorflow.experiments._fused import fused_attention, layer_norm
 
 __all__ = ["Block", "SelfAttention", "StackedTinyViT", "TinyViT", "patchify", "score_ratios"]
 
@@ -115,12 +116,20 @@ class StackedTinyViT(torch.nn.Module):
     ``qkv`` tensor ``[S, D, 3D]`` (columns ``[Q | K | V]``; queries and keys have no bias).
     The layout avoids copies of activations (each one costs as much as a matmul at these
     sizes): the class token enters as a zero patch plus a per-token bias (no concatenation),
-    each head's q/k/v are strided views of the ``qkv`` product, its scores are computed
-    transposed (``[key, query]``) so that the softmax runs over dim 1 (about 3× faster forward
-    and backward than over a last dim of 17 tokens), the value bias is folded into the output
-    projection's bias (attention rows sum to 1), each head's output goes through its own
-    rows of the output projection (no concatenation of heads), and the affine of each block's
-    layer norms is folded into the weights of the product that follows (``x̂ diag(w) W + b W``).
+    the attention core of all heads (``softmax(q kᵀ/√dh) v`` per head) runs on the ``qkv``
+    product as it is, in one fused C pass forward and one backward
+    (:func:`~mirrorflow.experiments._fused.fused_attention`; where the kernel is not built, the
+    same math in torch ops: strided per-head views, scores transposed so the softmax runs over
+    dim 1), its output ``[S, B·T, D]`` goes through one output projection, the value bias is
+    folded into the output projection's bias (attention rows sum to 1), and the affine of each
+    block's layer norms is folded into the weights of the product that follows
+    (``x̂ diag(w) W + b W``), the normalization itself a fused C pass over rows
+    (:func:`~mirrorflow.experiments._fused.layer_norm`). At the ViT experiment's sizes (16
+    seeds, batch 128, 17 tokens, width 8, 2 heads) the two kernels take a 16-seed training
+    step from 42–46 ms to 28–32 ms (medians, one thread; ``python -m
+    mirrorflow.bench.vit_step``, 2026-12-03, load 1.1–1.5; the torch path,
+    ``MIRRORFLOW_NATIVE=0``, 43–45 ms); what remains is mostly the attention backward, the
+    small ``bmm``/``baddbmm`` with their copies, and the exact GELU.
     :meth:`seed_state` gives seed ``s``'s weights as a TinyViT ``state_dict``.
     """
 
@@ -182,13 +191,13 @@ class StackedTinyViT(torch.nn.Module):
         return dec, rest
 
     def _ln(self, x, w, b):
-        x = torch.nn.functional.layer_norm(x, (x.shape[-1],), eps=self.eps)
+        x = layer_norm(x, self.eps)
         return torch.addcmul(b.unsqueeze(1), x, w.unsqueeze(1))
 
     def _ln_linear(self, x, w, b, weight, bias=None):
         """``LayerNorm(x; w, b) @ weight (+ bias)`` with the norm's affine folded into the
         weights: ``x̂ (diag(w) W) + b W``, so no elementwise pass over the activations."""
-        x = torch.nn.functional.layer_norm(x, (x.shape[-1],), eps=self.eps)
+        x = layer_norm(x, self.eps)
         shift = torch.bmm(b.unsqueeze(1), weight)
         return torch.baddbmm(shift if bias is None else shift + bias.unsqueeze(1), x,
                              w.unsqueeze(-1) * weight)
@@ -205,7 +214,7 @@ class StackedTinyViT(torch.nn.Module):
         tok = self.pos + torch.cat([self.cls, self.embed_b.unsqueeze(1).expand(S, T - 1, D)], 1)
         x = (torch.bmm(p.view(S, B * T, -1), self.embed_w).view(S, B, T, D)
              + tok.unsqueeze(1)).view(S, B * T, D)
-        h, dh = self.heads, D // self.heads
+        h = self.heads
         for blk in self.blocks:
             # queries and keys have no bias (the norm's shift b W enters all three)
             qkv = self._ln_linear(x, blk["n1_w"], blk["n1_b"], blk["qkv"]).view(N, T, 3 * D)
@@ -214,17 +223,10 @@ class StackedTinyViT(torch.nn.Module):
             # output projection's bias as v_b @ W_out
             bias = blk["out_b"].unsqueeze(1) + torch.bmm(blk["v_b"].unsqueeze(1), w_out)
             x = x + bias
-            # every head's q/k/v: strided views of qkv (no copies; one unbind, whose backward
-            # is one stack)
-            parts = qkv.view(N, T, 3 * h, dh).unbind(2)
-            for j in range(h):
-                # the scores transposed, [N, key, query], so the softmax runs over dim 1 (fast,
-                # vectorized across queries) instead of over a short last dim
-                q, k, v = parts[j], parts[h + j], parts[2 * h + j]
-                att_t = torch.softmax(torch.baddbmm(qkv.new_zeros(()), k, q.transpose(1, 2),
-                                                    beta=0.0, alpha=dh ** -0.5), dim=1)
-                o = torch.bmm(att_t.transpose(1, 2), v).view(S, B * T, dh)
-                x = torch.baddbmm(x, o, w_out[:, j * dh:(j + 1) * dh])
+            # all heads' softmax(q kᵀ/√dh) v at once, [S, B·T, D] (one fused C pass forward and
+            # one backward, or the same math in torch ops), then one output projection
+            o = fused_attention(qkv, h).view(S, B * T, D)
+            x = torch.baddbmm(x, o, w_out)
             y = torch.nn.functional.gelu(self._ln_linear(x, blk["n2_w"], blk["n2_b"], blk["fc1_w"],
                                                          blk["fc1_b"]))
             x = torch.baddbmm(x, y, blk["fc2_w"]) + blk["fc2_b"].unsqueeze(1)
