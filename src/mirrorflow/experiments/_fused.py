@@ -3,11 +3,13 @@
 The C kernels (``_nnkernels.c``, an optional extension) compute the same functions as the torch
 operations they replace, up to float rounding; where they are not built, or
 ``MIRRORFLOW_NATIVE=0`` is set, or a tensor is not a contiguous float32 CPU tensor, the torch
-operation runs instead (tests/test_fused.py compares both with a float64 reference).
+operation runs instead (tests/test_fused.py and tests/test_fused_gelu.py compare both with a
+float64 reference).
 
 - :func:`gelu_tanh`: ``torch.nn.functional.gelu(x, approximate="tanh")`` (GPT-2's ``gelu_new``),
   forward and backward each one vectorized pass (torch's CPU kernel for the tanh form is a scalar
-  loop, about 35 % of a stacked lora-lm step; docs/benchmarks.md).
+  loop, about 35 % of a stacked lora-lm step; docs/experiments-lora-sparse-coding.md, "Batched
+  seeds: speed").
 - :func:`fused_attention`: the multi-head attention core ``softmax(q kᵀ/√dh) v`` of
   :class:`~mirrorflow.experiments.nn.StackedTinyViT` on its ``qkv`` layout, forward and backward
   each one C pass over the sequences (``_nn_attention.c``), in place of a few dozen small torch
