@@ -470,12 +470,13 @@ def _ahead(specs, store, dask: str | None):
     """:func:`mirrorflow.sweep.prepare_ahead` for the runs not stored yet; only where the
     workers share this machine's cache (no ``--dask tcp://…``)."""
     from mirrorflow.sweep import prepare_ahead
+    from mirrorflow.sweep.store import FINAL
 
     if dask not in (None, "local"):
         return contextlib.nullcontext([])
     ids = [rid for spec in specs for rid in spec.run_ids]
     done = store.statuses(ids)
-    return prepare_ahead(specs, [rid for rid in ids if done.get(rid) not in ("done", "diverged")])
+    return prepare_ahead(specs, [rid for rid in ids if done.get(rid) not in FINAL])
 
 
 def _sweep_executor(dask: str | None, workers: int):

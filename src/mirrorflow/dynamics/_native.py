@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import importlib.util
 import os
 import threading
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mirrorflow._core.native import load_library, native_disabled
 from mirrorflow._core.threads import torch_threads
 from mirrorflow._core.validation import MirrorflowError
 
@@ -362,15 +362,13 @@ def _scipy_dgemm() -> int:
 
 @functools.lru_cache(maxsize=1)
 def _load() -> Kernels | None:
-    spec = importlib.util.find_spec("mirrorflow.dynamics._kernels")
-    if spec is None or not spec.origin:
+    # not built, not loadable, or a stale build (another mf_kernel_abi): None
+    lib = load_library("mirrorflow.dynamics._kernels", "mf_kernel_abi", _ABI)
+    if lib is None:
         return None
     try:
-        lib = ctypes.CDLL(spec.origin)
         dgemm = _scipy_dgemm()
     except (OSError, AttributeError, KeyError, ImportError):
-        return None
-    if not hasattr(lib, "mf_kernel_abi") or lib.mf_kernel_abi() != _ABI:  # a stale build
         return None
     lib.mf_variants.restype, lib.mf_variants.argtypes = _c_int, []
     lib.mf_mult_steps.restype = None
@@ -388,7 +386,7 @@ def _load() -> Kernels | None:
 
 def kernels() -> Kernels | None:
     """The compiled kernels, or ``None`` if not built or disabled with ``MIRRORFLOW_NATIVE=0``."""
-    if os.environ.get("MIRRORFLOW_NATIVE", "1").strip() == "0":
+    if native_disabled():
         return None
     return _load()
 

@@ -38,6 +38,22 @@ typedef struct {
     float r[NN_ATT_MAX];
 } nn_att_bwd_scratch;
 
+/* out[i] = sum_d coef[d] rows[d][i], i < TP (rows: dh rows of stride TP), summed in order of
+ * d: a key's (or value's) row against the transposed queries (or output gradients). */
+NN_INLINE void nn_att_combine(float *restrict out, const float *restrict coef,
+                              const float *restrict rows, const long TP, const long dh)
+{
+    const float c0 = coef[0];
+    for (long i = 0; i < TP; i++)
+        out[i] = c0 * rows[i];
+    for (long d = 1; d < dh; d++) {
+        const float cd = coef[d];
+        const float *rd = rows + d * TP;
+        for (long i = 0; i < TP; i++)
+            out[i] += cd * rd[i];
+    }
+}
+
 /* Forward of sequence x (T rows of width W) for head c; pt [T][TP]; o rows of width D. */
 NN_INLINE void nn_att_fwd_one(const float *restrict x, float *restrict o, float *restrict pt,
                               nn_att_fwd_scratch *restrict w, const long T, const long TP,
@@ -49,19 +65,8 @@ NN_INLINE void nn_att_fwd_one(const float *restrict x, float *restrict o, float 
         for (long d = 0; d < dh; d++)
             qt[d * TP + i] = x[i * W + cq + d] * scale;
     /* scores, transposed: pt[j][i] = k_j . q_i scale */
-    for (long j = 0; j < T; j++) {
-        const float *kj = x + j * W + ck;
-        float *restrict s = pt + j * TP;
-        const float k0 = kj[0];
-        for (long i = 0; i < TP; i++)
-            s[i] = k0 * qt[i];
-        for (long d = 1; d < dh; d++) {
-            const float kd = kj[d];
-            const float *qd = qt + d * TP;
-            for (long i = 0; i < TP; i++)
-                s[i] += kd * qd[i];
-        }
-    }
+    for (long j = 0; j < T; j++)
+        nn_att_combine(pt + j * TP, x + j * W + ck, qt, TP, dh);
     /* softmax over keys j, for all queries i at once */
     for (long i = 0; i < TP; i++)
         m[i] = pt[i];
@@ -117,18 +122,9 @@ NN_INLINE void nn_att_bwd_one(const float *restrict x, const float *restrict pt,
     for (long i = 0; i < TP; i++)
         r[i] = 0.0f;
     for (long j = 0; j < T; j++) {
-        const float *vj = x + j * W + cv;
         float *restrict a = dst + j * TP;
         const float *pj = pt + j * TP;
-        const float v0 = vj[0];
-        for (long i = 0; i < TP; i++)
-            a[i] = v0 * dot[i];
-        for (long d = 1; d < dh; d++) {
-            const float vd = vj[d];
-            const float *gd = dot + d * TP;
-            for (long i = 0; i < TP; i++)
-                a[i] += vd * gd[i];
-        }
+        nn_att_combine(a, x + j * W + cv, dot, TP, dh);
         for (long i = 0; i < TP; i++)
             r[i] += a[i] * pj[i];
     }
